@@ -1,0 +1,3 @@
+from repolm.cli import main
+
+main()

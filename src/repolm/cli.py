@@ -1,0 +1,185 @@
+"""The `repolm` command. Commands are thin: they resolve options and call one function each.
+
+Heavy modules (pyarrow, pydantic models, torch) are imported inside the commands so that
+`repolm --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from repolm import __version__
+from repolm.errors import RepolmError
+
+app = typer.Typer(
+    name="repolm",
+    help="Turn a repository and its whole git history into a language model of that codebase.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+RepoOpt = Annotated[Path, typer.Option("--repo", "-r", help="Repository to read (bare or not).")]
+OutOpt = Annotated[
+    Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<repo name>].")
+]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="YAML config file (over the preset).")
+]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset [default: tiny-cpu].")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override one key, e.g. --set mine.jobs=2 (repeatable)."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run even if the cache is valid.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"repolm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    from repolm.logs import setup_logging
+
+    setup_logging(verbose=verbose or debug, quiet=quiet)
+
+
+def _resolve(preset: str | None, config: Path | None, overrides: list[str] | None):
+    from repolm.config import load_config
+
+    return load_config(preset=preset, config_file=config, overrides=overrides)
+
+
+def _default_out(repo: Path, out: Path | None) -> tuple[Path, Path]:
+    """The repository's top-level path and the run directory."""
+    from repolm.mine.git import open_repo
+
+    opened = open_repo(repo)
+    return opened.path, (out if out is not None else Path("runs") / opened.name)
+
+
+def _pipeline(repo: Path, out: Path | None, config: Path | None, preset: str | None,
+              overrides: list[str] | None, command: str, **kwargs) -> None:
+    from repolm.logs import log_to_file
+    from repolm.pipeline.runner import run_pipeline, select_stages
+    from repolm.report import print_outcomes
+
+    select_stages(kwargs.get("only"), kwargs.get("until"))  # bad names fail before any work
+    resolved = _resolve(preset, config, overrides)
+    repo_path, out_dir = _default_out(repo, out)
+    with log_to_file(out_dir, command):
+        outcomes = run_pipeline(out_dir, repo_path, resolved, **kwargs)
+    print_outcomes(out_dir, outcomes)
+
+
+@app.command()
+def run(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    stage: Annotated[
+        Optional[list[str]], typer.Option("--stage", help="Run only this stage (repeatable).")
+    ] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")] = None,
+    force: ForceOpt = False,
+    continue_on_error: Annotated[
+        bool, typer.Option("--continue-on-error", help="Run independent stages after a failure.")
+    ] = False,
+) -> None:
+    """Run the pipeline: every stage that is not cached, in order."""
+    _pipeline(repo, out, config, preset, set_, "run", only=stage, until=until, force=force,
+              continue_on_error=continue_on_error)
+
+
+@app.command()
+def mine(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Mine all history again from scratch.")] = False,
+) -> None:
+    """Mine every commit on every branch, tag and remote into OUT/mine/*.parquet."""
+    _pipeline(repo, out, config, preset, set_, "mine", only=["mine"], force=force)
+
+
+@app.command()
+def stages(repo: RepoOpt = Path("."), out: OutOpt = None) -> None:
+    """Show each stage's state (done / cached / stale / failed / not run), time and figures."""
+    from repolm.report import print_stages
+
+    out_dir = out if out is not None else _default_out(repo, None)[1]
+    print_stages(out_dir)
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Show the config a run directory used.")
+    ] = None,
+) -> None:
+    """Print the resolved configuration as YAML."""
+    if out is not None:
+        from repolm.pipeline.runner import CONFIG_FILE
+
+        path = out / CONFIG_FILE
+        if not path.is_file():
+            raise RepolmError(f"no {CONFIG_FILE} in {out}", "run 'repolm run' there first")
+        typer.echo(path.read_text(encoding="utf-8"), nl=False)
+        return
+    typer.echo(_resolve(preset, config, set_).to_yaml(), nl=False)
+
+
+@app.command()
+def doctor(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where runs will be written.")] = Path("runs"),
+) -> None:
+    """Check Python, torch, CUDA/GPU memory, git and disk; say what is missing and how to fix it."""
+    from repolm.doctor import print_checks, run_checks
+
+    checks = run_checks(out)
+    print_checks(checks)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except RepolmError as e:
+        if debug:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        typer.echo(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)

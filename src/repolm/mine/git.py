@@ -1,0 +1,227 @@
+"""A thin layer over the git CLI: open a repository, read its refs and commit graph.
+
+All git processes run with a fixed environment and config so that user settings (pagers,
+colours, external diff drivers, lazy fetches from a promisor remote) never change what we read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from repolm.errors import GitError
+
+MIN_GIT = (2, 31)  # --diff-merges=first-parent
+
+# Config that pins git's output format whatever the user's ~/.gitconfig says.
+PINNED_CONFIG = (
+    "core.quotePath=false",
+    "color.ui=never",
+    "diff.noprefix=false",
+    "diff.mnemonicPrefix=false",
+    "diff.relative=false",
+    "diff.external=",
+    "log.showSignature=false",
+    "i18n.logOutputEncoding=UTF-8",
+    "core.fsmonitor=false",
+)
+
+
+def git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LC_ALL="C",
+        LANGUAGE="C",
+        GIT_TERMINAL_PROMPT="0",
+        GIT_OPTIONAL_LOCKS="0",
+        GIT_PAGER="cat",
+        PAGER="cat",
+        # Never fetch: a partial clone's missing blobs are counted and skipped, not downloaded.
+        GIT_NO_LAZY_FETCH="1",
+        GIT_ALLOW_PROTOCOL="repolm-no-network",
+    )
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_NAMESPACE"):
+        env.pop(var, None)
+    return env
+
+
+def git_version() -> tuple[int, ...] | None:
+    exe = shutil.which("git")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    return tuple(int(x) for x in m.groups() if x is not None) if m else None
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str  # full refname, e.g. refs/heads/main, or HEAD when detached
+    commit: str  # the commit it points at (tags peeled)
+
+
+class Repo:
+    """An opened git repository (bare or not)."""
+
+    def __init__(self, path: Path, git_dir: Path, bare: bool, shallow: bool) -> None:
+        self.path = path
+        self.git_dir = git_dir
+        self.bare = bare
+        self.shallow = shallow
+        self.env = git_env()
+
+    @property
+    def name(self) -> str:
+        name = self.path.name
+        return name[:-4] if name.endswith(".git") and len(name) > 4 else name
+
+    def cmd(self, *args: str, config: tuple[str, ...] = ()) -> list[str]:
+        cfg: list[str] = []
+        for item in PINNED_CONFIG + config:
+            cfg += ["-c", item]
+        return ["git", "--no-pager", "-C", str(self.path), *cfg, *args]
+
+    def run(self, *args: str, input: bytes | None = None, check: bool = True) -> bytes:
+        proc = subprocess.run(self.cmd(*args), input=input, capture_output=True, env=self.env)
+        if check and proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise GitError(f"git {args[0]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
+        return proc.stdout
+
+    @cached_property
+    def head(self) -> str | None:
+        """The commit HEAD points at, or None (unborn branch in an empty repository)."""
+        out = self.run("rev-parse", "--verify", "-q", "HEAD^{commit}", check=False).strip()
+        return out.decode() if out else None
+
+    @cached_property
+    def head_branch(self) -> str | None:
+        out = self.run("symbolic-ref", "-q", "HEAD", check=False).strip()
+        return out.decode("utf-8", "replace") if out else None
+
+    @property
+    def detached(self) -> bool:
+        return self.head is not None and self.head_branch is None
+
+    def refs(self, prefixes: list[str]) -> list[Ref]:
+        """Refs under the prefixes that lead to a commit (tags peeled; tags of trees/blobs dropped)."""
+        fmt = "%(objectname) %(objecttype) %(*objectname) %(*objecttype) %(refname)"
+        out = self.run("for-each-ref", f"--format={fmt}", *prefixes)
+        refs = []
+        for line in out.decode("utf-8", "replace").splitlines():
+            obj, otype, peeled, ptype, name = line.split(" ", 4)
+            if otype == "commit":
+                refs.append(Ref(name, obj))
+            elif otype == "tag" and ptype == "commit":
+                refs.append(Ref(name, peeled))
+            elif otype == "tag" and ptype == "tag":
+                # A tag of a tag: let git peel it all the way.
+                sha = self.run("rev-parse", "-q", "--verify", f"{name}^{{commit}}", check=False)
+                if sha.strip():
+                    refs.append(Ref(name, sha.strip().decode()))
+        return refs
+
+    def tips(self, prefixes: list[str]) -> list[Ref]:
+        """Every ref to mine: the selected refs, plus HEAD (listed as 'HEAD' when detached)."""
+        refs = self.refs(prefixes)
+        if self.head is not None and (self.detached or not any(r.commit == self.head for r in refs)):
+            refs.append(Ref("HEAD", self.head))
+        return refs
+
+    def refs_digest(self, prefixes: list[str]) -> str:
+        """Changes whenever any mined ref moves: the cache key of history."""
+        h = hashlib.sha256()
+        for ref in self.tips(prefixes):
+            h.update(f"{ref.name} {ref.commit}\n".encode())
+        return h.hexdigest()
+
+    def commit_graph(self, tips: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """(sha, parents) for every commit reachable from `tips`, parents before children."""
+        if not tips:
+            return []
+        proc = subprocess.run(
+            self.cmd("rev-list", "--topo-order", "--reverse", "--parents", "--stdin"),
+            input="\n".join(sorted(set(tips))).encode() + b"\n", capture_output=True, env=self.env,
+        )
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise GitError(
+                f"the history of {self.path} cannot be walked: {err[-1] if err else 'git rev-list failed'}",
+                "a commit or tree object is missing or damaged; run 'git fsck' to see which",
+            )
+        out = proc.stdout
+        graph = []
+        for line in out.decode().splitlines():
+            sha, *parents = line.split()
+            graph.append((sha, tuple(parents)))
+        return graph
+
+    def blob_sizes(self, blobs: list[str]) -> dict[str, int]:
+        """Sizes of blobs from the object headers (contents are not read); missing ones left out."""
+        if not blobs:
+            return {}
+        out = self.run("cat-file", "--batch-check=%(objectname) %(objectsize)",
+                       input="\n".join(blobs).encode() + b"\n", check=False)
+        sizes = {}
+        for line in out.decode().splitlines():
+            sha, _, size = line.partition(" ")
+            if size.isdigit():
+                sizes[sha] = int(size)
+        return sizes
+
+    def shallow_boundary(self) -> set[str]:
+        path = self.git_dir / "shallow"
+        if not self.shallow or not path.exists():
+            return set()
+        return set(path.read_text().split())
+
+    @cached_property
+    def is_partial_clone(self) -> bool:
+        out = self.run("config", "--get", "extensions.partialClone", check=False)
+        return bool(out.strip())
+
+
+def open_repo(path: Path | str) -> Repo:
+    """Open a repository or raise a GitError that says what is wrong and what to do."""
+    path = Path(path).expanduser()
+    version = git_version()
+    if version is None:
+        raise GitError("git is not installed or not on PATH", "install git 2.31 or newer")
+    if version[:2] < MIN_GIT:
+        have = ".".join(map(str, version))
+        raise GitError(f"git {have} is too old", "install git 2.31 or newer")
+    if not path.exists():
+        raise GitError(f"no such directory: {path}", "pass --repo with the path of a git repository")
+    if not path.is_dir():
+        raise GitError(f"{path} is not a directory", "pass --repo with the path of a git repository")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise GitError(f"cannot read {path}: permission denied", "check the directory's permissions")
+    proc = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--path-format=absolute", "--git-dir",
+         "--is-bare-repository", "--is-shallow-repository"],
+        capture_output=True, env=git_env(),
+    )
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip()
+        if "dubious ownership" in err:
+            raise GitError(
+                f"git refuses to read {path}: it is owned by another user",
+                f"run: git config --global --add safe.directory {path.resolve()}",
+            )
+        if "not a git repository" in err:
+            raise GitError(f"{path} is not a git repository", "pass --repo with the path of a git repository")
+        raise GitError(f"cannot open {path} as a git repository: {err.splitlines()[-1] if err else 'unknown error'}")
+    lines = proc.stdout.decode("utf-8", "replace").splitlines()
+    git_dir, bare, shallow = Path(lines[0]), lines[1] == "true", lines[2] == "true"
+    top = git_dir
+    if not bare:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"],
+                             capture_output=True, env=git_env()).stdout.strip()
+        top = Path(out.decode("utf-8", "surrogateescape")) if out else git_dir
+    return Repo(top.resolve(), git_dir, bare, shallow)

@@ -1,0 +1,414 @@
+"""Stream commits and their diffs out of `git log`, fast, in a fixed order, surviving missing objects.
+
+One `git log --no-walk=unsorted --stdin -z --raw -p` process per slice of commits writes a byte
+stream; each commit's record starts with a marker followed by its sha. We know which sha comes
+next, so records are cut at `MARKER + next sha` — robust even if file content holds the marker.
+Slices after the first are spooled to temp files by their own git processes while the first is
+parsed, so git uses every core and the output order stays deterministic.
+
+When git dies on a commit (a partial clone's missing blobs, a damaged object store), the commits
+before it are kept, the failing commit is read again at a lower level (files without patches,
+then metadata only) and the stream restarts after it. The counts go into a `LogReport`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from repolm.mine.git import Repo
+from repolm.mine.model import (
+    LEVEL_FILES,
+    LEVEL_FULL,
+    LEVEL_META,
+    MODE_SYMLINK,
+    STATUS,
+    Commit,
+    FileChange,
+)
+
+MARKER = b"\x00\x01\x02C"
+FORMAT = "%x00%x01%x02C%H%x00%P%x00%an%x00%ae%x00%ad%x00%cn%x00%ce%x00%cd%x00%B%x00"
+READ_SIZE = 1 << 20
+MIN_SLICE = 100  # commits; smaller slices cost more in process start-up than they balance
+SLICES_PER_JOB = 4
+LEVELS = (LEVEL_FULL, LEVEL_FILES, LEVEL_META)
+# After this many failing commits in one slice, the rest of it is read at the next level in bulk
+# (a blob-less partial clone fails on nearly every commit; restarting per commit would crawl).
+MAX_FAILURES_PER_SLICE = 8
+_OBJECT_ERROR = re.compile(
+    r"(?:unable to read|missing|bad object|could not read|corrupt|invalid object)\D*?"
+    r"\b([0-9a-f]{40}(?:[0-9a-f]{24})?)\b"
+)
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    merge_diff: str = "first-parent"
+    detect_renames: bool = True
+    detect_copies: bool = False
+    max_patch_bytes: int = 1_000_000
+    max_blob_bytes: int = 2_000_000
+
+
+@dataclass
+class LogReport:
+    """What could not be read, counted, never raised: the miner keeps going."""
+
+    missing_objects: set[str] = field(default_factory=set)
+    degraded: dict[str, int] = field(default_factory=lambda: {LEVEL_FILES: 0, LEVEL_META: 0})
+    unreadable_commits: list[str] = field(default_factory=list)
+    patch_mismatches: int = 0
+    git_warnings: list[str] = field(default_factory=list)
+
+
+def log_command(repo: Repo, opts: LogOptions, level: str) -> list[str]:
+    args = ["log", "--no-walk=unsorted", "--stdin", "-z", f"--format={FORMAT}", "--date=raw",
+            "--no-color", "--no-notes", "--encoding=UTF-8"]
+    if level != LEVEL_META:
+        merges = "first-parent" if opts.merge_diff == "first-parent" else "off"
+        args += ["--raw", "--no-abbrev", f"--diff-merges={merges}"]
+    if level == LEVEL_FULL:
+        args += ["-p", "--no-ext-diff", "--no-textconv", "--submodule=short",
+                 "--src-prefix=a/", "--dst-prefix=b/"]
+        args += ["-M"] if opts.detect_renames else ["--no-renames"]
+        if opts.detect_copies:
+            args.append("-C")
+    elif level == LEVEL_FILES:
+        args.append("--no-renames")  # inexact rename detection would read the missing blobs
+    # Git treats blobs over core.bigFileThreshold as binary without reading them whole.
+    return repo.cmd(*args, config=(f"core.bigFileThreshold={opts.max_blob_bytes}",))
+
+
+class _GitLog:
+    """One running `git log` over a list of shas; stdout piped, or spooled to a file."""
+
+    def __init__(self, repo: Repo, shas: Sequence[str], opts: LogOptions, level: str,
+                 spool_dir: Path | None = None) -> None:
+        self._stdin = tempfile.TemporaryFile()
+        self._stdin.write("\n".join(shas).encode() + b"\n")
+        self._stdin.seek(0)
+        self._stderr = tempfile.TemporaryFile()
+        self._spool: IO[bytes] | None = None
+        self._spool_path: str | None = None
+        if spool_dir is not None:
+            fd, self._spool_path = tempfile.mkstemp(dir=spool_dir, suffix=".log")
+            self._spool = os.fdopen(fd, "wb")
+        self._finished: tuple[int, str] | None = None
+        self.proc = subprocess.Popen(
+            log_command(repo, opts, level),
+            stdin=self._stdin,
+            stdout=self._spool if self._spool is not None else subprocess.PIPE,
+            stderr=self._stderr,
+            env=repo.env,
+        )
+
+    def chunks(self) -> Iterator[bytes]:
+        if self._spool is None:
+            assert self.proc.stdout is not None
+            fd = self.proc.stdout.fileno()
+            while data := os.read(fd, READ_SIZE):
+                yield data
+            return
+        # Tail the spool file while git is still writing it (own file description, own offset).
+        assert self._spool_path is not None
+        with open(self._spool_path, "rb") as f:
+            while True:
+                data = f.read(READ_SIZE)
+                if data:
+                    yield data
+                elif self.proc.poll() is not None:
+                    if not (data := f.read(READ_SIZE)):
+                        return
+                    yield data
+                else:
+                    time.sleep(0.002)
+
+    def finish(self) -> tuple[int, str]:
+        if self._finished is not None:
+            return self._finished
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        rc = self.proc.wait()
+        self._stderr.seek(0)
+        err = self._stderr.read().decode("utf-8", "replace")
+        for f in (self._stdin, self._stderr, self._spool):
+            if f is not None:
+                f.close()
+        if self._spool_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._spool_path)
+        self._finished = (rc, err)
+        return self._finished
+
+    def kill(self) -> None:
+        if self._finished is None and self.proc.poll() is None:
+            self.proc.kill()
+        self.finish()
+
+
+def iter_commits(repo: Repo, shas: Sequence[str], opts: LogOptions, jobs: int = 1,
+                 report: LogReport | None = None, tmp_dir: Path | None = None) -> Iterator[Commit]:
+    """Yield a Commit for every sha, in the given order, each exactly once."""
+    report = report if report is not None else LogReport()
+    if not shas:
+        return
+    jobs = max(1, jobs)
+    if jobs == 1 or len(shas) < 2 * MIN_SLICE:
+        yield from _read_slice(repo, shas, opts, LEVEL_FULL, report)
+        return
+    # Several slices per job keep every core busy to the end; `jobs` git processes run ahead
+    # of the parser, each spooling to a temp file that the parser reads as it grows.
+    pending = deque(_split(list(shas), jobs * SLICES_PER_JOB))
+    running: deque[tuple[list[str], _GitLog]] = deque()
+    spool_dir = Path(tempfile.mkdtemp(prefix="repolm-log-", dir=tmp_dir))
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                part = pending.popleft()
+                running.append((part, _GitLog(repo, part, opts, LEVEL_FULL, spool_dir)))
+            part, log = running.popleft()
+            yield from _read_slice(repo, part, opts, LEVEL_FULL, report, log)
+    finally:
+        for _, log in running:
+            log.kill()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+
+
+def _split(shas: list[str], parts: int) -> list[list[str]]:
+    parts = max(1, min(parts, len(shas) // MIN_SLICE))
+    size = -(-len(shas) // parts)
+    return [shas[i:i + size] for i in range(0, len(shas), size)]
+
+
+def _read_slice(repo: Repo, shas: Sequence[str], opts: LogOptions, level: str,
+                report: LogReport, log: _GitLog | None = None) -> Iterator[Commit]:
+    """Read `shas` at `level`; on a git failure keep what was read and step around the culprit."""
+    failures = 0
+    remaining = list(shas)
+    while remaining:
+        log = log or _GitLog(repo, remaining, opts, level)
+        done = 0
+        try:
+            for rec in _records(log, remaining):
+                commit = _parse_record(rec, level, opts, report)
+                done += 1
+                yield commit
+        except BaseException:
+            log.kill()
+            raise
+        rc, err = log.finish()
+        log = None
+        if rc == 0 and done == len(remaining):
+            _note_warnings(err, report)
+            return
+        report.missing_objects.update(_OBJECT_ERROR.findall(err))
+        culprit = remaining[done]
+        yield from _read_one_lower(repo, culprit, opts, level, report)
+        remaining = remaining[done + 1:]
+        failures += 1
+        if failures >= MAX_FAILURES_PER_SLICE and remaining and level != LEVEL_META:
+            lower = LEVELS[LEVELS.index(level) + 1]
+            yield from _read_slice(repo, remaining, opts, lower, report)
+            return
+
+
+def _read_one_lower(repo: Repo, sha: str, opts: LogOptions, level: str,
+                    report: LogReport) -> Iterator[Commit]:
+    """Read one commit that broke a stream: alone at the same level first (the break may have
+    been its successor's), then at each lower level; skip it only if even metadata fails."""
+    for lvl in LEVELS[LEVELS.index(level):]:
+        log = _GitLog(repo, [sha], opts, lvl)
+        recs = list(_records(log, [sha]))
+        rc, err = log.finish()
+        report.missing_objects.update(_OBJECT_ERROR.findall(err))
+        if rc == 0 and recs:
+            if lvl != LEVEL_FULL:
+                report.degraded[lvl] += 1
+            yield _parse_record(recs[0], lvl, opts, report)
+            return
+    report.unreadable_commits.append(sha)
+
+
+def _note_warnings(err: str, report: LogReport) -> None:
+    for line in err.splitlines():
+        line = line.strip()
+        if line and line not in report.git_warnings and len(report.git_warnings) < 20:
+            report.git_warnings.append(line)
+
+
+def _records(log: _GitLog, shas: Sequence[str]) -> Iterator[bytes]:
+    """Yield the raw record of each sha that is known complete. The last record is complete
+    only if git exited cleanly; the caller learns of a failure from `finish()`."""
+    markers = [MARKER + s.encode() for s in shas]
+    buf = bytearray()
+    start = 0  # where the current record begins in buf
+    scan = 0  # where to look for the next marker
+    idx = 0
+    for chunk in log.chunks():
+        buf += chunk
+        if idx == 0 and start == 0 and scan == 0:
+            if len(buf) < len(markers[0]):
+                continue
+            if not buf.startswith(markers[0]):
+                raise RuntimeError(f"unexpected git log output before commit {shas[0]}")
+            scan = len(markers[0])
+        while idx < len(shas) - 1:
+            nxt = markers[idx + 1]
+            pos = buf.find(nxt, scan)
+            if pos < 0:
+                scan = max(scan, len(buf) - len(nxt) + 1)
+                break
+            yield bytes(buf[start:pos])
+            idx += 1
+            start = pos
+            scan = pos + len(nxt)
+        if start > READ_SIZE and start > len(buf) // 2:
+            del buf[:start]
+            scan -= start
+            start = 0
+    rc = log.proc.wait()
+    if rc == 0 and idx == len(shas) - 1 and len(buf) > start:
+        yield bytes(buf[start:])
+
+
+def _parse_record(rec: bytes, level: str, opts: LogOptions, report: LogReport) -> Commit:
+    fields = rec[len(MARKER):].split(b"\0", 9)
+    sha, parents, an, ae, ad, cn, ce, cd, msg = fields[:9]
+    rest = fields[9] if len(fields) > 9 else b""
+    a_time, a_tz = _parse_date(ad)
+    c_time, c_tz = _parse_date(cd)
+    commit = Commit(
+        sha=sha.decode(),
+        parents=tuple(parents.decode().split()),
+        author_name=an.decode("utf-8", "replace"),
+        author_email=ae.decode("utf-8", "replace"),
+        author_time=a_time,
+        author_tz=a_tz,
+        committer_name=cn.decode("utf-8", "replace"),
+        committer_email=ce.decode("utf-8", "replace"),
+        commit_time=c_time,
+        commit_tz=c_tz,
+        message=msg.decode("utf-8", "replace").rstrip("\n"),
+        level=level,
+    )
+    if level != LEVEL_META and rest:
+        commit.changes = _parse_changes(rest, level == LEVEL_FULL, opts, report)
+    return commit
+
+
+def _parse_date(raw: bytes) -> tuple[int, int]:
+    """'1700000000 +0130' -> (1700000000, 90). Garbage dates read as the epoch, never fail."""
+    try:
+        ts, tz = raw.split(b" ", 1)
+        sign = -1 if tz.startswith(b"-") else 1
+        tz = tz.lstrip(b"+-")
+        return int(ts), sign * (int(tz[:-2] or 0) * 60 + int(tz[-2:] or 0))
+    except ValueError:
+        return 0, 0
+
+
+def _parse_changes(rest: bytes, with_patch: bool, opts: LogOptions,
+                   report: LogReport) -> list[FileChange]:
+    n = len(rest)
+    pos = 0
+    while pos < n and rest[pos] in (0, 10):
+        pos += 1
+    changes: list[FileChange] = []
+    find = rest.index
+    while pos < n and rest[pos] == 58:  # ':' starts a raw entry
+        end = find(b"\0", pos)
+        old_mode, new_mode, old_blob, new_blob, status = rest[pos + 1:end].split(b" ")
+        pos = end + 1
+        end = find(b"\0", pos)
+        path = rest[pos:end]
+        pos = end + 1
+        old_path = None
+        letter = status[:1].decode()
+        if letter in "RC":
+            end = find(b"\0", pos)
+            old_path, path = path, rest[pos:end]
+            pos = end + 1
+        elif letter != "A":
+            old_path = path
+        om, nm = int(old_mode, 8), int(new_mode, 8)
+        changes.append(FileChange(
+            path=path.decode("utf-8", "replace"),
+            old_path=old_path.decode("utf-8", "replace") if old_path is not None else None,
+            status=STATUS.get(letter, "unknown"),
+            old_mode=om,
+            new_mode=nm,
+            old_blob=old_blob.decode() if om else None,
+            new_blob=new_blob.decode() if nm else None,
+            similarity=int(status[1:]) if len(status) > 1 else None,
+        ))
+    if with_patch and changes:
+        _attach_patches(changes, rest[pos:], opts, report)
+    return changes
+
+
+def _attach_patches(changes: list[FileChange], text: bytes, opts: LogOptions,
+                    report: LogReport) -> None:
+    text = text.lstrip(b"\0\n").rstrip(b"\0")
+    if not text.startswith(b"diff --git "):
+        report.patch_mismatches += 1
+        return
+    sections = text.split(b"\ndiff --git ")
+    # A change between file, symlink and submodule is printed as a deletion plus a creation.
+    wanted = len(changes) + sum(c.status == "type_changed" for c in changes)
+    if len(sections) != wanted:
+        report.patch_mismatches += 1
+        return
+    it = iter(sections)
+    first = True
+    for change in changes:
+        parts = [next(it)]
+        if change.status == "type_changed":
+            parts.append(next(it))
+        adds = dels = 0
+        binary = False
+        pieces = []
+        for sec in parts:
+            if not first:
+                sec = b"diff --git " + sec
+            first = False
+            h = sec.find(b"\n@@ ")
+            if h < 0:
+                binary = binary or b"\nBinary files " in sec
+            else:
+                body = sec[h:]
+                adds += body.count(b"\n+")
+                dels += body.count(b"\n-")
+            pieces.append(sec)
+        patch = b"\n".join(pieces) + b"\n"
+        change.additions, change.deletions, change.is_binary = adds, dels, binary
+        change.patch_bytes = len(patch)
+        if change.is_symlink and not binary:
+            change.symlink_target = _symlink_target(pieces[-1], change)
+        if len(patch) > opts.max_patch_bytes:
+            cut = patch.rfind(b"\n", 0, opts.max_patch_bytes) + 1 or opts.max_patch_bytes
+            patch = patch[:cut]
+            change.patch_truncated = True
+        if not patch.isascii():  # rare; keep the bytes valid UTF-8 for Parquet strings
+            patch = patch.decode("utf-8", "replace").encode("utf-8")
+        change.patch = patch
+
+
+def _symlink_target(sec: bytes, change: FileChange) -> str | None:
+    """A symlink's blob is its target path: read it off the diff, never off the filesystem."""
+    sign = b"\n+" if change.new_mode == MODE_SYMLINK else b"\n-"
+    i = sec.rfind(sign)
+    if i < 0:
+        return None
+    j = sec.find(b"\n", i + 2)
+    return sec[i + 2:j if j >= 0 else None].decode("utf-8", "replace")

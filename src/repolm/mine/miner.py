@@ -1,0 +1,275 @@
+"""The mine stage: every commit reachable from the selected refs, exactly once, to Parquet.
+
+Incremental: commits already mined with the same row-shaping settings are kept as they are and
+only new ones are read; commits that are no longer reachable (a force-push rewrote history) are
+dropped, and commits that were read incompletely (missing objects) are tried again. Ref-dependent
+columns (`refs`, `branches`) are recomputed on every run, as they are cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from repolm.config import MineConfig
+from repolm.errors import GitError
+from repolm.fsutil import atomic_path, json_digest, write_json_atomic
+from repolm.logs import log, progress
+from repolm.mine.git import Ref, Repo
+from repolm.mine.gitlog import LogOptions, LogReport, iter_commits
+from repolm.mine.languages import detect_language
+from repolm.pipeline.stage import StageContext, StageResult
+from repolm.mine.tables import COMMITS_SCHEMA, SCHEMA_VERSION, ChangesWriter, CommitColumns
+
+COMMITS = "commits.parquet"
+CHANGES = "changes.parquet"
+STATE = "state.json"
+# Settings that shape the rows of a commit; changing one of them means mining again from scratch.
+ROW_SETTINGS = {"merge_diff", "detect_renames", "detect_copies", "max_patch_bytes", "max_blob_bytes"}
+
+
+def mine(repo: Repo, stage_dir: Path, cfg: MineConfig, full: bool = False) -> dict[str, Any]:
+    """Mine `repo` into `stage_dir`; return the stage's stats."""
+    t0 = time.monotonic()
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    tips = repo.tips(cfg.refs)
+    if not tips:
+        raise GitError(f"{repo.path} has no commits",
+                       "commit something first, or pass --repo with a repository that has history")
+    if repo.shallow:
+        cut = len(repo.shallow_boundary())
+        log.warning(f"{repo.path} is a shallow clone: history is cut at {cut} commit(s); "
+                    "run 'git fetch --unshallow' to mine all of it")
+    graph = repo.commit_graph(sorted({r.commit for r in tips}))
+    order = {sha: i for i, (sha, _) in enumerate(graph)}
+
+    state_key = _state_key(cfg)
+    old = None if full else _load_previous(stage_dir, state_key)
+    keep: set[str] = set()
+    dropped = retried = 0
+    if old is not None:
+        shas = old.column("sha").to_pylist()
+        levels = old.column("read_level").to_pylist()
+        keep = {s for s, lvl in zip(shas, levels) if s in order and lvl == "full"}
+        dropped = sum(1 for s in shas if s not in order)
+        retried = sum(1 for s, lvl in zip(shas, levels) if s in order and lvl != "full")
+        if dropped:
+            log.warning(f"history was rewritten: {dropped} mined commit(s) are no longer reachable "
+                        "from any ref and were dropped")
+        old = old.filter(pc.is_in(old.column("sha"), pa.array(sorted(keep), pa.string())))
+    new = [sha for sha, _ in graph if sha not in keep]
+    log.info(f"mine: {len(graph)} commits reachable from {len(tips)} refs; "
+             f"{len(keep)} already mined, {len(new)} to read")
+
+    report = LogReport()
+    columns = CommitColumns(repo.shallow_boundary())
+    opts = LogOptions(cfg.merge_diff, cfg.detect_renames, cfg.detect_copies,
+                      cfg.max_patch_bytes, cfg.max_blob_bytes)
+    jobs = cfg.jobs or min(4, os.cpu_count() or 1)
+    commits_path, changes_path = stage_dir / COMMITS, stage_dir / CHANGES
+    change_stats: Counter[str] = Counter()
+    with atomic_path(changes_path) as tmp_changes:
+        writer = ChangesWriter(tmp_changes, repo.blob_sizes, cfg.max_blob_bytes)
+        try:
+            if keep:
+                _copy_kept_changes(changes_path, keep, writer)
+            with progress("mine", total=len(new), unit="commits") as bar:
+                for commit in iter_commits(repo, new, opts, jobs=jobs, report=report,
+                                           tmp_dir=stage_dir):
+                    writer.add(commit)
+                    columns.add(commit)
+                    _count_changes(commit, change_stats)
+                    bar.advance()
+        finally:
+            writer.close()
+        table = columns.table()
+        if old is not None and old.num_rows:
+            table = pa.concat_tables([old.select(COMMITS_SCHEMA.names).cast(COMMITS_SCHEMA), table])
+        table = _with_refs(table, order, tips, dict(graph), cfg, repo)
+        with atomic_path(commits_path) as tmp_commits:
+            pq.write_table(table, tmp_commits, compression="zstd")
+    write_json_atomic(stage_dir / STATE, {
+        "key": state_key,
+        "commits_bytes": commits_path.stat().st_size,
+        "changes_bytes": changes_path.stat().st_size,
+    })
+    if table.num_rows != len(graph) - len(report.unreadable_commits):
+        raise RuntimeError(f"mined {table.num_rows} commits, expected {len(graph)}")
+    _warn_missing(report)
+
+    seconds = time.monotonic() - t0
+    stats = {
+        "commits": table.num_rows,
+        "new_commits": len(new) - len(report.unreadable_commits),
+        "kept_commits": len(keep),
+        "dropped_commits": dropped,
+        "retried_commits": retried,
+        "file_changes": writer.rows,
+        "new_file_changes": change_stats["rows"],
+        "patch_bytes": change_stats["patch_bytes"],
+        "truncated_patches": change_stats["truncated"],
+        "binary_changes": change_stats["binary"],
+        "submodule_changes": change_stats["submodule"],
+        "symlink_changes": change_stats["symlink"],
+        "shallow": repo.shallow,
+        "partial_clone": repo.is_partial_clone,
+        "missing_objects": len(report.missing_objects),
+        "commits_without_patches": report.degraded["files"],
+        "commits_without_files": report.degraded["meta"],
+        "unreadable_commits": len(report.unreadable_commits),
+        "seconds": round(seconds, 3),
+        "commits_per_second": round(len(new) / seconds, 1) if seconds else None,
+        "jobs": jobs,
+    }
+    stats["repository"] = repository_stats(repo, table, tips)
+    return stats
+
+
+def _state_key(cfg: MineConfig) -> str:
+    settings = cfg.model_dump(include=ROW_SETTINGS)
+    return json_digest({"schema": SCHEMA_VERSION, "settings": settings})
+
+
+def _load_previous(stage_dir: Path, key: str) -> pa.Table | None:
+    """The previous run's commits, if they were written completely with the same settings."""
+    try:
+        state = json.loads((stage_dir / STATE).read_text())
+        commits, changes = stage_dir / COMMITS, stage_dir / CHANGES
+        if (state.get("key") != key
+                or commits.stat().st_size != state.get("commits_bytes")
+                or changes.stat().st_size != state.get("changes_bytes")):
+            return None
+        return pq.read_table(commits, columns=list(COMMITS_SCHEMA.names))
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
+def _copy_kept_changes(path: Path, keep: set[str], writer: ChangesWriter) -> None:
+    keep_arr = pa.array(sorted(keep), pa.string())
+    pf = pq.ParquetFile(path)
+    for i in range(pf.num_row_groups):
+        rg = pf.read_row_group(i)
+        writer.write_table(rg.filter(pc.is_in(rg.column("sha"), keep_arr)))
+
+
+def _count_changes(commit, stats: Counter[str]) -> None:
+    for ch in commit.changes:
+        stats["rows"] += 1
+        stats["patch_bytes"] += ch.patch_bytes or 0
+        stats["truncated"] += ch.patch_truncated
+        stats["binary"] += ch.is_binary
+        stats["submodule"] += ch.is_submodule
+        stats["symlink"] += ch.is_symlink
+
+
+def _with_refs(table: pa.Table, order: dict[str, int], tips: list[Ref],
+               parents: dict[str, tuple[str, ...]], cfg: MineConfig, repo: Repo) -> pa.Table:
+    """Sort oldest first (parents before children) and fill `refs` and `branches`."""
+    shas = table.column("sha").to_pylist()
+    table = table.take(pa.array(sorted(range(len(shas)), key=lambda i: order[shas[i]])))
+    shas = table.column("sha").to_pylist()
+
+    refs_at: dict[str, list[str]] = defaultdict(list)
+    for ref in tips:
+        refs_at[ref.commit].append(ref.name)
+    branches_of: dict[str, list[str]] = defaultdict(list)
+    branch_refs = [r for r in tips if _is_branch(r.name)]
+    if cfg.branch_lineage and len(branch_refs) <= cfg.max_lineage_branches:
+        for ref in sorted(branch_refs, key=lambda r: r.name):
+            sha: str | None = ref.commit
+            while sha is not None:
+                branches_of[sha].append(ref.name)
+                ps = parents.get(sha)
+                sha = ps[0] if ps else None
+    elif cfg.branch_lineage:
+        log.info(f"mine: {len(branch_refs)} branches exceed mine.max_lineage_branches="
+                 f"{cfg.max_lineage_branches}; branch lineages not recorded")
+    refs_col = pa.array([sorted(refs_at.get(s, [])) for s in shas], pa.list_(pa.string()))
+    br_col = pa.array([branches_of.get(s, []) for s in shas], pa.list_(pa.string()))
+    table = table.set_column(table.schema.get_field_index("refs"), "refs", refs_col)
+    return table.set_column(table.schema.get_field_index("branches"), "branches", br_col)
+
+
+def _is_branch(name: str) -> bool:
+    if name == "HEAD":
+        return False
+    return name.startswith("refs/heads/") or (
+        name.startswith("refs/remotes/") and not name.endswith("/HEAD")
+    )
+
+
+def _warn_missing(report: LogReport) -> None:
+    partial = report.degraded["files"] + report.degraded["meta"] + len(report.unreadable_commits)
+    if report.missing_objects or partial:
+        log.warning(
+            f"{len(report.missing_objects)} git object(s) could not be read (partial clone or "
+            f"damaged store): {report.degraded['files']} commit(s) kept without patches, "
+            f"{report.degraded['meta']} without file lists, "
+            f"{len(report.unreadable_commits)} skipped"
+        )
+    if report.patch_mismatches:
+        log.warning(f"{report.patch_mismatches} commit(s) had patches that could not be matched to "
+                    "their files; their patches were left out")
+    for line in report.git_warnings:
+        log.debug(f"git: {line}")
+
+
+def repository_stats(repo: Repo, commits: pa.Table, tips: list[Ref]) -> dict[str, Any]:
+    """Figures for the manifest: history size, people, time span, languages at HEAD."""
+    times = commits.column("author_time")
+    first, last = pc.min(times).as_py(), pc.max(times).as_py()
+    emails = pc.count_distinct(pc.utf8_lower(commits.column("author_email"))).as_py()
+    return {
+        "path": str(repo.path),
+        "bare": repo.bare,
+        "commits": commits.num_rows,
+        "merges": pc.sum(commits.column("is_merge")).as_py() or 0,
+        "branches": sum(1 for r in tips if _is_branch(r.name)),
+        "tags": sum(1 for r in tips if r.name.startswith("refs/tags/")),
+        "authors": emails,
+        "first_commit_time": _iso(first),
+        "last_commit_time": _iso(last),
+        "head": repo.head,
+        "head_ref": repo.head_branch or ("HEAD (detached)" if repo.head else None),
+        "languages_at_head": languages_at_head(repo),
+    }
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(timezone.utc).isoformat() if ts is not None else None
+
+
+def languages_at_head(repo: Repo) -> dict[str, int]:
+    """Bytes per language in HEAD's tree, largest first (from tree entries; no blob is read)."""
+    if repo.head is None:
+        return {}
+    out = repo.run("ls-tree", "-r", "-l", "-z", "HEAD", check=False)
+    sizes: Counter[str] = Counter()
+    for entry in out.split(b"\0"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition(b"\t")
+        parts = meta.split()
+        if len(parts) < 4 or parts[1] != b"blob" or parts[3] == b"-":
+            continue
+        lang = detect_language(path.decode("utf-8", "replace"))
+        if lang:
+            sizes[lang] += int(parts[3])
+    return dict(sizes.most_common())
+
+
+def run_stage(ctx: StageContext) -> StageResult:
+    stats = mine(ctx.repo, ctx.stage_dir("mine"), ctx.config.mine, full=ctx.force)
+    repository = stats.pop("repository")
+    summary = (f"{stats['commits']} commits ({stats['new_commits']} new), "
+               f"{stats['file_changes']} file changes")
+    return StageResult(stats=stats, summary=summary, manifest={"repository": repository})

@@ -1,0 +1,1 @@
+"""The stage pipeline: registry, fingerprints and caching, manifest."""

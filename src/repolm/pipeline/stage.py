@@ -1,0 +1,72 @@
+"""What a stage is: a name, what it reads and writes, and a lazily imported entry point."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from repolm.config import Config
+    from repolm.mine.git import Repo
+
+# Every stage of the product, in data-flow order; a stage is registered once it is built.
+PLANNED = ("mine", "chunk", "filter", "tokenize", "build", "train", "eval", "index", "report")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    entry: str  # "module:function", imported only when the stage runs (keeps start-up instant)
+    inputs: tuple[str, ...] = ()  # upstream stages whose outputs this one reads
+    outputs: tuple[str, ...] = ()  # paths relative to the run directory
+    config: tuple[str, ...] = ()  # config sections it reads
+    reads_repo: bool = False  # its fingerprint includes the repository's refs
+    version: int = 1  # bump when a code change alters the outputs
+    describe: str = ""
+
+    def load(self) -> Callable[[StageContext], StageResult]:
+        module, _, func = self.entry.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+@dataclass
+class StageResult:
+    stats: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""  # main figures in a few words, for `repolm stages`
+    manifest: dict[str, Any] = field(default_factory=dict)  # top-level manifest entries
+
+
+@dataclass
+class StageContext:
+    out: Path
+    config: Config
+    repo_path: Path
+    force: bool = False
+
+    def stage_dir(self, name: str) -> Path:
+        return self.out / name
+
+    @cached_property
+    def repo(self) -> Repo:
+        from repolm.mine.git import open_repo
+
+        return open_repo(self.repo_path)
+
+
+REGISTRY: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage(
+            name="mine",
+            entry="repolm.mine.miner:run_stage",
+            outputs=("mine/commits.parquet", "mine/changes.parquet"),
+            config=("mine",),
+            reads_repo=True,
+            describe="every commit on every branch, tag and remote: metadata and diffs",
+        ),
+    )
+}
