@@ -11,6 +11,7 @@ repositories with the git CLI.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -64,11 +65,26 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     xdg = home / ".config"
     xdg.mkdir()
     for var in (
-        "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_NAMESPACE", "GIT_OBJECT_DIRECTORY",
-        "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CEILING_DIRECTORIES", "GIT_CONFIG",
-        "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM",
-        "GIT_EDITOR", "GIT_SEQUENCE_EDITOR", "GIT_TRACE", "GIT_ALLOW_PROTOCOL", "GIT_NO_LAZY_FETCH",
-        "EMAIL", "XDG_CACHE_HOME", "XDG_DATA_HOME",
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_NAMESPACE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_CEILING_DIRECTORIES",
+        "GIT_CONFIG",
+        "GIT_CONFIG_PARAMETERS",
+        "GIT_CONFIG_COUNT",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_EDITOR",
+        "GIT_SEQUENCE_EDITOR",
+        "GIT_TRACE",
+        "GIT_ALLOW_PROTOCOL",
+        "GIT_NO_LAZY_FETCH",
+        "EMAIL",
+        "XDG_CACHE_HOME",
+        "XDG_DATA_HOME",
     ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(home))
@@ -96,8 +112,9 @@ class GitRepo:
     everything (`add -A`) and commits with the next date of a fake clock unless `date` is given.
     """
 
-    def __init__(self, path: Path, *, bare: bool = False, init: bool = True,
-                 branch: str = "main") -> None:
+    def __init__(
+        self, path: Path, *, bare: bool = False, init: bool = True, branch: str = "main"
+    ) -> None:
         self.path = Path(path)
         self.bare = bare
         self._tick = 0
@@ -113,15 +130,21 @@ class GitRepo:
 
     # -- running git ---------------------------------------------------------------------------
 
-    def git_bytes(self, *args: str, input: bytes | str | None = None,
-                  env: dict[str, str] | None = None, check: bool = True) -> bytes:
+    def git_bytes(
+        self,
+        *args: str,
+        input: bytes | str | None = None,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+    ) -> bytes:
         if isinstance(input, str):
             input = input.encode()
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        proc = subprocess.run(["git", "-C", str(self.path), *args], input=input,
-                              capture_output=True, env=full_env)
+        proc = subprocess.run(
+            ["git", "-C", str(self.path), *args], input=input, capture_output=True, env=full_env
+        )
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"git {' '.join(args)} failed ({proc.returncode}):\n"
@@ -129,10 +152,18 @@ class GitRepo:
             )
         return proc.stdout
 
-    def git(self, *args: str, input: bytes | str | None = None,
-            env: dict[str, str] | None = None, check: bool = True) -> str:
-        return self.git_bytes(*args, input=input, env=env, check=check).decode(
-            "utf-8", "replace").strip()
+    def git(
+        self,
+        *args: str,
+        input: bytes | str | None = None,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+    ) -> str:
+        return (
+            self.git_bytes(*args, input=input, env=env, check=check)
+            .decode("utf-8", "replace")
+            .strip()
+        )
 
     # -- the work tree -------------------------------------------------------------------------
 
@@ -160,16 +191,28 @@ class GitRepo:
     def remove(self, path: str) -> None:
         (self.path / path).unlink()
 
+    def mv(self, src: str, dst: str) -> None:
+        """`git mv` (the destination's parent directories are created)."""
+        (self.path / dst).parent.mkdir(parents=True, exist_ok=True)
+        self.git("mv", src, dst)
+
     # -- history -------------------------------------------------------------------------------
 
     def next_date(self) -> str:
         self._tick += 1
         return (EPOCH + timedelta(minutes=self._tick)).isoformat()
 
-    def commit(self, msg: str = "change", *, date: str | None = None,
-               author_date: str | None = None, committer_date: str | None = None,
-               add: bool = True, env: dict[str, str] | None = None,
-               extra_args: tuple[str, ...] = ()) -> str:
+    def commit(
+        self,
+        msg: str = "change",
+        *,
+        date: str | None = None,
+        author_date: str | None = None,
+        committer_date: str | None = None,
+        add: bool = True,
+        env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> str:
         """Stage everything and commit (empty commits allowed); return the new sha."""
         if add and not self.bare:
             self.git("add", "-A")
@@ -205,8 +248,12 @@ class GitRepo:
 
     def objects(self) -> set[str]:
         """Every object id in the store (loose, packed, promisor packs), missing ones excluded."""
-        out = self.git("cat-file", "--batch-all-objects", "--batch-check=%(objectname)",
-                       env={"GIT_NO_LAZY_FETCH": "1"})
+        out = self.git(
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objectname)",
+            env={"GIT_NO_LAZY_FETCH": "1"},
+        )
         return set(out.split())
 
     def loose_object_path(self, sha: str) -> Path:
@@ -214,8 +261,9 @@ class GitRepo:
         return git_dir / "objects" / sha[:2] / sha[2:]
 
 
-def linear_history_stream(n: int, *, branch: str = "refs/heads/main", files: int = 5,
-                          start: int = 1_600_000_000) -> bytes:
+def linear_history_stream(
+    n: int, *, branch: str = "refs/heads/main", files: int = 5, start: int = 1_600_000_000
+) -> bytes:
     """A `git fast-import` stream of `n` commits on `branch`, each modifying one of `files` files
     (with some adds and deletes along the way), one hour apart."""
     out: list[bytes] = []
@@ -280,8 +328,10 @@ class MineResult:
 
     def change(self, sha: str, path: str) -> dict[str, Any]:
         rows = [c for c in self.changes if c["sha"] == sha and c["path"] == path]
-        assert len(rows) == 1, f"{len(rows)} change rows for {path!r} in {sha[:10]}: " \
-                               f"{[c['path'] for c in self.changes_of(sha)]}"
+        assert len(rows) == 1, (
+            f"{len(rows)} change rows for {path!r} in {sha[:10]}: "
+            f"{[c['path'] for c in self.changes_of(sha)]}"
+        )
         return rows[0]
 
 
@@ -301,8 +351,9 @@ def mine_repo(tmp_path: Path) -> Callable[..., MineResult]:
     from repolm.mine.git import open_repo
     from repolm.mine.miner import mine
 
-    def run(repo_path: Path | GitRepo, stage: str = "stage", full: bool = False,
-            **cfg: Any) -> MineResult:
+    def run(
+        repo_path: Path | GitRepo, stage: str = "stage", full: bool = False, **cfg: Any
+    ) -> MineResult:
         if isinstance(repo_path, GitRepo):
             repo_path = repo_path.path
         stage_dir = tmp_path / stage
@@ -327,3 +378,52 @@ def repolm_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFi
         logger.removeHandler(caplog.handler)
         logger.setLevel(old_level)
         logger.propagate = old_propagate
+
+
+# -- assertions shared by the mining tests ------------------------------------------------------
+
+
+def blob_sha(content: bytes | str) -> str:
+    if isinstance(content, str):
+        content = content.encode()
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+DEFAULT_REVS = ("--branches", "--tags", "--remotes", "HEAD")
+
+
+def check_history(repo: GitRepo, result: MineResult, *revs: str) -> None:
+    """The mined commits are exactly those git lists for `revs` (default: repolm's default ref
+    selection: branches, tags, remote-tracking refs and HEAD), each once, parents before children,
+    with the parents git records; change rows agree with their commits."""
+    revs = revs or DEFAULT_REVS
+    git_parents: dict[str, list[str]] = {}
+    for line in repo.git("rev-list", "--parents", *revs).splitlines():
+        sha, *parents = line.split()
+        git_parents[sha] = parents
+    shas = result.shas
+    assert len(shas) == len(set(shas)), "a commit was mined twice"
+    assert len(shas) == repo.count(*revs)
+    assert set(shas) == set(git_parents)
+    seen: set[str] = set()
+    for c in result.commits:
+        assert c["parents"] == git_parents[c["sha"]]
+        assert c["is_merge"] == (len(c["parents"]) > 1)
+        for p in c["parents"]:
+            assert p in seen or p not in git_parents, "a child was listed before its parent"
+        seen.add(c["sha"])
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for ch in result.changes:
+        assert ch["sha"] in result.by_sha, "a change row of a commit that was not mined"
+        rows.setdefault(ch["sha"], []).append(ch)
+    for c in result.commits:
+        mine_rows = rows.get(c["sha"], [])
+        if c["read_level"] != "meta":
+            assert c["files_changed"] == len(mine_rows)
+        if c["read_level"] == "full":
+            assert c["insertions"] == sum(r["additions"] or 0 for r in mine_rows)
+            assert c["deletions"] == sum(r["deletions"] or 0 for r in mine_rows)
+            for r in mine_rows:
+                assert r["patch"] is not None and r["patch"].startswith("diff --git "), r
+    if "commits" in result.stats:
+        assert result.stats["commits"] == len(shas)

@@ -15,8 +15,14 @@ from repolm import __version__
 
 
 def repolm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "repolm", *args], capture_output=True,
-                          text=True, cwd=cwd, env=os.environ.copy(), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "repolm", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ.copy(),
+        timeout=120,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -104,10 +110,13 @@ def test_empty_repository(git_repo, tmp_path: Path) -> None:
 
 
 def test_bad_stage_names(repo) -> None:
-    assert_one_line_error(repolm("run", "--repo", str(repo.path), "--stage", "mien"),
-                          "unknown stage 'mien'", "mine")
-    assert_one_line_error(repolm("run", "--repo", str(repo.path), "--until", "train"),
-                          "stage 'train' is not built yet")
+    assert_one_line_error(
+        repolm("run", "--repo", str(repo.path), "--stage", "mien"), "unknown stage 'mien'", "mine"
+    )
+    assert_one_line_error(
+        repolm("run", "--repo", str(repo.path), "--until", "train"),
+        "stage 'train' is not built yet",
+    )
 
 
 def test_config_errors(repo, tmp_path: Path) -> None:

@@ -19,8 +19,10 @@ def test_every_module_imports() -> None:
 
 
 def test_cli_start_up_is_light() -> None:
-    code = ("import sys, repolm.cli; "
-            "print(','.join(m for m in ('pyarrow', 'pydantic', 'torch', 'yaml', 'rich.table') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, repolm.cli; "
+        "print(','.join(m for m in ('pyarrow', 'pydantic', 'torch', 'yaml', 'rich.table') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -73,8 +73,9 @@ def test_cache_hit_then_invalidation_by_config(repo, tmp_path: Path) -> None:
 
     # A change in a's config section re-runs a, and b because a's output changed; c is untouched.
     CALLS.clear()
-    third = run_pipeline(out, repo.path, load_config(overrides=["mine.max_patch_bytes=7"]),
-                         registry=_registry())
+    third = run_pipeline(
+        out, repo.path, load_config(overrides=["mine.max_patch_bytes=7"]), registry=_registry()
+    )
     assert [o.status for o in third] == ["done", "done", "cached"]
     assert (out / "b.txt").read_text() == "a 7 b"
 
@@ -83,8 +84,9 @@ def test_identical_upstream_output_keeps_downstream_cached(repo, tmp_path: Path)
     out = tmp_path / "run"
     run_pipeline(out, repo.path, load_config(), registry=_registry())
     CALLS.clear()
-    outcomes = run_pipeline(out, repo.path, load_config(), force=True, only=["a"],
-                            registry=_registry())
+    outcomes = run_pipeline(
+        out, repo.path, load_config(), force=True, only=["a"], registry=_registry()
+    )
     assert [o.status for o in outcomes] == ["done"]
     outcomes = run_pipeline(out, repo.path, load_config(), registry=_registry())
     assert [o.status for o in outcomes] == ["cached", "cached", "cached"]
@@ -111,8 +113,9 @@ def test_failure_stops_or_continues(repo, tmp_path: Path) -> None:
 
     CALLS.clear()
     with pytest.raises(ValueError, match="kaboom"):
-        run_pipeline(out, repo.path, load_config(), continue_on_error=True,
-                     registry=_registry(fail_a=True))
+        run_pipeline(
+            out, repo.path, load_config(), continue_on_error=True, registry=_registry(fail_a=True)
+        )
     assert CALLS == ["boom", "c"]  # b depends on a: skipped; c is independent: ran
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["c"]["status"] == "done"
@@ -125,8 +128,9 @@ def test_several_failures_end_non_zero(repo, tmp_path: Path) -> None:
         "y": Stage("y", f"{__name__}:stage_boom"),
     }
     with pytest.raises(StageFailed, match="stages failed: x, y") as e:
-        run_pipeline(tmp_path / "run", repo.path, load_config(), continue_on_error=True,
-                     registry=stages)
+        run_pipeline(
+            tmp_path / "run", repo.path, load_config(), continue_on_error=True, registry=stages
+        )
     assert e.value.exit_code != 0
 
 

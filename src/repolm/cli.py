@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,14 +28,16 @@ app.add_typer(config_app, name="config")
 
 RepoOpt = Annotated[Path, typer.Option("--repo", "-r", help="Repository to read (bare or not).")]
 OutOpt = Annotated[
-    Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/<repo name>].")
+    Path | None, typer.Option("--out", "-o", help="Run directory [default: runs/<repo name>].")
 ]
 ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="YAML config file (over the preset).")
+    Path | None, typer.Option("--config", "-c", help="YAML config file (over the preset).")
 ]
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset [default: tiny-cpu].")]
+PresetOpt = Annotated[
+    str | None, typer.Option("--preset", "-p", help="Preset [default: tiny-cpu].")
+]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override one key, e.g. --set mine.jobs=2 (repeatable)."),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run even if the cache is valid.")]
@@ -75,8 +77,15 @@ def _default_out(repo: Path, out: Path | None) -> tuple[Path, Path]:
     return opened.path, (out if out is not None else Path("runs") / opened.name)
 
 
-def _pipeline(repo: Path, out: Path | None, config: Path | None, preset: str | None,
-              overrides: list[str] | None, command: str, **kwargs) -> None:
+def _pipeline(
+    repo: Path,
+    out: Path | None,
+    config: Path | None,
+    preset: str | None,
+    overrides: list[str] | None,
+    command: str,
+    **kwargs,
+) -> None:
     from repolm.logs import log_to_file
     from repolm.pipeline.runner import run_pipeline, select_stages
     from repolm.report import print_outcomes
@@ -97,17 +106,27 @@ def run(
     preset: PresetOpt = None,
     set_: SetOpt = None,
     stage: Annotated[
-        Optional[list[str]], typer.Option("--stage", help="Run only this stage (repeatable).")
+        list[str] | None, typer.Option("--stage", help="Run only this stage (repeatable).")
     ] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Stop after this stage.")] = None,
     force: ForceOpt = False,
     continue_on_error: Annotated[
         bool, typer.Option("--continue-on-error", help="Run independent stages after a failure.")
     ] = False,
 ) -> None:
     """Run the pipeline: every stage that is not cached, in order."""
-    _pipeline(repo, out, config, preset, set_, "run", only=stage, until=until, force=force,
-              continue_on_error=continue_on_error)
+    _pipeline(
+        repo,
+        out,
+        config,
+        preset,
+        set_,
+        "run",
+        only=stage,
+        until=until,
+        force=force,
+        continue_on_error=continue_on_error,
+    )
 
 
 @app.command()
@@ -117,7 +136,9 @@ def mine(
     config: ConfigOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Mine all history again from scratch.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Mine all history again from scratch.")
+    ] = False,
 ) -> None:
     """Mine every commit on every branch, tag and remote into OUT/mine/*.parquet."""
     _pipeline(repo, out, config, preset, set_, "mine", only=["mine"], force=force)
@@ -138,7 +159,7 @@ def config_show(
     preset: PresetOpt = None,
     set_: SetOpt = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Show the config a run directory used.")
+        Path | None, typer.Option("--out", "-o", help="Show the config a run directory used.")
     ] = None,
 ) -> None:
     """Print the resolved configuration as YAML."""
@@ -155,7 +176,9 @@ def config_show(
 
 @app.command()
 def doctor(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where runs will be written.")] = Path("runs"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where runs will be written.")] = Path(
+        "runs"
+    ),
 ) -> None:
     """Check Python, torch, CUDA/GPU memory, git and disk; say what is missing and how to fix it."""
     from repolm.doctor import print_checks, run_checks
@@ -181,5 +204,7 @@ def main() -> None:
     except Exception as e:
         if debug:
             raise
-        typer.echo(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
+        typer.echo(
+            f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True
+        )
         sys.exit(1)

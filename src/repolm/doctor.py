@@ -28,8 +28,12 @@ def run_checks(out: Path) -> list[Check]:
 def _python() -> Check:
     v = sys.version_info
     ok = v >= (3, 10)
-    return Check("python", "ok" if ok else "fail", sys.version.split()[0],
-                 "" if ok else "install Python 3.10 or newer")
+    return Check(
+        "python",
+        "ok" if ok else "fail",
+        sys.version.split()[0],
+        "" if ok else "install Python 3.10 or newer",
+    )
 
 
 def _git() -> Check:
@@ -58,21 +62,38 @@ def _torch() -> list[Check]:
     try:
         import torch
     except ImportError:
-        return [Check("torch", "warn", "not installed (needed from the train stage on)",
-                      "pip install torch==2.13.0 for CPU, or your CUDA build of torch")]
+        return [
+            Check(
+                "torch",
+                "warn",
+                "not installed (needed from the train stage on)",
+                "pip install torch==2.13.0 for CPU, or your CUDA build of torch",
+            )
+        ]
     checks = [Check("torch", "ok", torch.__version__)]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
             free, total = torch.cuda.mem_get_info(i)
             bf16 = "bf16" if torch.cuda.is_bf16_supported() else "no bf16"
-            checks.append(Check(f"cuda:{i}", "ok", f"{p.name}, {total / 2**30:.1f} GiB "
-                                f"({free / 2**30:.1f} free), {bf16}"))
+            checks.append(
+                Check(
+                    f"cuda:{i}",
+                    "ok",
+                    f"{p.name}, {total / 2**30:.1f} GiB ({free / 2**30:.1f} free), {bf16}",
+                )
+            )
     else:
         cpu_bf16 = _cpu_has_native_bf16()
-        checks.append(Check("cuda", "warn", "no CUDA device: training runs on the CPU "
-                            f"({os.cpu_count()} cores, {'native' if cpu_bf16 else 'no native'} bf16)",
-                            "fine for the tiny-cpu preset; for larger models use a CUDA GPU"))
+        checks.append(
+            Check(
+                "cuda",
+                "warn",
+                "no CUDA device: training runs on the CPU "
+                f"({os.cpu_count()} cores, {'native' if cpu_bf16 else 'no native'} bf16)",
+                "fine for the tiny-cpu preset; for larger models use a CUDA GPU",
+            )
+        )
     return checks
 
 
@@ -90,10 +111,16 @@ def _disk(out: Path) -> Check:
         probe = probe.parent
     free = shutil.disk_usage(probe).free / 2**30
     if free < 2:
-        return Check("disk", "fail", f"{free:.1f} GiB free at {probe}", "free some space or pass --out")
+        return Check(
+            "disk", "fail", f"{free:.1f} GiB free at {probe}", "free some space or pass --out"
+        )
     if free < 20:
-        return Check("disk", "warn", f"{free:.1f} GiB free at {probe}",
-                     "enough to mine; model checkpoints may need more")
+        return Check(
+            "disk",
+            "warn",
+            f"{free:.1f} GiB free at {probe}",
+            "enough to mine; model checkpoints may need more",
+        )
     return Check("disk", "ok", f"{free:.0f} GiB free at {probe}")
 
 
@@ -103,7 +130,9 @@ def _memory() -> Check:
     except (ValueError, OSError, AttributeError):
         return Check("memory", "warn", "unknown")
     status = "ok" if total >= 4 else "warn"
-    return Check("memory", status, f"{total:.1f} GiB", "" if status == "ok" else "4 GiB or more advised")
+    return Check(
+        "memory", status, f"{total:.1f} GiB", "" if status == "ok" else "4 GiB or more advised"
+    )
 
 
 def print_checks(checks: list[Check]) -> None:

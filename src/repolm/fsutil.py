@@ -1,4 +1,4 @@
-"""Atomic file writes and content digests: a crash never leaves a half-written file that looks complete."""
+"""Atomic writes and content digests: a crash never leaves a half-written file that looks whole."""
 
 from __future__ import annotations
 

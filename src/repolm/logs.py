@@ -30,12 +30,15 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     if _state["tty"]:
         from rich.logging import RichHandler
 
-        handler = RichHandler(console=console(), show_path=False, show_time=False,
-                              markup=False, rich_tracebacks=False)
+        handler = RichHandler(
+            console=console(), show_path=False, show_time=False, markup=False, rich_tracebacks=False
+        )
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
+        )
     handler.setLevel(level)
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
@@ -92,9 +95,15 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn(unit), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=console(), transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(unit),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=console(),
+                transient=True,
             )
             self._bar.start()
             self._task = self._bar.add_task(description, total=total)
@@ -114,8 +123,10 @@ class Progress:
         if self.total:
             pct = 100 * self.done / self.total
             eta = (self.total - self.done) / rate if rate else 0
-            return (f"{self.description}: {self.done}/{self.total} {self.unit} ({pct:.0f}%), "
-                    f"{rate:.0f}/s, eta {eta:.0f}s")
+            return (
+                f"{self.description}: {self.done}/{self.total} {self.unit} ({pct:.0f}%), "
+                f"{rate:.0f}/s, eta {eta:.0f}s"
+            )
         return f"{self.description}: {self.done} {self.unit}, {rate:.0f}/s"
 
     def close(self) -> None:

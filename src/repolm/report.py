@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from rich.console import Console
@@ -12,8 +13,15 @@ from repolm.pipeline import manifest as mf
 from repolm.pipeline.runner import CONFIG_FILE, Outcome, fingerprint, refs_digest, stage_state
 from repolm.pipeline.stage import PLANNED, REGISTRY
 
-STATE_STYLE = {"done": "green", "cached": "cyan", "stale": "yellow", "failed": "red",
-               "not run": "dim", "skipped": "yellow", "not built": "dim"}
+STATE_STYLE = {
+    "done": "green",
+    "cached": "cyan",
+    "stale": "yellow",
+    "failed": "red",
+    "not run": "dim",
+    "skipped": "yellow",
+    "not built": "dim",
+}
 
 
 def print_outcomes(out: Path, outcomes: list[Outcome]) -> None:
@@ -31,14 +39,15 @@ def print_outcomes(out: Path, outcomes: list[Outcome]) -> None:
 def print_stages(out: Path) -> None:
     manifest = mf.load(out)
     if not manifest:
-        raise RepolmError(f"no run in {out} (no {mf.MANIFEST})", "run 'repolm run' first, or pass --out")
+        raise RepolmError(
+            f"no run in {out} (no {mf.MANIFEST})", "run 'repolm run' first, or pass --out"
+        )
     states = manifest.get("stages", {})
     config = _run_config(out)
     refs = None
-    try:
+    # If the repository moved or is gone, show recorded states, staleness from outputs only.
+    with contextlib.suppress(RepolmError, KeyError):
         refs = refs_digest(Path(manifest["repo_path"]))
-    except (RepolmError, KeyError):
-        pass  # repository moved or gone: show recorded states, staleness from outputs only
     table = Table(title=f"stages of {out}", title_justify="left")
     for col in ("stage", "state", "last run", "seconds", "figures"):
         table.add_column(col)
@@ -54,8 +63,13 @@ def print_stages(out: Path) -> None:
         state = stage_state(stage, entry, fp, out)
         entry = entry or {}
         figures = entry.get("summary") or entry.get("error", "")
-        table.add_row(name, f"[{STATE_STYLE[state]}]{state}[/]", entry.get("started", ""),
-                      f"{entry['seconds']:.1f}" if "seconds" in entry else "", figures)
+        table.add_row(
+            name,
+            f"[{STATE_STYLE[state]}]{state}[/]",
+            entry.get("started", ""),
+            f"{entry['seconds']:.1f}" if "seconds" in entry else "",
+            figures,
+        )
     Console().print(table)
 
 

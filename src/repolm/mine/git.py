@@ -30,6 +30,14 @@ PINNED_CONFIG = (
     "log.showSignature=false",
     "i18n.logOutputEncoding=UTF-8",
     "core.fsmonitor=false",
+    "core.abbrev=auto",
+    "diff.algorithm=myers",
+    "diff.context=3",
+    "diff.interHunkContext=0",
+    "diff.indentHeuristic=true",
+    "diff.suppressBlankEmpty=false",
+    "diff.ignoreSubmodules=none",
+    "log.showRoot=true",
 )
 
 
@@ -91,7 +99,9 @@ class Repo:
         proc = subprocess.run(self.cmd(*args), input=input, capture_output=True, env=self.env)
         if check and proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise GitError(f"git {args[0]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}")
+            raise GitError(
+                f"git {args[0]} failed: {err[-1] if err else 'exit ' + str(proc.returncode)}"
+            )
         return proc.stdout
 
     @cached_property
@@ -110,7 +120,9 @@ class Repo:
         return self.head is not None and self.head_branch is None
 
     def refs(self, prefixes: list[str]) -> list[Ref]:
-        """Refs under the prefixes that lead to a commit (tags peeled; tags of trees/blobs dropped)."""
+        """Refs under the prefixes that lead to a commit (tags peeled; tags of trees dropped)."""
+        if not prefixes:
+            return []  # for-each-ref with no pattern would list every ref
         fmt = "%(objectname) %(objecttype) %(*objectname) %(*objecttype) %(refname)"
         out = self.run("for-each-ref", f"--format={fmt}", *prefixes)
         refs = []
@@ -130,7 +142,9 @@ class Repo:
     def tips(self, prefixes: list[str]) -> list[Ref]:
         """Every ref to mine: the selected refs, plus HEAD (listed as 'HEAD' when detached)."""
         refs = self.refs(prefixes)
-        if self.head is not None and (self.detached or not any(r.commit == self.head for r in refs)):
+        if self.head is not None and (
+            self.detached or not any(r.commit == self.head for r in refs)
+        ):
             refs.append(Ref("HEAD", self.head))
         return refs
 
@@ -147,12 +161,15 @@ class Repo:
             return []
         proc = subprocess.run(
             self.cmd("rev-list", "--topo-order", "--reverse", "--parents", "--stdin"),
-            input="\n".join(sorted(set(tips))).encode() + b"\n", capture_output=True, env=self.env,
+            input="\n".join(sorted(set(tips))).encode() + b"\n",
+            capture_output=True,
+            env=self.env,
         )
         if proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             raise GitError(
-                f"the history of {self.path} cannot be walked: {err[-1] if err else 'git rev-list failed'}",
+                f"the history of {self.path} cannot be walked: "
+                f"{err[-1] if err else 'git rev-list failed'}",
                 "a commit or tree object is missing or damaged; run 'git fsck' to see which",
             )
         out = proc.stdout
@@ -166,14 +183,34 @@ class Repo:
         """Sizes of blobs from the object headers (contents are not read); missing ones left out."""
         if not blobs:
             return {}
-        out = self.run("cat-file", "--batch-check=%(objectname) %(objectsize)",
-                       input="\n".join(blobs).encode() + b"\n", check=False)
+        out = self.run(
+            "cat-file",
+            "--batch-check=%(objectname) %(objectsize)",
+            input="\n".join(blobs).encode() + b"\n",
+            check=False,
+        )
         sizes = {}
         for line in out.decode().splitlines():
             sha, _, size = line.partition(" ")
             if size.isdigit():
                 sizes[sha] = int(size)
         return sizes
+
+    def read_blobs(self, blobs: list[str]) -> dict[str, bytes]:
+        """Contents of (small) blobs in one `cat-file --batch`; missing ones left out."""
+        if not blobs:
+            return {}
+        out = self.run("cat-file", "--batch", input="\n".join(blobs).encode() + b"\n", check=False)
+        contents, pos = {}, 0
+        while pos < len(out):
+            end = out.index(b"\n", pos)
+            header = out[pos:end].split()
+            pos = end + 1
+            if len(header) == 3 and header[2].isdigit():
+                size = int(header[2])
+                contents[header[0].decode()] = out[pos : pos + size]
+                pos += size + 1
+        return contents
 
     def shallow_boundary(self) -> set[str]:
         path = self.git_dir / "shallow"
@@ -183,8 +220,26 @@ class Repo:
 
     @cached_property
     def is_partial_clone(self) -> bool:
-        out = self.run("config", "--get", "extensions.partialClone", check=False)
-        return bool(out.strip())
+        out = self.run(
+            "config",
+            "--get-regexp",
+            r"^(extensions\.partialclone|remote\..*\.promisor)$",
+            check=False,
+        ).decode("utf-8", "replace")
+        return any(
+            line.split(" ", 1)[0] == "extensions.partialclone" or line.endswith(" true")
+            for line in out.splitlines()
+        )
+
+    def count_missing_objects(self, tips: list[str]) -> int:
+        """Objects reachable from `tips` that the store lacks (never fetched)."""
+        proc = subprocess.run(
+            self.cmd("rev-list", "--objects", "--missing=print", "--stdin"),
+            input="\n".join(tips).encode() + b"\n",
+            capture_output=True,
+            env=self.env,
+        )
+        return sum(1 for line in proc.stdout.splitlines() if line.startswith(b"?"))
 
 
 def open_repo(path: Path | str) -> Repo:
@@ -197,15 +252,30 @@ def open_repo(path: Path | str) -> Repo:
         have = ".".join(map(str, version))
         raise GitError(f"git {have} is too old", "install git 2.31 or newer")
     if not path.exists():
-        raise GitError(f"no such directory: {path}", "pass --repo with the path of a git repository")
+        raise GitError(
+            f"no such directory: {path}", "pass --repo with the path of a git repository"
+        )
     if not path.is_dir():
-        raise GitError(f"{path} is not a directory", "pass --repo with the path of a git repository")
+        raise GitError(
+            f"{path} is not a directory", "pass --repo with the path of a git repository"
+        )
     if not os.access(path, os.R_OK | os.X_OK):
-        raise GitError(f"cannot read {path}: permission denied", "check the directory's permissions")
+        raise GitError(
+            f"cannot read {path}: permission denied", "check the directory's permissions"
+        )
     proc = subprocess.run(
-        ["git", "-C", str(path), "rev-parse", "--path-format=absolute", "--git-dir",
-         "--is-bare-repository", "--is-shallow-repository"],
-        capture_output=True, env=git_env(),
+        [
+            "git",
+            "-C",
+            str(path),
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-dir",
+            "--is-bare-repository",
+            "--is-shallow-repository",
+        ],
+        capture_output=True,
+        env=git_env(),
     )
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip()
@@ -215,13 +285,21 @@ def open_repo(path: Path | str) -> Repo:
                 f"run: git config --global --add safe.directory {path.resolve()}",
             )
         if "not a git repository" in err:
-            raise GitError(f"{path} is not a git repository", "pass --repo with the path of a git repository")
-        raise GitError(f"cannot open {path} as a git repository: {err.splitlines()[-1] if err else 'unknown error'}")
+            raise GitError(
+                f"{path} is not a git repository", "pass --repo with the path of a git repository"
+            )
+        raise GitError(
+            f"cannot open {path} as a git repository: "
+            f"{err.splitlines()[-1] if err else 'unknown error'}"
+        )
     lines = proc.stdout.decode("utf-8", "replace").splitlines()
     git_dir, bare, shallow = Path(lines[0]), lines[1] == "true", lines[2] == "true"
     top = git_dir
     if not bare:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"],
-                             capture_output=True, env=git_env()).stdout.strip()
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            env=git_env(),
+        ).stdout.strip()
         top = Path(out.decode("utf-8", "surrogateescape")) if out else git_dir
     return Repo(top.resolve(), git_dir, bare, shallow)

@@ -1,4 +1,4 @@
-"""Stream commits and their diffs out of `git log`, fast, in a fixed order, surviving missing objects.
+"""Stream commits and their diffs out of `git log`: fast, in a fixed order, past missing objects.
 
 One `git log --no-walk=unsorted --stdin -z --raw -p` process per slice of commits writes a byte
 stream; each commit's record starts with a marker followed by its sha. We know which sha comes
@@ -31,7 +31,6 @@ from repolm.mine.model import (
     LEVEL_FILES,
     LEVEL_FULL,
     LEVEL_META,
-    MODE_SYMLINK,
     STATUS,
     Commit,
     FileChange,
@@ -40,6 +39,7 @@ from repolm.mine.model import (
 MARKER = b"\x00\x01\x02C"
 FORMAT = "%x00%x01%x02C%H%x00%P%x00%an%x00%ae%x00%ad%x00%cn%x00%ce%x00%cd%x00%B%x00"
 READ_SIZE = 1 << 20
+MIN_TIME, MAX_TIME = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31T23:59:59 UTC
 MIN_SLICE = 100  # commits; smaller slices cost more in process start-up than they balance
 SLICES_PER_JOB = 4
 LEVELS = (LEVEL_FULL, LEVEL_FILES, LEVEL_META)
@@ -47,7 +47,8 @@ LEVELS = (LEVEL_FULL, LEVEL_FILES, LEVEL_META)
 # (a blob-less partial clone fails on nearly every commit; restarting per commit would crawl).
 MAX_FAILURES_PER_SLICE = 8
 _OBJECT_ERROR = re.compile(
-    r"(?:unable to read|missing|bad object|could not read|corrupt|invalid object)\D*?"
+    r"(?:unable to read|missing|bad object|could not read|could not fetch|corrupt|invalid object)"
+    r"\D*?"
     r"\b([0-9a-f]{40}(?:[0-9a-f]{24})?)\b"
 )
 
@@ -73,14 +74,30 @@ class LogReport:
 
 
 def log_command(repo: Repo, opts: LogOptions, level: str) -> list[str]:
-    args = ["log", "--no-walk=unsorted", "--stdin", "-z", f"--format={FORMAT}", "--date=raw",
-            "--no-color", "--no-notes", "--encoding=UTF-8"]
+    args = [
+        "log",
+        "--no-walk=unsorted",
+        "--stdin",
+        "-z",
+        f"--format={FORMAT}",
+        "--date=raw",
+        "--no-color",
+        "--no-notes",
+        "--encoding=UTF-8",
+    ]
     if level != LEVEL_META:
         merges = "first-parent" if opts.merge_diff == "first-parent" else "off"
-        args += ["--raw", "--no-abbrev", f"--diff-merges={merges}"]
+        args += ["--raw", "--no-abbrev", "--root", f"--diff-merges={merges}"]
     if level == LEVEL_FULL:
-        args += ["-p", "--no-ext-diff", "--no-textconv", "--submodule=short",
-                 "--src-prefix=a/", "--dst-prefix=b/"]
+        args += [
+            "-p",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--submodule=short",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            "-O/dev/null",
+        ]
         args += ["-M"] if opts.detect_renames else ["--no-renames"]
         if opts.detect_copies:
             args.append("-C")
@@ -93,12 +110,18 @@ def log_command(repo: Repo, opts: LogOptions, level: str) -> list[str]:
 class _GitLog:
     """One running `git log` over a list of shas; stdout piped, or spooled to a file."""
 
-    def __init__(self, repo: Repo, shas: Sequence[str], opts: LogOptions, level: str,
-                 spool_dir: Path | None = None) -> None:
-        self._stdin = tempfile.TemporaryFile()
+    def __init__(
+        self,
+        repo: Repo,
+        shas: Sequence[str],
+        opts: LogOptions,
+        level: str,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self._stdin = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
         self._stdin.write("\n".join(shas).encode() + b"\n")
         self._stdin.seek(0)
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
         self._spool: IO[bytes] | None = None
         self._spool_path: str | None = None
         if spool_dir is not None:
@@ -157,8 +180,14 @@ class _GitLog:
         self.finish()
 
 
-def iter_commits(repo: Repo, shas: Sequence[str], opts: LogOptions, jobs: int = 1,
-                 report: LogReport | None = None, tmp_dir: Path | None = None) -> Iterator[Commit]:
+def iter_commits(
+    repo: Repo,
+    shas: Sequence[str],
+    opts: LogOptions,
+    jobs: int = 1,
+    report: LogReport | None = None,
+    tmp_dir: Path | None = None,
+) -> Iterator[Commit]:
     """Yield a Commit for every sha, in the given order, each exactly once."""
     report = report if report is not None else LogReport()
     if not shas:
@@ -188,11 +217,17 @@ def iter_commits(repo: Repo, shas: Sequence[str], opts: LogOptions, jobs: int = 
 def _split(shas: list[str], parts: int) -> list[list[str]]:
     parts = max(1, min(parts, len(shas) // MIN_SLICE))
     size = -(-len(shas) // parts)
-    return [shas[i:i + size] for i in range(0, len(shas), size)]
+    return [shas[i : i + size] for i in range(0, len(shas), size)]
 
 
-def _read_slice(repo: Repo, shas: Sequence[str], opts: LogOptions, level: str,
-                report: LogReport, log: _GitLog | None = None) -> Iterator[Commit]:
+def _read_slice(
+    repo: Repo,
+    shas: Sequence[str],
+    opts: LogOptions,
+    level: str,
+    report: LogReport,
+    log: _GitLog | None = None,
+) -> Iterator[Commit]:
     """Read `shas` at `level`; on a git failure keep what was read and step around the culprit."""
     failures = 0
     remaining = list(shas)
@@ -203,6 +238,8 @@ def _read_slice(repo: Repo, shas: Sequence[str], opts: LogOptions, level: str,
             for rec in _records(log, remaining):
                 commit = _parse_record(rec, level, opts, report)
                 done += 1
+                if level != LEVEL_FULL:
+                    report.degraded[level] += 1
                 yield commit
         except BaseException:
             log.kill()
@@ -215,7 +252,7 @@ def _read_slice(repo: Repo, shas: Sequence[str], opts: LogOptions, level: str,
         report.missing_objects.update(_OBJECT_ERROR.findall(err))
         culprit = remaining[done]
         yield from _read_one_lower(repo, culprit, opts, level, report)
-        remaining = remaining[done + 1:]
+        remaining = remaining[done + 1 :]
         failures += 1
         if failures >= MAX_FAILURES_PER_SLICE and remaining and level != LEVEL_META:
             lower = LEVELS[LEVELS.index(level) + 1]
@@ -223,11 +260,12 @@ def _read_slice(repo: Repo, shas: Sequence[str], opts: LogOptions, level: str,
             return
 
 
-def _read_one_lower(repo: Repo, sha: str, opts: LogOptions, level: str,
-                    report: LogReport) -> Iterator[Commit]:
+def _read_one_lower(
+    repo: Repo, sha: str, opts: LogOptions, level: str, report: LogReport
+) -> Iterator[Commit]:
     """Read one commit that broke a stream: alone at the same level first (the break may have
     been its successor's), then at each lower level; skip it only if even metadata fails."""
-    for lvl in LEVELS[LEVELS.index(level):]:
+    for lvl in LEVELS[LEVELS.index(level) :]:
         log = _GitLog(repo, [sha], opts, lvl)
         recs = list(_records(log, [sha]))
         rc, err = log.finish()
@@ -269,6 +307,9 @@ def _records(log: _GitLog, shas: Sequence[str]) -> Iterator[bytes]:
             if pos < 0:
                 scan = max(scan, len(buf) - len(nxt) + 1)
                 break
+            if not _ends_cleanly(buf, start, pos):
+                scan = pos + 1  # the marker and sha sit inside file content or a path: go on
+                continue
             yield bytes(buf[start:pos])
             idx += 1
             start = pos
@@ -282,8 +323,40 @@ def _records(log: _GitLog, shas: Sequence[str]) -> Iterator[bytes]:
         yield bytes(buf[start:])
 
 
+def _ends_cleanly(buf: bytearray, start: int, end: int) -> bool:
+    """Is buf[start:end] one whole record? Its raw entries must all be complete, and a patch
+    must end in a newline right before the next marker's NUL: inside a patch every newline is
+    followed by a line prefix, never a NUL, so a marker planted in file content (or in a path)
+    cannot pass for the start of the next record."""
+    pos = start + len(MARKER)
+    for _ in range(9):  # sha, parents, 6 identity/date fields, message: none can hold a NUL
+        pos = buf.find(b"\0", pos, end)
+        if pos < 0:
+            return False
+        pos += 1
+    while pos < end and buf[pos] in (0, 10):
+        pos += 1
+    while pos < end and buf[pos] == 58:  # ':' starts a raw entry: meta, path [, path]
+        meta_end = buf.find(b"\0", pos, end)
+        if meta_end < 0:
+            return False
+        status = buf.rfind(b" ", pos, meta_end) + 1
+        paths = 2 if buf[status] in (82, 67) else 1  # 'R' or 'C': old and new path
+        pos = meta_end + 1
+        for _ in range(paths):
+            pos = buf.find(b"\0", pos, end)
+            if pos < 0:
+                return False
+            pos += 1
+    while pos < end and buf[pos] in (0, 10):
+        pos += 1
+    if pos >= end:
+        return True
+    return buf.startswith(b"diff --git ", pos) and buf[end - 1] == 10
+
+
 def _parse_record(rec: bytes, level: str, opts: LogOptions, report: LogReport) -> Commit:
-    fields = rec[len(MARKER):].split(b"\0", 9)
+    fields = rec[len(MARKER) :].split(b"\0", 9)
     sha, parents, an, ae, ad, cn, ce, cd, msg = fields[:9]
     rest = fields[9] if len(fields) > 9 else b""
     a_time, a_tz = _parse_date(ad)
@@ -307,19 +380,28 @@ def _parse_record(rec: bytes, level: str, opts: LogOptions, report: LogReport) -
     return commit
 
 
+_TZ_CACHE: dict[bytes, int] = {}
+
+
 def _parse_date(raw: bytes) -> tuple[int, int]:
-    """'1700000000 +0130' -> (1700000000, 90). Garbage dates read as the epoch, never fail."""
+    """'1700000000 +0130' -> (1700000000, 90). Garbage dates read as the epoch and dates past
+    the years 1..9999 are clamped to them: a hostile date never stops mining."""
+    ts, _, tz = raw.partition(b" ")
+    offset = _TZ_CACHE.get(tz)
     try:
-        ts, tz = raw.split(b" ", 1)
-        sign = -1 if tz.startswith(b"-") else 1
-        tz = tz.lstrip(b"+-")
-        return int(ts), sign * (int(tz[:-2] or 0) * 60 + int(tz[-2:] or 0))
+        if offset is None:
+            sign = -1 if tz.startswith(b"-") else 1
+            digits = tz.lstrip(b"+-")
+            offset = sign * (int(digits[:-2] or 0) * 60 + int(digits[-2:] or 0))
+            offset = _TZ_CACHE[tz] = max(-32768, min(32767, offset))
+        return min(max(int(ts), MIN_TIME), MAX_TIME), offset
     except ValueError:
         return 0, 0
 
 
-def _parse_changes(rest: bytes, with_patch: bool, opts: LogOptions,
-                   report: LogReport) -> list[FileChange]:
+def _parse_changes(
+    rest: bytes, with_patch: bool, opts: LogOptions, report: LogReport
+) -> list[FileChange]:
     n = len(rest)
     pos = 0
     while pos < n and rest[pos] in (0, 10):
@@ -328,87 +410,93 @@ def _parse_changes(rest: bytes, with_patch: bool, opts: LogOptions,
     find = rest.index
     while pos < n and rest[pos] == 58:  # ':' starts a raw entry
         end = find(b"\0", pos)
-        old_mode, new_mode, old_blob, new_blob, status = rest[pos + 1:end].split(b" ")
+        old_mode, new_mode, old_blob, new_blob, status = rest[pos + 1 : end].split(b" ")
         pos = end + 1
         end = find(b"\0", pos)
         path = rest[pos:end]
         pos = end + 1
         old_path = None
-        letter = status[:1].decode()
-        if letter in "RC":
+        letter = status[:1]
+        if letter in b"RC":
             end = find(b"\0", pos)
             old_path, path = path, rest[pos:end]
             pos = end + 1
-        elif letter != "A":
+        elif letter != b"A":
             old_path = path
-        om, nm = int(old_mode, 8), int(new_mode, 8)
-        changes.append(FileChange(
-            path=path.decode("utf-8", "replace"),
-            old_path=old_path.decode("utf-8", "replace") if old_path is not None else None,
-            status=STATUS.get(letter, "unknown"),
-            old_mode=om,
-            new_mode=nm,
-            old_blob=old_blob.decode() if om else None,
-            new_blob=new_blob.decode() if nm else None,
-            similarity=int(status[1:]) if len(status) > 1 else None,
-        ))
+        om, nm = _mode(old_mode), _mode(new_mode)
+        text = path.decode("utf-8", "replace")
+        changes.append(
+            FileChange(
+                path=text,
+                old_path=(text if old_path is path else old_path.decode("utf-8", "replace"))
+                if old_path is not None
+                else None,
+                status=_STATUS.get(letter, "unknown"),
+                old_mode=om,
+                new_mode=nm,
+                old_blob=old_blob.decode() if om else None,
+                new_blob=new_blob.decode() if nm else None,
+                similarity=int(status[1:]) if len(status) > 1 else None,
+            )
+        )
     if with_patch and changes:
         _attach_patches(changes, rest[pos:], opts, report)
     return changes
 
 
-def _attach_patches(changes: list[FileChange], text: bytes, opts: LogOptions,
-                    report: LogReport) -> None:
+_STATUS = {k.encode(): v for k, v in STATUS.items()}
+_MODES: dict[bytes, int] = {}
+
+
+def _mode(raw: bytes) -> int:
+    mode = _MODES.get(raw)
+    if mode is None:
+        mode = _MODES[raw] = int(raw, 8)
+    return mode
+
+
+def _attach_patches(
+    changes: list[FileChange], text: bytes, opts: LogOptions, report: LogReport
+) -> None:
+    """Cut the patch text into one section per file, in raw-entry order, counting lines on
+    ranges of `text` so each patch is copied once."""
     text = text.lstrip(b"\0\n").rstrip(b"\0")
     if not text.startswith(b"diff --git "):
         report.patch_mismatches += 1
         return
-    sections = text.split(b"\ndiff --git ")
+    starts = [0]
+    pos = text.find(b"\ndiff --git ")
+    while pos >= 0:
+        starts.append(pos + 1)
+        pos = text.find(b"\ndiff --git ", pos + 1)
+    starts.append(len(text))
     # A change between file, symlink and submodule is printed as a deletion plus a creation.
     wanted = len(changes) + sum(c.status == "type_changed" for c in changes)
-    if len(sections) != wanted:
+    if len(starts) - 1 != wanted:
         report.patch_mismatches += 1
         return
-    it = iter(sections)
-    first = True
+    k = 0
+    cap = opts.max_patch_bytes
     for change in changes:
-        parts = [next(it)]
-        if change.status == "type_changed":
-            parts.append(next(it))
+        first = starts[k]
         adds = dels = 0
         binary = False
-        pieces = []
-        for sec in parts:
-            if not first:
-                sec = b"diff --git " + sec
-            first = False
-            h = sec.find(b"\n@@ ")
+        for _ in range(2 if change.status == "type_changed" else 1):
+            a, b = starts[k], starts[k + 1]
+            k += 1
+            h = text.find(b"\n@@ ", a, b)
             if h < 0:
-                binary = binary or b"\nBinary files " in sec
+                binary = binary or text.find(b"\nBinary files ", a, b) >= 0
             else:
-                body = sec[h:]
-                adds += body.count(b"\n+")
-                dels += body.count(b"\n-")
-            pieces.append(sec)
-        patch = b"\n".join(pieces) + b"\n"
+                adds += text.count(b"\n+", h, b)
+                dels += text.count(b"\n-", h, b)
+        end = starts[k]
         change.additions, change.deletions, change.is_binary = adds, dels, binary
-        change.patch_bytes = len(patch)
-        if change.is_symlink and not binary:
-            change.symlink_target = _symlink_target(pieces[-1], change)
-        if len(patch) > opts.max_patch_bytes:
-            cut = patch.rfind(b"\n", 0, opts.max_patch_bytes) + 1 or opts.max_patch_bytes
-            patch = patch[:cut]
+        change.patch_bytes = end - first
+        if end - first > cap:
+            end = text.rfind(b"\n", first, first + cap) + 1 or first  # whole lines only
             change.patch_truncated = True
+        patch = text[first:end]
         if not patch.isascii():  # rare; keep the bytes valid UTF-8 for Parquet strings
             patch = patch.decode("utf-8", "replace").encode("utf-8")
         change.patch = patch
-
-
-def _symlink_target(sec: bytes, change: FileChange) -> str | None:
-    """A symlink's blob is its target path: read it off the diff, never off the filesystem."""
-    sign = b"\n+" if change.new_mode == MODE_SYMLINK else b"\n-"
-    i = sec.rfind(sign)
-    if i < 0:
-        return None
-    j = sec.find(b"\n", i + 2)
-    return sec[i + 2:j if j >= 0 else None].decode("utf-8", "replace")

@@ -15,8 +15,18 @@ from repolm import __version__
 from repolm.fsutil import write_json_atomic
 
 MANIFEST = "manifest.json"
-KEY_PACKAGES = ("pyarrow", "pydantic", "typer", "rich", "torch", "transformers", "tokenizers",
-                "peft", "accelerate", "datasets")
+KEY_PACKAGES = (
+    "pyarrow",
+    "pydantic",
+    "typer",
+    "rich",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "peft",
+    "accelerate",
+    "datasets",
+)
 
 
 def now() -> str:

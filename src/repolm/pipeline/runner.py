@@ -33,8 +33,9 @@ class Outcome:
     error: BaseException | None = field(default=None, repr=False)
 
 
-def select_stages(only: list[str] | None = None, until: str | None = None,
-                  registry: dict[str, Stage] = REGISTRY) -> list[Stage]:
+def select_stages(
+    only: list[str] | None = None, until: str | None = None, registry: dict[str, Stage] = REGISTRY
+) -> list[Stage]:
     """The stages to run, in order: `only` with their upstream stages, or all up to `until`."""
     for name in [*(only or []), *([until] if until else [])]:
         check_stage_name(name, registry)
@@ -73,20 +74,25 @@ def refs_digest(repo_path: Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(stage: Stage, config: dict[str, Any], stages_state: dict[str, Any],
-                refs: str | None) -> str:
+def fingerprint(
+    stage: Stage, config: dict[str, Any], stages_state: dict[str, Any], refs: str | None
+) -> str:
     upstream = {
-        name: {rel: meta.get("sha256") for rel, meta in
-               ((stages_state.get(name) or {}).get("outputs") or {}).items()}
+        name: {
+            rel: meta.get("sha256")
+            for rel, meta in ((stages_state.get(name) or {}).get("outputs") or {}).items()
+        }
         for name in stage.inputs
     }
-    return json_digest({
-        "stage": stage.name,
-        "version": stage.version,
-        "config": {section: config.get(section) for section in stage.config},
-        "upstream": upstream,
-        "refs": refs if stage.reads_repo else None,
-    })
+    return json_digest(
+        {
+            "stage": stage.name,
+            "version": stage.version,
+            "config": {section: config.get(section) for section in stage.config},
+            "upstream": upstream,
+            "refs": refs if stage.reads_repo else None,
+        }
+    )
 
 
 def outputs_intact(out: Path, recorded: dict[str, Any] | None) -> bool:
@@ -102,8 +108,9 @@ def outputs_intact(out: Path, recorded: dict[str, Any] | None) -> bool:
     return True
 
 
-def stage_state(stage: Stage, entry: dict[str, Any] | None, current_fp: str | None,
-                out: Path) -> str:
+def stage_state(
+    stage: Stage, entry: dict[str, Any] | None, current_fp: str | None, out: Path
+) -> str:
     """done / cached / stale / failed / not run, as `repolm stages` shows it."""
     if not entry:
         return "not run"
@@ -118,17 +125,28 @@ def stage_state(stage: Stage, entry: dict[str, Any] | None, current_fp: str | No
     return entry.get("status", "done")
 
 
-def run_pipeline(out: Path, repo_path: Path, resolved: ResolvedConfig, only: list[str] | None = None,
-                 until: str | None = None, force: bool = False, continue_on_error: bool = False,
-                 registry: dict[str, Stage] = REGISTRY) -> list[Outcome]:
+def run_pipeline(
+    out: Path,
+    repo_path: Path,
+    resolved: ResolvedConfig,
+    only: list[str] | None = None,
+    until: str | None = None,
+    force: bool = False,
+    continue_on_error: bool = False,
+    registry: dict[str, Stage] = REGISTRY,
+) -> list[Outcome]:
     stages = select_stages(only, until, registry)
     out.mkdir(parents=True, exist_ok=True)
     config = resolved.config.model_dump(mode="json")
     manifest = mf.load(out)
     manifest.setdefault("created", mf.now())
     manifest.update(mf.environment())
-    manifest["config"] = {"hash": resolved.digest, "preset": resolved.preset,
-                          "sources": resolved.sources, "file": CONFIG_FILE}
+    manifest["config"] = {
+        "hash": resolved.digest,
+        "preset": resolved.preset,
+        "sources": resolved.sources,
+        "file": CONFIG_FILE,
+    }
     manifest["repo_path"] = str(repo_path)
     manifest.setdefault("stages", {})
     write_text_atomic(out / CONFIG_FILE, resolved.to_yaml())
@@ -162,13 +180,22 @@ def run_pipeline(out: Path, repo_path: Path, resolved: ResolvedConfig, only: lis
     return outcomes
 
 
-def _run_one(stage: Stage, ctx: StageContext, config: dict[str, Any], manifest: dict[str, Any],
-             refs: str | None) -> Outcome:
+def _run_one(
+    stage: Stage,
+    ctx: StageContext,
+    config: dict[str, Any],
+    manifest: dict[str, Any],
+    refs: str | None,
+) -> Outcome:
     states = manifest["stages"]
     entry = states.get(stage.name) or {}
     fp = fingerprint(stage, config, states, refs)
-    if not ctx.force and entry.get("status") in ("done", "cached") and \
-            entry.get("fingerprint") == fp and outputs_intact(ctx.out, entry.get("outputs")):
+    if (
+        not ctx.force
+        and entry.get("status") in ("done", "cached")
+        and entry.get("fingerprint") == fp
+        and outputs_intact(ctx.out, entry.get("outputs"))
+    ):
         entry["status"] = "cached"
         log.info(f"{stage.name}: cached ({entry.get('summary', '')})")
         return Outcome(stage.name, "cached", 0.0, entry.get("summary", ""))
@@ -179,8 +206,13 @@ def _run_one(stage: Stage, ctx: StageContext, config: dict[str, Any], manifest: 
         result: StageResult = stage.load()(ctx)
     except Exception as e:  # recorded in the manifest, re-raised by run_pipeline
         seconds = time.monotonic() - t0
-        states[stage.name] = {"status": "failed", "fingerprint": fp, "started": started,
-                              "seconds": round(seconds, 3), "error": str(e)}
+        states[stage.name] = {
+            "status": "failed",
+            "fingerprint": fp,
+            "started": started,
+            "seconds": round(seconds, 3),
+            "error": str(e),
+        }
         log.debug("".join(traceback.format_exception(e)))
         if not isinstance(e, RepolmError):
             log.error(f"{stage.name}: failed: {type(e).__name__}: {e}")
@@ -190,10 +222,20 @@ def _run_one(stage: Stage, ctx: StageContext, config: dict[str, Any], manifest: 
     for rel in stage.outputs:
         path = ctx.out / rel
         st = path.stat()
-        outputs[rel] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_digest(path)}
-    states[stage.name] = {"status": "done", "fingerprint": fp, "started": started,
-                          "seconds": round(seconds, 3), "summary": result.summary,
-                          "outputs": outputs, "stats": result.stats}
+        outputs[rel] = {
+            "bytes": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "sha256": file_digest(path),
+        }
+    states[stage.name] = {
+        "status": "done",
+        "fingerprint": fp,
+        "started": started,
+        "seconds": round(seconds, 3),
+        "summary": result.summary,
+        "outputs": outputs,
+        "stats": result.stats,
+    }
     manifest.update(result.manifest)
     log.info(f"{stage.name}: done in {seconds:.1f}s ({result.summary})")
     return Outcome(stage.name, "done", seconds, result.summary)
