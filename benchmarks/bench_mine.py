@@ -74,7 +74,7 @@ def _rusage_mib() -> dict[str, float]:
     }
 
 
-def child_mine(repo: str, stage_dir: str, jobs: int) -> None:
+def child_mine(repo: str, stage_dir: str, jobs: int, merge_diff: str) -> None:
     t0 = time.perf_counter()
     from repolm.config import MineConfig
     from repolm.mine.git import open_repo
@@ -82,7 +82,8 @@ def child_mine(repo: str, stage_dir: str, jobs: int) -> None:
 
     t_import = time.perf_counter() - t0
     t1 = time.perf_counter()
-    stats = mine(open_repo(repo), Path(stage_dir), MineConfig(jobs=jobs), full=True)
+    cfg = MineConfig(jobs=jobs, merge_diff=merge_diff)
+    stats = mine(open_repo(repo), Path(stage_dir), cfg, full=True)
     t_mine = time.perf_counter() - t1
     _emit({"import_s": t_import, "mine_s": t_mine, "stats": stats, **_rusage_mib()})
 
@@ -315,7 +316,9 @@ def bench_git(repo: str, args: list[str], runs: int, label: str) -> dict[str, An
     }
 
 
-def bench_repolm(repo: str, runs: int, jobs: int, tmp_root: str | None) -> dict[str, Any]:
+def bench_repolm(
+    repo: str, runs: int, jobs: int, tmp_root: str | None, merge_diff: str = "first-parent"
+) -> dict[str, Any]:
     walls, results = [], []
     for i in range(runs):
         stage = tempfile.mkdtemp(prefix="bench-repolm-", dir=tmp_root)
@@ -328,6 +331,7 @@ def bench_repolm(repo: str, runs: int, jobs: int, tmp_root: str | None) -> dict[
                     repo,
                     stage,
                     str(jobs),
+                    merge_diff,
                 ],
                 stdout=subprocess.PIPE,
                 sample_rss=True,
@@ -348,7 +352,7 @@ def bench_repolm(repo: str, runs: int, jobs: int, tmp_root: str | None) -> dict[
         walls.append(r["wall_s"])
         results.append(res)
         note(
-            f"  repolm run {i + 1}/{runs}: {r['wall_s']:.2f} s "
+            f"  repolm ({merge_diff}) run {i + 1}/{runs}: {r['wall_s']:.2f} s "
             f"(imports {res['import_s']:.2f} s, mine() {res['mine_s']:.2f} s, "
             f"peak RSS {res['python_peak_rss_mib']:.0f} MiB Python, "
             f"{res['tree_peak_rss_mib']:.0f} MiB with git processes)"
@@ -481,6 +485,8 @@ def bench_repo(path: str, args: argparse.Namespace) -> dict[str, Any]:
     out["floor"] = bench_git(repo, FLOOR_ARGS, args.runs, "floor")
     out["same_work"] = bench_git(repo, SAME_WORK_ARGS, args.runs, "same-work floor")
     out["repolm"] = bench_repolm(repo, args.runs, args.jobs, args.tmp_dir)
+    # The floor diffs no merge: this run does exactly its work, so it measures repolm itself.
+    out["repolm_floor_work"] = bench_repolm(repo, args.runs, args.jobs, args.tmp_dir, "none")
     mismatches = []
     for got in out["repolm"]["commits_each_run"]:
         if got != expected:
@@ -618,6 +624,14 @@ def render(machine: dict[str, Any], settings: dict[str, Any], repos: list[dict[s
                 f"{fmib(rl['python_peak_rss_mib'])} ({fmib(rl['tree_peak_rss_mib'])} with git)",
             )
         )
+        rn = r["repolm_floor_work"]
+        L.append(
+            row(
+                "repolm mine, `merge_diff: none` (the floor's work)",
+                rn["wall_s"],
+                f"{fmib(rn['python_peak_rss_mib'])} ({fmib(rn['tree_peak_rss_mib'])} with git)",
+            )
+        )
         p = r.get("pydriller")
         if p and "error" not in p:
             label = "PyDriller"
@@ -654,11 +668,12 @@ def render(machine: dict[str, Any], settings: dict[str, Any], repos: list[dict[s
     L.append("### Summary")
     L.append("")
     L.append(
-        "| repository | commits | diff MB | floor s | same-work s | repolm s | PyDriller s "
-        "| repolm/floor | repolm/same-work | PyDriller/floor | PyDriller/repolm "
+        "| repository | commits | merges | diff MB | floor s | same-work s | repolm s "
+        "| repolm no-merge-diff s | PyDriller s | repolm/floor | repolm/same-work "
+        "| repolm no-merge-diff/floor | PyDriller/floor | PyDriller/repolm "
         "| repolm peak RSS MiB (with git) |"
     )
-    L.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    L.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in repos:
         p = r.get("pydriller") or {}
         pw = p.get("wall_s")
@@ -666,10 +681,12 @@ def render(machine: dict[str, Any], settings: dict[str, Any], repos: list[dict[s
         q = r["ratios"]
         L.append(
             f"| {r['name']} | {r['commits_rev_list']}"
-            f"{'' if not r['mismatches'] else ' (**MISMATCH**)'} | "
+            f"{'' if not r['mismatches'] else ' (**MISMATCH**)'} | {r['merges_rev_list']} | "
             f"{r['floor_bytes'] / MB:.1f} | {fs(r['floor']['wall_s'])} | "
-            f"{fs(r['same_work']['wall_s'])} | {fs(r['repolm']['wall_s'])} | {ps} | "
+            f"{fs(r['same_work']['wall_s'])} | {fs(r['repolm']['wall_s'])} | "
+            f"{fs(r['repolm_floor_work']['wall_s'])} | {ps} | "
             f"{fr(q['repolm/floor'])} | {fr(q['repolm/same_work'])} | "
+            f"{fr(r['repolm_floor_work']['wall_s'] / r['floor']['wall_s'])} | "
             f"{fr(q.get('pydriller/floor'))} | {fr(q.get('pydriller/repolm'))} | "
             f"{fmib(r['repolm']['python_peak_rss_mib'])} "
             f"({fmib(r['repolm']['tree_peak_rss_mib'])}) |"
@@ -693,7 +710,7 @@ def render(machine: dict[str, Any], settings: dict[str, Any], repos: list[dict[s
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--_child-mine"]:
-        child_mine(argv[1], argv[2], int(argv[3]))
+        child_mine(argv[1], argv[2], int(argv[3]), argv[4])
         return 0
     if argv[:1] == ["--_child-pydriller"]:
         child_pydriller(argv[1], float(argv[2]))

@@ -41,7 +41,7 @@ FORMAT = "%x00%x01%x02C%H%x00%P%x00%an%x00%ae%x00%ad%x00%cn%x00%ce%x00%cd%x00%B%
 READ_SIZE = 1 << 20
 MIN_TIME, MAX_TIME = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31T23:59:59 UTC
 MIN_SLICE = 100  # commits; smaller slices cost more in process start-up than they balance
-SLICES_PER_JOB = 4
+SLICES_PER_JOB = 2
 LEVELS = (LEVEL_FULL, LEVEL_FILES, LEVEL_META)
 # After this many failing commits in one slice, the rest of it is read at the next level in bulk
 # (a blob-less partial clone fails on nearly every commit; restarting per commit would crawl).
