@@ -11,7 +11,8 @@ For every repository, one after another (never in parallel), it times:
               (repolm diffs merge commits against their first parent by default)
   repolm      mine(open_repo(repo), fresh_tmp_dir, MineConfig(jobs=J), full=True), in a
               fresh Python subprocess: interpreter start, imports, git, parsing and Parquet
-              writing all included; peak RSS of the Python process and of its git children
+              writing all included; peak RSS of the Python process and of its git children;
+              then again with MineConfig(merge_diff="none"): the floor's own work
   PyDriller   Repository(repo, include_refs=True, include_remotes=True).traverse_commits(),
               reading every modified file's diff, added_lines and deleted_lines, in a fresh
               subprocess; by default stopped after --pydriller-seconds and extrapolated to the

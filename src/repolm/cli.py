@@ -87,8 +87,8 @@ def _pipeline(
     **kwargs,
 ) -> None:
     from repolm.logs import log_to_file
+    from repolm.pipeline.display import print_outcomes
     from repolm.pipeline.runner import run_pipeline, select_stages
-    from repolm.report import print_outcomes
 
     select_stages(kwargs.get("only"), kwargs.get("until"))  # bad names fail before any work
     resolved = _resolve(preset, config, overrides)
@@ -147,7 +147,7 @@ def mine(
 @app.command()
 def stages(repo: RepoOpt = Path("."), out: OutOpt = None) -> None:
     """Show each stage's state (done / cached / stale / failed / not run), time and figures."""
-    from repolm.report import print_stages
+    from repolm.pipeline.display import print_stages
 
     out_dir = out if out is not None else _default_out(repo, None)[1]
     print_stages(out_dir)

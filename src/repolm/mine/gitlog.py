@@ -328,31 +328,34 @@ def _ends_cleanly(buf: bytearray, start: int, end: int) -> bool:
     must end in a newline right before the next marker's NUL: inside a patch every newline is
     followed by a line prefix, never a NUL, so a marker planted in file content (or in a path)
     cannot pass for the start of the next record."""
-    pos = start + len(MARKER)
-    for _ in range(9):  # sha, parents, 6 identity/date fields, message: none can hold a NUL
-        pos = buf.find(b"\0", pos, end)
-        if pos < 0:
-            return False
+    # sha, parents, 6 identity/date fields, message: none can hold a NUL
+    pos = _skip_fields(buf, start + len(MARKER), end, 9)
+    while 0 <= pos < end and buf[pos] in (0, 10):
         pos += 1
-    while pos < end and buf[pos] in (0, 10):
-        pos += 1
-    while pos < end and buf[pos] == 58:  # ':' starts a raw entry: meta, path [, path]
+    while 0 <= pos < end and buf[pos] == 58:  # ':' starts a raw entry: meta, path [, path]
         meta_end = buf.find(b"\0", pos, end)
         if meta_end < 0:
             return False
         status = buf.rfind(b" ", pos, meta_end) + 1
         paths = 2 if buf[status] in (82, 67) else 1  # 'R' or 'C': old and new path
-        pos = meta_end + 1
-        for _ in range(paths):
-            pos = buf.find(b"\0", pos, end)
-            if pos < 0:
-                return False
-            pos += 1
+        pos = _skip_fields(buf, meta_end + 1, end, paths)
+    if pos < 0:
+        return False
     while pos < end and buf[pos] in (0, 10):
         pos += 1
     if pos >= end:
         return True
     return buf.startswith(b"diff --git ", pos) and buf[end - 1] == 10
+
+
+def _skip_fields(buf: bytearray, pos: int, end: int, n: int) -> int:
+    """The position after `n` NUL-terminated fields from `pos`; -1 if they run past `end`."""
+    for _ in range(n):
+        pos = buf.find(b"\0", pos, end)
+        if pos < 0:
+            return -1
+        pos += 1
+    return pos
 
 
 def _parse_record(rec: bytes, level: str, opts: LogOptions, report: LogReport) -> Commit:
