@@ -193,3 +193,14 @@ def test_stage_state_labels(repo, tmp_path: Path) -> None:
     assert stage_state(a, {"status": "failed"}, fp, out) == "failed"
     (out / "a" / "out.txt").write_text("edited by hand")
     assert stage_state(a, m["stages"]["a"], fp, out) == "stale"
+
+
+def test_outputs_are_ordinary_files(repo, tmp_path: Path) -> None:
+    import os
+
+    out = tmp_path / "run"
+    run_pipeline(out, repo.path, load_config())
+    mask = os.umask(0)
+    os.umask(mask)
+    for rel in ("manifest.json", "config.yaml", "mine/commits.parquet", "mine/changes.parquet"):
+        assert (out / rel).stat().st_mode & 0o777 == 0o666 & ~mask, rel
