@@ -63,7 +63,7 @@ def test_mine_writes_tables_and_manifest_in_default_out(repo, tmp_path: Path) ->
     assert list((out / "logs").glob("mine-*.log"))
     assert "results:" in proc.stdout
 
-    again = repolm("run", "--repo", str(repo.path), cwd=tmp_path)
+    again = repolm("run", "--repo", str(repo.path), "--until", "mine", cwd=tmp_path)
     assert again.returncode == 0 and "cached" in again.stdout
     stages = repolm("stages", "--repo", str(repo.path), cwd=tmp_path)
     assert stages.returncode == 0
@@ -74,7 +74,9 @@ def test_mine_writes_tables_and_manifest_in_default_out(repo, tmp_path: Path) ->
 
 
 def test_run_inside_a_subdirectory_uses_the_top_level(repo, tmp_path: Path) -> None:
-    proc = repolm("run", "--repo", str(repo.path / "src"), "--out", str(tmp_path / "o"))
+    proc = repolm(
+        "run", "--repo", str(repo.path / "src"), "--out", str(tmp_path / "o"), "--until", "mine"
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["repo_path"] == str(repo.path)
 
@@ -144,3 +146,8 @@ def test_doctor_runs() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for check in ("python", "git", "pyarrow", "disk"):
         assert check in proc.stdout
+
+
+def test_too_short_a_history_to_split(repo, tmp_path: Path) -> None:
+    proc = repolm("run", "--repo", str(repo.path), "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, "too few to split", "split.cutoff")

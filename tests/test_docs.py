@@ -20,6 +20,8 @@ def test_configuration_reference_covers_every_key() -> None:
 
 def test_outputs_reference_covers_every_column() -> None:
     text = (DOCS / "outputs.md").read_text()
-    for schema in (COMMITS_SCHEMA, CHANGES_SCHEMA):
+    from repolm.chunk.stage import SCHEMA as CHUNKS_SCHEMA
+
+    for schema in (COMMITS_SCHEMA, CHANGES_SCHEMA, CHUNKS_SCHEMA):
         for name in schema.names:
             assert f"`{name}`" in text, f"docs/outputs.md lacks column {name}"

@@ -148,22 +148,22 @@ def test_select_stages() -> None:
 def test_mine_stage_cached_until_refs_move(repo, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = load_config()
-    assert run_pipeline(out, repo.path, cfg)[0].status == "done"
-    assert run_pipeline(out, repo.path, cfg)[0].status == "cached"
+    assert run_pipeline(out, repo.path, cfg, until="mine")[0].status == "done"
+    assert run_pipeline(out, repo.path, cfg, until="mine")[0].status == "cached"
     repo.write("b.txt", "y\n")
     repo.commit("second")
-    outcome = run_pipeline(out, repo.path, cfg)[0]
+    outcome = run_pipeline(out, repo.path, cfg, until="mine")[0]
     assert outcome.status == "done"
     manifest = json.loads((out / "manifest.json").read_text())
     mine = manifest["stages"]["mine"]
     assert mine["stats"]["commits"] == 2 and mine["stats"]["new_commits"] == 1
     repo.git("tag", "v1")  # a new ref, no new commit: still re-runs (refs are in the key)
-    assert run_pipeline(out, repo.path, cfg)[0].status == "done"
+    assert run_pipeline(out, repo.path, cfg, until="mine")[0].status == "done"
 
 
 def test_manifest_contents(repo, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_pipeline(out, repo.path, load_config())
+    run_pipeline(out, repo.path, load_config(), until="mine")
     m = json.loads((out / "manifest.json").read_text())
     assert m["repolm_version"]
     assert m["dependencies"]["pyarrow"]
@@ -199,7 +199,7 @@ def test_outputs_are_ordinary_files(repo, tmp_path: Path) -> None:
     import os
 
     out = tmp_path / "run"
-    run_pipeline(out, repo.path, load_config())
+    run_pipeline(out, repo.path, load_config(), until="mine")
     mask = os.umask(0)
     os.umask(mask)
     for rel in ("manifest.json", "config.yaml", "mine/commits.parquet", "mine/changes.parquet"):

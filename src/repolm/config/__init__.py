@@ -7,12 +7,14 @@ from repolm.config.load import (
     load_config,
     preset_path,
 )
-from repolm.config.schema import Config, MineConfig
+from repolm.config.schema import ChunkConfig, Config, MineConfig, SplitConfig
 
 __all__ = [
     "DEFAULT_PRESET",
+    "ChunkConfig",
     "Config",
     "MineConfig",
+    "SplitConfig",
     "ResolvedConfig",
     "list_presets",
     "load_config",

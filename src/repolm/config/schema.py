@@ -57,7 +57,48 @@ class MineConfig(Section):
     )
 
 
+class SplitConfig(Section):
+    """The chronological split that every later stage respects."""
+
+    test_fraction: float = Field(
+        default=0.10, ge=0.0, lt=1.0, description="Newest share of commits held out as test."
+    )
+    val_fraction: float = Field(
+        default=0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Share of commits before the test set held out for validation.",
+    )
+    cutoff: str | None = Field(
+        default=None,
+        description="ISO date or commit sha ending the training history; the commits after it "
+        "are split between validation and test in the ratio of the two fractions.",
+    )
+
+
+class ChunkConfig(Section):
+    """How files are cut into units and how each commit's changes are labelled."""
+
+    window_lines: int = Field(
+        default=64, ge=4, description="Lines per window for files with no grammar."
+    )
+    max_file_bytes: int = Field(
+        default=500_000, ge=1024, description="Larger files are not chunked (counted)."
+    )
+    history: bool = Field(
+        default=True, description="Label the changed units of every commit, not only the snapshot."
+    )
+    merges: bool = Field(
+        default=False,
+        description="Label merge commits' first-parent changes too (they repeat their branch's "
+        "commits, so they are off by default).",
+    )
+    jobs: int = Field(default=0, ge=0, description="Worker processes; 0 = one per CPU core.")
+
+
 class Config(Section):
     """The resolved configuration of a run."""
 
     mine: MineConfig = Field(default_factory=MineConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)

@@ -59,6 +59,44 @@ def git_env() -> dict[str, str]:
     return env
 
 
+class BlobReader:
+    """One long-lived `git cat-file --batch`: blobs by sha, one round trip each, no process
+    start per blob. Use as a context manager."""
+
+    def __init__(self, repo: Repo) -> None:
+        self._proc = subprocess.Popen(
+            repo.cmd("cat-file", "--batch"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=repo.env,
+        )
+
+    def read(self, sha: str) -> bytes | None:
+        """The blob's bytes, or None if the object is missing."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(sha.encode() + b"\n")
+        self._proc.stdin.flush()
+        header = self._proc.stdout.readline().split()
+        if len(header) != 3:
+            return None
+        size = int(header[2])
+        data = self._proc.stdout.read(size)
+        self._proc.stdout.read(1)  # the newline after the contents
+        return data
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait()
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def git_version() -> tuple[int, ...] | None:
     exe = shutil.which("git")
     if exe is None:
@@ -217,6 +255,20 @@ class Repo:
         if not self.shallow or not path.exists():
             return set()
         return set(path.read_text().split())
+
+    def tree_files(self, commit: str) -> list[tuple[str, int, str, int]]:
+        """(path, mode, blob sha, size) of every file in a commit's tree; no blob is read."""
+        out = self.run("ls-tree", "-r", "-l", "-z", "--full-tree", commit)
+        files = []
+        for entry in out.split(b"\0"):
+            meta, _, path = entry.partition(b"\t")
+            parts = meta.split()
+            if len(parts) == 4 and parts[1] == b"blob":
+                size = int(parts[3]) if parts[3].isdigit() else 0
+                files.append(
+                    (path.decode("utf-8", "replace"), int(parts[0], 8), parts[2].decode(), size)
+                )
+        return files
 
     @cached_property
     def is_partial_clone(self) -> bool:

@@ -68,5 +68,14 @@ REGISTRY: dict[str, Stage] = {
             reads_repo=True,
             describe="every commit on every branch, tag and remote: metadata and diffs",
         ),
+        Stage(
+            name="chunk",
+            entry="repolm.chunk.stage:run_stage",
+            inputs=("mine",),
+            outputs=("chunk/chunks.parquet",),
+            config=("split", "chunk"),
+            reads_repo=True,  # blobs, and HEAD's line picks the cutoff commit
+            describe="code units of the snapshot at the cutoff; each commit's changes labelled",
+        ),
     )
 }

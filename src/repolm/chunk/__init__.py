@@ -1,0 +1,1 @@
+"""The chunk stage: code units from tree-sitter, change labels per commit."""

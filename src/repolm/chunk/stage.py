@@ -1,0 +1,432 @@
+"""The chunk stage: the snapshot at the cutoff cut into code units, and every commit's changed
+units labelled (new_function, modified_test, docs, ...), into OUT/chunk/chunks.parquet.
+
+Each file version (blob) is parsed once per worker and its units cached by blob sha, so the
+old side of a change is usually already parsed. Batches of commits go to worker processes,
+at most a few in flight, so memory stays bounded; results are written in submission order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from repolm.chunk.labels import (
+    changed_lines,
+    file_category,
+    label_code_changes,
+    touched,
+    uncovered,
+)
+from repolm.chunk.units import LANGUAGES, Unit, extract_units
+from repolm.config.schema import ChunkConfig
+from repolm.fsutil import atomic_path
+from repolm.logs import log, progress
+from repolm.mine.git import BlobReader, Repo, open_repo
+from repolm.mine.languages import detect_language
+from repolm.mine.model import MODE_SYMLINK
+from repolm.pipeline.stage import StageContext, StageResult
+from repolm.split import Split, compute_split
+
+CHUNKS = "chunks.parquet"
+TS = pa.timestamp("ms", tz="UTC")
+SCHEMA = pa.schema([
+    ("sha", pa.string()),  # the commit: the cutoff commit for snapshot rows
+    ("path", pa.string()),
+    ("language", pa.string()),
+    ("kind", pa.string()),  # function | method | type | module | test | section | window | lines
+    ("name", pa.string()),
+    ("qualified_name", pa.string()),
+    ("parent", pa.string()),
+    ("start_line", pa.int32()),
+    ("end_line", pa.int32()),
+    ("change_type", pa.string()),  # null for snapshot rows
+    ("text", pa.string()),
+    ("source", pa.string()),  # snapshot | change
+    ("blob", pa.string()),  # the file version the text comes from
+    ("commit_time", TS),
+    ("split", pa.string()),  # train | val | test
+])  # fmt: skip
+BINARY_PROBE = 8000
+CACHE_BLOBS = 4096
+BATCH_CHANGES = 400
+CHANGE_COLUMNS = [
+    "sha",
+    "path",
+    "old_path",
+    "status",
+    "old_mode",
+    "new_mode",
+    "old_blob",
+    "new_blob",
+    "is_binary",
+    "is_large",
+    "is_submodule",
+    "language",
+    "patch",
+]
+
+
+def run_stage(ctx: StageContext) -> StageResult:
+    stats, split = chunk(
+        ctx.repo, ctx.out / "mine", ctx.stage_dir("chunk"), ctx.config.chunk, compute_split_for(ctx)
+    )
+    summary = (
+        f"{stats['snapshot_units']} units in {stats['snapshot_files']} files at the cutoff, "
+        f"{stats['change_rows']} labelled changes"
+    )
+    return StageResult(stats=stats, summary=summary, manifest={"split": split.summary()})
+
+
+def compute_split_for(ctx: StageContext) -> Split:
+    commits = pq.read_table(
+        ctx.out / "mine" / "commits.parquet", columns=["sha", "parents", "commit_time"]
+    )
+    return compute_split(commits, ctx.repo.head, ctx.config.split)
+
+
+def chunk(
+    repo: Repo, mine_dir: Path, stage_dir: Path, cfg: ChunkConfig, split: Split
+) -> tuple[dict[str, Any], Split]:
+    t0 = time.monotonic()
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    jobs = cfg.jobs or (os.cpu_count() or 1)
+    commits = pq.read_table(
+        mine_dir / "commits.parquet", columns=["sha", "commit_time", "is_merge"]
+    )
+    meta = {
+        s: (t, m)
+        for s, t, m in zip(
+            commits.column("sha").to_pylist(),
+            commits.column("commit_time").to_pylist(),
+            commits.column("is_merge").to_pylist(),
+            strict=True,
+        )
+    }
+    counts: Counter[str] = Counter()
+    with atomic_path(stage_dir / CHUNKS) as tmp, _Pool(str(repo.path), cfg, jobs) as pool:
+        writer = pq.ParquetWriter(
+            tmp,
+            SCHEMA,
+            compression="zstd",
+            use_dictionary=["sha", "path", "language", "kind", "change_type", "source", "split"],
+        )
+        try:
+            files = _snapshot_files(repo, split.cutoff_sha, cfg, counts)
+            cutoff = (split.cutoff_sha, meta[split.cutoff_sha][0], "train")
+            batches = [(cutoff, files[i : i + 200]) for i in range(0, len(files), 200)]
+            with progress("chunk snapshot", total=len(files), unit="files") as bar:
+                for rows, c in pool.run(_snapshot_batch, batches):
+                    writer.write_table(_table(rows))
+                    counts.update(c)
+                    bar.advance(c["snapshot_files"] + c["skipped_binary"] + c["skipped_missing"])
+            if cfg.history:
+                total = sum(1 for _, (_, merge) in meta.items() if cfg.merges or not merge)
+                with progress("chunk history", total=total, unit="commits") as bar:
+                    work = _history_batches(mine_dir, meta, split, cfg)
+                    for rows, c in pool.run(_history_batch, work):
+                        writer.write_table(_table(rows))
+                        counts.update(c)
+                        bar.advance(c["commits"])
+        finally:
+            writer.close()
+    stats: dict[str, Any] = {
+        "cutoff_sha": split.cutoff_sha,
+        "snapshot_files": counts["snapshot_files"],
+        "snapshot_units": counts["snapshot_units"],
+        "change_rows": counts["change_rows"],
+        "commits": counts["commits"],
+        "skipped": {
+            k.removeprefix("skipped_"): v
+            for k, v in sorted(counts.items())
+            if k.startswith("skipped_")
+        },
+        "units_by_kind": {
+            k.removeprefix("kind:"): v for k, v in sorted(counts.items()) if k.startswith("kind:")
+        },
+        "changes_by_type": {
+            k.removeprefix("change:"): v
+            for k, v in sorted(counts.items())
+            if k.startswith("change:")
+        },
+        "jobs": jobs,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    log.info(
+        f"chunk: {stats['snapshot_units']} snapshot units, {stats['change_rows']} labelled "
+        f"changes over {stats['commits']} commits"
+    )
+    return stats, split
+
+
+def _snapshot_files(
+    repo: Repo, sha: str, cfg: ChunkConfig, counts: Counter[str]
+) -> list[tuple[str, str, str | None]]:
+    files = []
+    for path, mode, blob, size in repo.tree_files(sha):
+        if mode == MODE_SYMLINK:
+            counts["skipped_symlink"] += 1
+        elif size > cfg.max_file_bytes:
+            counts["skipped_large"] += 1
+        else:
+            files.append((path, blob, detect_language(path)))
+    return files
+
+
+def _history_batches(
+    mine_dir: Path, meta: dict[str, tuple[Any, bool]], split: Split, cfg: ChunkConfig
+) -> Iterator[list[tuple[tuple[str, Any, str], list[dict]]]]:
+    """Commits with their change rows, a few hundred changes a batch, read row group by row
+    group (rows of one commit are contiguous in changes.parquet)."""
+    pf = pq.ParquetFile(mine_dir / "changes.parquet")
+    batch: list[tuple[tuple[str, Any, str], list[dict]]] = []
+    size = 0
+    current: str | None = None
+    rows: list[dict] = []
+    done: set[str] = set()
+
+    def close_commit() -> None:
+        nonlocal size
+        if current is not None and (cfg.merges or not meta[current][1]):
+            batch.append(((current, meta[current][0], split.part(current)), rows))
+            size += len(rows)
+            done.add(current)
+
+    for rg in range(pf.num_row_groups):
+        for row in pf.read_row_group(rg, columns=CHANGE_COLUMNS).to_pylist():
+            if row["sha"] != current:
+                close_commit()
+                current, rows = row["sha"], []
+                if size >= BATCH_CHANGES:
+                    yield batch
+                    batch, size = [], 0
+            rows.append(row)
+    close_commit()
+    # Commits that changed no file still count as processed.
+    batch.extend(
+        ((s, t, split.part(s)), [])
+        for s, (t, merge) in meta.items()
+        if s not in done and (cfg.merges or not merge)
+    )
+    if batch:
+        yield batch
+
+
+def _table(rows: list[tuple]) -> pa.Table:
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in SCHEMA]
+    return pa.Table.from_arrays(
+        [pa.array(c, f.type) for c, f in zip(cols, SCHEMA, strict=True)], schema=SCHEMA
+    )
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+
+class _Worker:
+    """Per-process state: a blob reader and the units of recently parsed blobs."""
+
+    def __init__(self, repo_path: str, cfg: ChunkConfig) -> None:
+        self.cfg = cfg
+        self.reader = BlobReader(open_repo(repo_path))
+        self.cache: OrderedDict[str, list[Unit] | None] = OrderedDict()
+
+    def units(
+        self, blob: str | None, path: str, language: str | None, counts: Counter[str]
+    ) -> list[Unit] | None:
+        """Units of one file version; None when it can't be read, is binary or too large."""
+        if blob is None:
+            return []
+        key = f"{blob}:{language}:{path.endswith('.tsx')}"
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        data = self.reader.read(blob)
+        units: list[Unit] | None
+        if data is None:
+            counts["skipped_missing"] += 1
+            units = None
+        elif len(data) > self.cfg.max_file_bytes:
+            counts["skipped_large"] += 1
+            units = None
+        elif b"\0" in data[:BINARY_PROBE]:
+            counts["skipped_binary"] += 1
+            units = None
+        else:
+            units = extract_units(data, language, path, window_lines=self.cfg.window_lines)
+        self.cache[key] = units
+        if len(self.cache) > CACHE_BLOBS:
+            self.cache.popitem(last=False)
+        return units
+
+
+_worker: _Worker | None = None
+
+
+def _init(repo_path: str, cfg: ChunkConfig) -> None:
+    global _worker
+    _worker = _Worker(repo_path, cfg)
+
+
+def _snapshot_batch(
+    job: tuple[tuple[str, Any, str], list[tuple[str, str, str | None]]],
+) -> tuple[list[tuple], Counter[str]]:
+    assert _worker is not None
+    (sha, when, part), files = job
+    counts: Counter[str] = Counter()
+    rows = []
+    for path, blob, language in files:
+        units = _worker.units(blob, path, language, counts)
+        if units is None:
+            continue
+        counts["snapshot_files"] += 1
+        for u in units:
+            counts["snapshot_units"] += 1
+            counts[f"kind:{u.kind}"] += 1
+            rows.append(_row(sha, path, language, u, None, "snapshot", blob, when, part))
+    return rows, counts
+
+
+def _history_batch(
+    batch: list[tuple[tuple[str, Any, str], list[dict]]],
+) -> tuple[list[tuple], Counter[str]]:
+    assert _worker is not None
+    counts: Counter[str] = Counter()
+    rows: list[tuple] = []
+    for (sha, when, part), changes in batch:
+        counts["commits"] += 1
+        for ch in changes:
+            for unit, label, blob in _label_change(ch, counts):
+                counts["change_rows"] += 1
+                counts[f"change:{label}"] += 1
+                rows.append(
+                    _row(sha, ch["path"], ch["language"], unit, label, "change", blob, when, part)
+                )
+    return rows, counts
+
+
+def _label_change(ch: dict, counts: Counter[str]) -> list[tuple[Unit, str, str | None]]:
+    """(unit, change type, blob of the unit's text) for one file change."""
+    assert _worker is not None
+    if (
+        ch["is_binary"]
+        or ch["is_large"]
+        or ch["is_submodule"]
+        or MODE_SYMLINK in (ch["old_mode"], ch["new_mode"])
+    ):
+        counts["skipped_not_text"] += 1
+        return []
+    path, language = ch["path"], ch["language"]
+    old_path = ch["old_path"] or path
+    new_blob = ch["new_blob"] if ch["status"] != "deleted" else None
+    old_blob = ch["old_blob"] if ch["status"] not in ("added", "copied") else None
+    new = _worker.units(new_blob, path, language, counts)
+    old = _worker.units(old_blob, old_path, language, counts)
+    if new is None or old is None:
+        return []
+    added, removed = changed_lines(ch["patch"])
+    category = file_category(path, language)
+    out: list[tuple[Unit, str, str | None]] = []
+    if category == "code" and language in LANGUAGES:
+        for unit, label in label_code_changes(old, new):
+            out.append((unit, label, old_blob if label.startswith("deleted_") else new_blob))
+        docs = [u for u in touched(new, added) if u.kind == "module"]
+        out += [(u, "docs", new_blob) for u in docs]
+        rest = uncovered(new, added)
+        if rest:
+            out.append((_lines_unit(new_blob, rest), "other", new_blob))
+        return out
+    # Docs, config, build and other files (and code without a grammar): the sections or
+    # windows that hold changed lines; all of them for an added or deleted file.
+    label = category if category != "code" else "other"
+    if ch["status"] == "deleted":
+        return [(u, label, old_blob) for u in old]
+    if ch["status"] == "added":
+        return [(u, label, new_blob) for u in new]
+    if added:
+        return [(u, label, new_blob) for u in touched(new, added)]
+    return [(u, label, old_blob) for u in touched(old, removed)]
+
+
+def _lines_unit(blob: str | None, lines: list[int]) -> Unit:
+    """Changed lines of a code file that no unit holds (imports, top-level statements)."""
+    assert _worker is not None and blob is not None
+    data = _worker.reader.read(blob) or b""
+    text_lines = data.decode("utf-8", "replace").split("\n")
+    a, b = lines[0], lines[-1]
+    text = "\n".join(text_lines[a - 1 : b])
+    return Unit("lines", f"lines {a}-{b}", f"lines {a}-{b}", a, b, text, None)
+
+
+def _row(
+    sha: str,
+    path: str,
+    language: str | None,
+    u: Unit,
+    change_type: str | None,
+    source: str,
+    blob: str | None,
+    when: Any,
+    part: str,
+) -> tuple:
+    return (
+        sha,
+        path,
+        language,
+        u.kind,
+        u.name,
+        u.qualified_name,
+        u.parent,
+        u.start_line,
+        u.end_line,
+        change_type,
+        u.text,
+        source,
+        blob,
+        when,
+        part,
+    )
+
+
+class _Pool:
+    """Batches to worker processes, a bounded number in flight, results in order; in-process
+    when one job is asked for (simpler to debug, no start-up cost on small repositories)."""
+
+    def __init__(self, repo_path: str, cfg: ChunkConfig, jobs: int) -> None:
+        self.jobs = jobs
+        self._args = (repo_path, cfg)
+        self._ex: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Pool:
+        if self.jobs > 1:
+            self._ex = ProcessPoolExecutor(self.jobs, initializer=_init, initargs=self._args)
+        else:
+            _init(*self._args)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _worker
+        if self._ex is not None:
+            self._ex.shutdown(cancel_futures=True)
+        elif _worker is not None:
+            _worker.reader.close()
+            _worker = None
+
+    def run(self, fn: Any, jobs: Any) -> Iterator[Any]:
+        if self._ex is None:
+            yield from map(fn, jobs)
+            return
+        pending: deque[Future] = deque()
+        for job in jobs:
+            pending.append(self._ex.submit(fn, job))
+            if len(pending) >= 2 * self.jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -1,0 +1,1 @@
+"""The filter stage: secrets and PII scrubbed, vendored/generated/duplicate files excluded."""
