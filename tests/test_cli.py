@@ -47,7 +47,7 @@ def repo(git_repo):
 def test_version_and_help() -> None:
     assert repolm("--version").stdout.strip() == f"repolm {__version__}"
     out = repolm("--help").stdout
-    for command in ("run", "stages", "mine", "config", "doctor"):
+    for command in ("run", "stages", "mine", "chunk", "config", "doctor"):
         assert command in out
     assert "--continue-on-error" in repolm("run", "--help").stdout
 
@@ -151,3 +151,18 @@ def test_doctor_runs() -> None:
 def test_too_short_a_history_to_split(repo, tmp_path: Path) -> None:
     proc = repolm("run", "--repo", str(repo.path), "--out", str(tmp_path / "o"))
     assert_one_line_error(proc, "too few to split", "split.cutoff")
+
+
+def test_chunk_command(git_repo, tmp_path: Path) -> None:
+    r = git_repo("five")
+    for i in range(6):
+        r.write(f"m{i}.py", f"def f{i}():\n    return {i}\n")
+        r.commit(f"c{i}")
+    proc = repolm("chunk", "--repo", str(r.path), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    rows = pq.read_table(tmp_path / "o" / "chunk" / "chunks.parquet").to_pylist()
+    assert {r["qualified_name"] for r in rows if r["change_type"] == "new_function"} == {
+        f"f{i}" for i in range(6)
+    }
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["split"]["commits"] == {"train": 4, "val": 1, "test": 1}

@@ -145,6 +145,20 @@ def mine(
 
 
 @app.command()
+def chunk(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Cut the snapshot at the cutoff into code units and label every commit's changed units
+    into OUT/chunk/chunks.parquet (mines first if needed)."""
+    _pipeline(repo, out, config, preset, set_, "chunk", only=["chunk"], force=force)
+
+
+@app.command()
 def stages(repo: RepoOpt = Path("."), out: OutOpt = None) -> None:
     """Show each stage's state (done / cached / stale / failed / not run), time and figures."""
     from repolm.pipeline.display import print_stages
