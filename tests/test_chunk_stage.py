@@ -164,3 +164,34 @@ def test_rust_units_and_tests(git_repo, tmp_path: Path) -> None:
     assert "new_test" in {c for c, _, _ in got}
     assert not any(c == "modified_type" for c, _, _ in got)
     assert {c for c, _, _ in labels(rows, c3)} == {"build"}
+
+
+def test_incremental_reparse_equals_full_parse(git_repo, tmp_path: Path, monkeypatch) -> None:
+    """Old versions are re-parsed from the newer version's edited tree; the rows must be
+    exactly those of parsing every version from scratch."""
+    import repolm.chunk.stage as stage
+
+    r = git_repo("inc")
+    body = "".join(f"fn f{i}(x: u32) -> u32 {{\n    x + {i}\n}}\n\n" for i in range(30))
+    versions = [
+        body,
+        "// header\n" + body,  # insert at the top
+        "// header\n" + body.replace("x + 7", "x * 7\n    + 1"),  # grow a function
+        "// header\n" + body.replace("x + 7", "x * 7\n    + 1") + "fn tail() {}",  # no newline
+        "// header\n" + body.replace("x + 7", "x * 7\n    + 1") + "fn tail() {}\n",  # add it
+        body[: len(body) // 2],  # cut the second half
+        "struct S;\n\nimpl S {\n    fn m(&self) {}\n}\n" + body[: len(body) // 2],
+    ]
+    for i, text in enumerate(versions):
+        r.write("src/lib.rs", text)
+        r.commit(f"v{i}")
+    for i in range(3):
+        r.write("pad.txt", f"{i}\n")
+        r.commit(f"pad {i}")
+    cutoff = r.rev_parse("HEAD~3")
+    incremental = run_chunk(r, tmp_path / "inc", cutoff, "chunk.jobs=1")
+    stats = json.loads((tmp_path / "inc" / "manifest.json").read_text())["stages"]["chunk"]
+    assert stats["stats"]["parses"]["incremental"] >= 5
+    monkeypatch.setattr(stage, "CACHE_TREES", 0)  # no trees kept: every version parsed afresh
+    full = run_chunk(r, tmp_path / "full", cutoff, "chunk.jobs=1")
+    assert incremental == full

@@ -8,11 +8,15 @@ at most a few in flight, so memory stays bounded; results are written in submiss
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import time
+import zlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ from repolm.chunk.labels import (
     touched,
     uncovered,
 )
-from repolm.chunk.units import LANGUAGES, Unit, extract_units
+from repolm.chunk.units import LANGUAGES, Unit, parse_units
 from repolm.config.schema import ChunkConfig
 from repolm.fsutil import atomic_path
 from repolm.logs import log, progress
@@ -57,6 +61,7 @@ SCHEMA = pa.schema([
 ])  # fmt: skip
 BINARY_PROBE = 8000
 CACHE_BLOBS = 4096
+CACHE_TREES = 512  # trees are large; the units of many more versions are kept
 BATCH_CHANGES = 400
 CHANGE_COLUMNS = [
     "sha",
@@ -72,6 +77,7 @@ CHANGE_COLUMNS = [
     "is_submodule",
     "language",
     "patch",
+    "patch_truncated",
 ]
 
 
@@ -122,20 +128,25 @@ def chunk(
         try:
             files = _snapshot_files(repo, split.cutoff_sha, cfg, counts)
             cutoff = (split.cutoff_sha, meta[split.cutoff_sha][0], "train")
-            batches = [(cutoff, files[i : i + 200]) for i in range(0, len(files), 200)]
             with progress("chunk snapshot", total=len(files), unit="files") as bar:
-                for rows, c in pool.run(_snapshot_batch, batches):
+                for rows, c in pool.run(_snapshot_batch, _snapshot_batches(cutoff, files, jobs)):
                     writer.write_table(_table(rows))
                     counts.update(c)
-                    bar.advance(c["snapshot_files"] + c["skipped_binary"] + c["skipped_missing"])
+                    bar.advance(
+                        c["snapshot_files"]
+                        + c["skipped_binary"]
+                        + c["skipped_missing"]
+                        + c["skipped_large"]
+                    )
             if cfg.history:
-                total = sum(1 for _, (_, merge) in meta.items() if cfg.merges or not merge)
-                with progress("chunk history", total=total, unit="commits") as bar:
-                    work = _history_batches(mine_dir, meta, split, cfg)
+                counts["commits"] = sum(1 for _, merge in meta.values() if cfg.merges or not merge)
+                changes = pq.ParquetFile(mine_dir / "changes.parquet").metadata.num_rows
+                with progress("chunk history", total=changes, unit="file changes") as bar:
+                    work = _history_batches(mine_dir, meta, split, cfg, jobs)
                     for rows, c in pool.run(_history_batch, work):
                         writer.write_table(_table(rows))
                         counts.update(c)
-                        bar.advance(c["commits"])
+                        bar.advance(c["file_changes"])
         finally:
             writer.close()
     stats: dict[str, Any] = {
@@ -157,6 +168,7 @@ def chunk(
             for k, v in sorted(counts.items())
             if k.startswith("change:")
         },
+        "parses": {"full": counts["parses_full"], "incremental": counts["parses_incremental"]},
         "jobs": jobs,
         "seconds": round(time.monotonic() - t0, 3),
     }
@@ -181,43 +193,44 @@ def _snapshot_files(
     return files
 
 
+def _shard(path: str, jobs: int) -> int:
+    """Every version of a file goes to the same worker: its cache then holds the neighbouring
+    version, so each version is parsed once, nearly always incrementally."""
+    return zlib.crc32(path.encode("utf-8", "replace")) % jobs
+
+
+def _snapshot_batches(
+    cutoff: tuple[str, Any, str], files: list[tuple[str, str, str | None]], jobs: int
+) -> Iterator[tuple[int, tuple[tuple[str, Any, str], list]]]:
+    shards: list[list[tuple[str, str, str | None]]] = [[] for _ in range(jobs)]
+    for f in files:
+        shards[_shard(f[0], jobs)].append(f)
+    for k, part in enumerate(shards):
+        for i in range(0, len(part), 200):
+            yield k, (cutoff, part[i : i + 200])
+
+
 def _history_batches(
-    mine_dir: Path, meta: dict[str, tuple[Any, bool]], split: Split, cfg: ChunkConfig
-) -> Iterator[list[tuple[tuple[str, Any, str], list[dict]]]]:
-    """Commits with their change rows, a few hundred changes a batch, read row group by row
-    group (rows of one commit are contiguous in changes.parquet)."""
+    mine_dir: Path, meta: dict[str, tuple[Any, bool]], split: Split, cfg: ChunkConfig, jobs: int
+) -> Iterator[tuple[int, list]]:
+    """File changes with their commit's (sha, time, split part), a few hundred per batch, each
+    batch holding one worker's share (by path); read row group by row group."""
     pf = pq.ParquetFile(mine_dir / "changes.parquet")
-    batch: list[tuple[tuple[str, Any, str], list[dict]]] = []
-    size = 0
-    current: str | None = None
-    rows: list[dict] = []
-    done: set[str] = set()
-
-    def close_commit() -> None:
-        nonlocal size
-        if current is not None and (cfg.merges or not meta[current][1]):
-            batch.append(((current, meta[current][0], split.part(current)), rows))
-            size += len(rows)
-            done.add(current)
-
+    shards: list[list[tuple[tuple[str, Any, str], dict]]] = [[] for _ in range(jobs)]
     for rg in range(pf.num_row_groups):
         for row in pf.read_row_group(rg, columns=CHANGE_COLUMNS).to_pylist():
-            if row["sha"] != current:
-                close_commit()
-                current, rows = row["sha"], []
-                if size >= BATCH_CHANGES:
-                    yield batch
-                    batch, size = [], 0
-            rows.append(row)
-    close_commit()
-    # Commits that changed no file still count as processed.
-    batch.extend(
-        ((s, t, split.part(s)), [])
-        for s, (t, merge) in meta.items()
-        if s not in done and (cfg.merges or not merge)
-    )
-    if batch:
-        yield batch
+            sha = row["sha"]
+            when, merge = meta[sha]
+            if merge and not cfg.merges:
+                continue
+            k = _shard(row["old_path"] or row["path"], jobs)
+            shards[k].append(((sha, when, split.part(sha)), row))
+            if len(shards[k]) >= BATCH_CHANGES:
+                yield k, shards[k]
+                shards[k] = []
+    for k, part in enumerate(shards):
+        if part:
+            yield k, part
 
 
 def _table(rows: list[tuple]) -> pa.Table:
@@ -230,41 +243,155 @@ def _table(rows: list[tuple]) -> pa.Table:
 # -- workers -----------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Version:
+    """A parsed file version: its units, and what an incremental re-parse of a neighbouring
+    version needs (its tree and line offsets)."""
+
+    units: list[Unit] | None  # None: unreadable, binary or too large
+    starts: list[int] | None = None  # byte offset of each line start, then the file's length
+
+
 class _Worker:
-    """Per-process state: a blob reader and the units of recently parsed blobs."""
+    """Per-process state: a blob reader, the units of recently parsed blobs, and the trees of
+    the most recent ones (for incremental re-parsing: a commit's old version is parsed from
+    its new version's tree, edited by the diff's hunks)."""
 
     def __init__(self, repo_path: str, cfg: ChunkConfig) -> None:
         self.cfg = cfg
         self.reader = BlobReader(open_repo(repo_path))
-        self.cache: OrderedDict[str, list[Unit] | None] = OrderedDict()
+        self.cache: OrderedDict[str, _Version] = OrderedDict()
+        self.trees: OrderedDict[str, Any] = OrderedDict()
 
-    def units(
-        self, blob: str | None, path: str, language: str | None, counts: Counter[str]
-    ) -> list[Unit] | None:
-        """Units of one file version; None when it can't be read, is binary or too large."""
+    def pair(
+        self,
+        old: tuple[str | None, str],
+        new: tuple[str | None, str],
+        language: str | None,
+        hunks: list[tuple[int, int, int, int]] | None,
+        counts: Counter[str],
+    ) -> tuple[list[Unit] | None, list[Unit] | None]:
+        """Units of a change's old and new versions; the one not cached yet is re-parsed from
+        the other's tree when the hunks are known."""
+        (old_blob, old_path), (new_blob, new_path) = old, new
+        if self._key(old_blob, old_path, language) in self.cache or new_blob is None:
+            o = self.version(old_blob, old_path, language, counts)
+            n = self.version(
+                new_blob, new_path, language, counts, (old_blob, old_path), hunks, base_is_new=False
+            )
+        else:
+            n = self.version(new_blob, new_path, language, counts)
+            o = self.version(
+                old_blob, old_path, language, counts, (new_blob, new_path), hunks, base_is_new=True
+            )
+        return o.units, n.units
+
+    def version(
+        self,
+        blob: str | None,
+        path: str,
+        language: str | None,
+        counts: Counter[str],
+        base: tuple[str | None, str] | None = None,
+        hunks: list[tuple[int, int, int, int]] | None = None,
+        base_is_new: bool = False,
+    ) -> _Version:
         if blob is None:
-            return []
-        key = f"{blob}:{language}:{path.endswith('.tsx')}"
-        if key in self.cache:
+            return _Version([])
+        key = self._key(blob, path, language)
+        hit = self.cache.get(key)
+        if hit is not None:
             self.cache.move_to_end(key)
-            return self.cache[key]
+            return hit
         data = self.reader.read(blob)
-        units: list[Unit] | None
         if data is None:
             counts["skipped_missing"] += 1
-            units = None
+            v = _Version(None)
         elif len(data) > self.cfg.max_file_bytes:
             counts["skipped_large"] += 1
-            units = None
+            v = _Version(None)
         elif b"\0" in data[:BINARY_PROBE]:
             counts["skipped_binary"] += 1
-            units = None
+            v = _Version(None)
         else:
-            units = extract_units(data, language, path, window_lines=self.cfg.window_lines)
-        self.cache[key] = units
+            starts = _line_starts(data)
+            tree = self._edited_base(base, language, hunks, base_is_new, starts)
+            counts["parses_incremental" if tree is not None else "parses_full"] += 1
+            units, new_tree = parse_units(
+                data, language, path, window_lines=self.cfg.window_lines, base=tree
+            )
+            v = _Version(units, starts)
+            if new_tree is not None:
+                self.trees[key] = new_tree
+                if len(self.trees) > CACHE_TREES:
+                    self.trees.popitem(last=False)
+        self.cache[key] = v
         if len(self.cache) > CACHE_BLOBS:
             self.cache.popitem(last=False)
-        return units
+        return v
+
+    def _edited_base(
+        self,
+        base: tuple[str | None, str] | None,
+        language: str | None,
+        hunks: list[tuple[int, int, int, int]] | None,
+        base_is_new: bool,
+        starts: list[int],
+    ) -> Any | None:
+        """A copy of the base version's tree, edited hunk by hunk (last first) into the target
+        version's coordinates; None when it is not at hand."""
+        if base is None or hunks is None or base[0] is None:
+            return None
+        key = self._key(base[0], base[1], language)
+        tree, version = self.trees.get(key), self.cache.get(key)
+        if tree is None or version is None or version.starts is None:
+            return None
+        bs, ts = version.starts, starts
+        tree = tree.copy()
+        for oi, ol, ni, nl in reversed(hunks):
+            bi, bl, ti, tl = (ni, nl, oi, ol) if base_is_new else (oi, ol, ni, nl)
+            if bi + bl >= len(bs) or ti + tl >= len(ts):
+                return None  # the hunks do not fit these versions: parse from scratch
+            start = bs[bi]
+            tree.edit(
+                start_byte=start,
+                old_end_byte=bs[bi + bl],
+                new_end_byte=start + ts[ti + tl] - ts[ti],
+                start_point=(bi, 0),
+                old_end_point=(bi + bl, 0),
+                new_end_point=(bi + tl, 0),
+            )
+        return tree
+
+    @staticmethod
+    def _key(blob: str | None, path: str, language: str | None) -> str:
+        return f"{blob}:{language}:{path.endswith('.tsx')}"
+
+
+def _line_starts(data: bytes) -> list[int]:
+    """Byte offset of each line start, then len(data): one entry per line, plus one."""
+    starts = list(itertools.accumulate((len(line) + 1 for line in data.split(b"\n")), initial=0))
+    starts[-1] = len(data)  # the last piece has no newline after it
+    if len(starts) > 1 and starts[-2] == len(data):
+        starts.pop()  # data ends with a newline: no empty last line
+    return starts
+
+
+def _hunks(patch: str | None) -> list[tuple[int, int, int, int]] | None:
+    """(old first line index, old count, new first line index, new count) of each hunk, lines
+    0-based; None when there is no patch to trust."""
+    if not patch:
+        return None
+    out = []
+    for m in _HUNK_HEADER.finditer(patch):
+        ol = int(m.group(2)) if m.group(2) is not None else 1
+        nl = int(m.group(4)) if m.group(4) is not None else 1
+        o, n = int(m.group(1)), int(m.group(3))
+        out.append((o - 1 if ol else o, ol, n - 1 if nl else n, nl))
+    return out or None
+
+
+_HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.MULTILINE)
 
 
 _worker: _Worker | None = None
@@ -283,7 +410,7 @@ def _snapshot_batch(
     counts: Counter[str] = Counter()
     rows = []
     for path, blob, language in files:
-        units = _worker.units(blob, path, language, counts)
+        units = _worker.version(blob, path, language, counts).units
         if units is None:
             continue
         counts["snapshot_files"] += 1
@@ -294,21 +421,18 @@ def _snapshot_batch(
     return rows, counts
 
 
-def _history_batch(
-    batch: list[tuple[tuple[str, Any, str], list[dict]]],
-) -> tuple[list[tuple], Counter[str]]:
+def _history_batch(batch: list[tuple[tuple[str, Any, str], dict]]
+                   ) -> tuple[list[tuple], Counter[str]]:  # fmt: skip
     assert _worker is not None
     counts: Counter[str] = Counter()
     rows: list[tuple] = []
-    for (sha, when, part), changes in batch:
-        counts["commits"] += 1
-        for ch in changes:
-            for unit, label, blob in _label_change(ch, counts):
-                counts["change_rows"] += 1
-                counts[f"change:{label}"] += 1
-                rows.append(
-                    _row(sha, ch["path"], ch["language"], unit, label, "change", blob, when, part)
-                )
+    for (sha, when, part), ch in batch:
+        counts["file_changes"] += 1
+        for unit, label, blob in _label_change(ch, counts):
+            counts["change_rows"] += 1
+            counts[f"change:{label}"] += 1
+            rows.append(_row(sha, ch["path"], ch["language"], unit, label, "change", blob, when,
+                             part))  # fmt: skip
     return rows, counts
 
 
@@ -327,8 +451,8 @@ def _label_change(ch: dict, counts: Counter[str]) -> list[tuple[Unit, str, str |
     old_path = ch["old_path"] or path
     new_blob = ch["new_blob"] if ch["status"] != "deleted" else None
     old_blob = ch["old_blob"] if ch["status"] not in ("added", "copied") else None
-    new = _worker.units(new_blob, path, language, counts)
-    old = _worker.units(old_blob, old_path, language, counts)
+    hunks = None if ch["patch_truncated"] else _hunks(ch["patch"])
+    old, new = _worker.pair((old_blob, old_path), (new_blob, path), language, hunks, counts)
     if new is None or old is None:
         return []
     added, removed = changed_lines(ch["patch"])
@@ -396,36 +520,38 @@ def _row(
 
 
 class _Pool:
-    """Batches to worker processes, a bounded number in flight, results in order; in-process
+    """Batches to worker processes, one process per shard so that a shard's batches always
+    meet the same cache; a bounded number in flight; results in submission order. In-process
     when one job is asked for (simpler to debug, no start-up cost on small repositories)."""
 
     def __init__(self, repo_path: str, cfg: ChunkConfig, jobs: int) -> None:
         self.jobs = jobs
         self._args = (repo_path, cfg)
-        self._ex: ProcessPoolExecutor | None = None
+        self._workers: list[ProcessPoolExecutor] = []
 
     def __enter__(self) -> _Pool:
         if self.jobs > 1:
-            self._ex = ProcessPoolExecutor(self.jobs, initializer=_init, initargs=self._args)
+            self._workers = [ProcessPoolExecutor(1, initializer=_init, initargs=self._args)
+                             for _ in range(self.jobs)]  # fmt: skip
         else:
             _init(*self._args)
         return self
 
     def __exit__(self, *exc: object) -> None:
         global _worker
-        if self._ex is not None:
-            self._ex.shutdown(cancel_futures=True)
-        elif _worker is not None:
+        for ex in self._workers:
+            ex.shutdown(cancel_futures=True)
+        if _worker is not None:
             _worker.reader.close()
             _worker = None
 
-    def run(self, fn: Any, jobs: Any) -> Iterator[Any]:
-        if self._ex is None:
-            yield from map(fn, jobs)
+    def run(self, fn: Any, jobs: Iterator[tuple[int, Any]]) -> Iterator[Any]:
+        if not self._workers:
+            yield from (fn(job) for _, job in jobs)
             return
         pending: deque[Future] = deque()
-        for job in jobs:
-            pending.append(self._ex.submit(fn, job))
+        for shard, job in jobs:
+            pending.append(self._workers[shard].submit(fn, job))
             if len(pending) >= 2 * self.jobs:
                 yield pending.popleft().result()
         while pending:

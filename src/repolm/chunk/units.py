@@ -19,7 +19,7 @@ from repolm.chunk.grammars import LANGUAGES, Decl, Grammar, Scope, grammar_for
 if TYPE_CHECKING:
     from tree_sitter import Node
 
-__all__ = ["LANGUAGES", "Unit", "extract_units"]
+__all__ = ["LANGUAGES", "Unit", "extract_units", "parse_units"]
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +44,35 @@ def extract_units(
 ) -> list[Unit]:
     """Units of one file, in source order (containers before their members). Never raises on
     bad input: a file that cannot be parsed falls back to windows."""
+    return parse_units(source, language, path, window_lines=window_lines)[0]
+
+
+def parse_units(
+    source: bytes,
+    language: str | None,
+    path: str = "",
+    *,
+    window_lines: int = 64,
+    base: Any | None = None,
+) -> tuple[list[Unit], Any | None]:
+    """`extract_units`, also returning the tree-sitter tree (None without a grammar). `base`:
+    the tree of another version of the file, already `edit()`ed into this version's
+    coordinates; tree-sitter then re-parses only what the edits touched."""
     try:
         lines = _split_lines(source)
         if language == "Markdown":
-            return _sections(lines)
+            return _sections(lines), None
         grammar = grammar_for(language, path)
         parser = _parser(grammar.grammar) if grammar is not None else None
         if grammar is not None and parser is not None:
-            return _code_units(source, lines, grammar, parser, path)
+            return _code_units(source, lines, grammar, parser, path, base)
     except Exception:  # a bad file must never stop the stage; it still gets windows
         log.debug("unit extraction failed for %s; using windows", path, exc_info=True)
     try:
-        return _windows(_split_lines(source), window_lines)
+        return _windows(_split_lines(source), window_lines), None
     except Exception:
         log.debug("windowing failed for %s", path, exc_info=True)
-        return []
+        return [], None
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -117,15 +131,16 @@ class _File:
         return len(self.out) - 1
 
 
-def _code_units(source: bytes, lines: list[str], grammar: Grammar, parser: Any, path: str
-                ) -> list[Unit]:  # fmt: skip
-    root = parser.parse(source).root_node
+def _code_units(source: bytes, lines: list[str], grammar: Grammar, parser: Any, path: str,
+                base: Any | None = None) -> tuple[list[Unit], Any]:  # fmt: skip
+    tree = parser.parse(source, base) if base is not None else parser.parse(source)
+    root = tree.root_node
     f = _File(grammar, lines, [])
     children = root.named_children
     skip = _module_doc(f, children, path)
     _walk(f, children[skip:], Scope(sep=grammar.sep, file=path), 0, 0)
     f.out.sort(key=lambda item: (item[0], item[1]))
-    return [unit for _, _, unit in f.out]
+    return [unit for _, _, unit in f.out], tree
 
 
 def _module_doc(f: _File, children: list[Node], path: str) -> int:
