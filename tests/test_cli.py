@@ -47,7 +47,7 @@ def repo(git_repo):
 def test_version_and_help() -> None:
     assert repolm("--version").stdout.strip() == f"repolm {__version__}"
     out = repolm("--help").stdout
-    for command in ("run", "stages", "mine", "chunk", "config", "doctor"):
+    for command in ("run", "stages", "mine", "chunk", "filter", "config", "doctor"):
         assert command in out
     assert "--continue-on-error" in repolm("run", "--help").stdout
 

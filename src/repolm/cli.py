@@ -158,6 +158,20 @@ def chunk(
     _pipeline(repo, out, config, preset, set_, "chunk", only=["chunk"], force=force)
 
 
+@app.command(name="filter")
+def filter_(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Scrub secrets and PII from everything that can reach a dataset and leave out vendored,
+    generated, duplicate or denied files, into OUT/filter/ (runs mine and chunk first if needed)."""
+    _pipeline(repo, out, config, preset, set_, "filter", only=["filter"], force=force)
+
+
 @app.command()
 def stages(repo: RepoOpt = Path("."), out: OutOpt = None) -> None:
     """Show each stage's state (done / cached / stale / failed / not run), time and figures."""

@@ -7,12 +7,13 @@ from repolm.config.load import (
     load_config,
     preset_path,
 )
-from repolm.config.schema import ChunkConfig, Config, MineConfig, SplitConfig
+from repolm.config.schema import ChunkConfig, Config, FilterConfig, MineConfig, SplitConfig
 
 __all__ = [
     "DEFAULT_PRESET",
     "ChunkConfig",
     "Config",
+    "FilterConfig",
     "MineConfig",
     "SplitConfig",
     "ResolvedConfig",

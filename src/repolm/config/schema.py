@@ -96,9 +96,44 @@ class ChunkConfig(Section):
     jobs: int = Field(default=0, ge=0, description="Worker processes; 0 = one per CPU core.")
 
 
+class FilterConfig(Section):
+    """What may reach a dataset: secrets and PII scrubbed, unwanted files excluded, copies
+    removed. Applies to snapshot files, patches, commit messages, author fields and units."""
+
+    emails: bool = Field(default=True, description="Replace email addresses in text by <EMAIL>.")
+    ips: bool = Field(default=True, description="Replace public IP addresses in text by <IP>.")
+    author_emails: Literal["hash", "drop", "keep"] = Field(
+        default="hash", description="Commit author/committer emails: hashed, dropped or kept."
+    )
+    author_names: Literal["keep", "hash", "drop"] = Field(
+        default="keep", description="Commit author/committer names."
+    )
+    include: list[str] = Field(
+        default=[], description="Globs a file must match to be kept (empty: every file)."
+    )
+    exclude: list[str] = Field(default=[], description="Globs of files to leave out.")
+    languages: list[str] = Field(
+        default=[], description="Languages to keep (repolm's names, e.g. Rust); empty: all."
+    )
+    max_file_bytes: int = Field(default=500_000, ge=1024, description="Larger files are left out.")
+    max_line_length: int = Field(
+        default=1000, ge=80, description="Minified-file heuristic: lines longer than this."
+    )
+    license_deny: list[str] = Field(
+        default=[],
+        description="SPDX ids (globs such as 'GPL-*' allowed) whose files are left out: by a "
+        "file's SPDX header, else by the repository's license. Empty for your own repository.",
+    )
+    dedup_threshold: float = Field(
+        default=0.85, gt=0.0, le=1.0, description="MinHash Jaccard threshold for near-duplicates."
+    )
+    dedup_shingle: int = Field(default=5, ge=1, description="Tokens per shingle for MinHash.")
+
+
 class Config(Section):
     """The resolved configuration of a run."""
 
     mine: MineConfig = Field(default_factory=MineConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)

@@ -77,5 +77,20 @@ REGISTRY: dict[str, Stage] = {
             reads_repo=True,  # blobs, and HEAD's line picks the cutoff commit
             describe="code units of the snapshot at the cutoff; each commit's changes labelled",
         ),
+        Stage(
+            name="filter",
+            entry="repolm.filter.stage:run_stage",
+            inputs=("mine", "chunk"),
+            outputs=(
+                "filter/files.parquet",
+                "filter/commits.parquet",
+                "filter/changes.parquet",
+                "filter/chunks.parquet",
+                "filter/stats.json",
+            ),
+            config=("split", "filter"),
+            reads_repo=True,  # the snapshot's files are read from the object store
+            describe="secrets and PII scrubbed; vendored, generated, duplicate files left out",
+        ),
     )
 }
