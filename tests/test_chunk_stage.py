@@ -169,7 +169,7 @@ def test_rust_units_and_tests(git_repo, tmp_path: Path) -> None:
 def test_incremental_reparse_equals_full_parse(git_repo, tmp_path: Path, monkeypatch) -> None:
     """Old versions are re-parsed from the newer version's edited tree; the rows must be
     exactly those of parsing every version from scratch."""
-    import repolm.chunk.stage as stage
+    import repolm.chunk.versions as chunk_versions
 
     r = git_repo("inc")
     body = "".join(f"fn f{i}(x: u32) -> u32 {{\n    x + {i}\n}}\n\n" for i in range(30))
@@ -192,6 +192,7 @@ def test_incremental_reparse_equals_full_parse(git_repo, tmp_path: Path, monkeyp
     incremental = run_chunk(r, tmp_path / "inc", cutoff, "chunk.jobs=1")
     stats = json.loads((tmp_path / "inc" / "manifest.json").read_text())["stages"]["chunk"]
     assert stats["stats"]["parses"]["incremental"] >= 5
-    monkeypatch.setattr(stage, "CACHE_TREES", 0)  # no trees kept: every version parsed afresh
+    # No trees kept: every version is parsed from scratch.
+    monkeypatch.setattr(chunk_versions, "CACHE_TREES", 0)
     full = run_chunk(r, tmp_path / "full", cutoff, "chunk.jobs=1")
     assert incremental == full

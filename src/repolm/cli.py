@@ -14,6 +14,7 @@ import typer
 
 from repolm import __version__
 from repolm.errors import RepolmError
+from repolm.pipeline.stage import REGISTRY
 
 app = typer.Typer(
     name="repolm",
@@ -40,7 +41,10 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override one key, e.g. --set mine.jobs=2 (repeatable)."),
 ]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Run even if the cache is valid.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="Run even if the cache is valid (mine: re-mine all history)."),
+]
 
 
 def _version(value: bool) -> None:
@@ -129,47 +133,25 @@ def run(
     )
 
 
-@app.command()
-def mine(
-    repo: RepoOpt = Path("."),
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    preset: PresetOpt = None,
-    set_: SetOpt = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Mine all history again from scratch.")
-    ] = False,
-) -> None:
-    """Mine every commit on every branch, tag and remote into OUT/mine/*.parquet."""
-    _pipeline(repo, out, config, preset, set_, "mine", only=["mine"], force=force)
+def _stage_command(name: str, describe: str) -> None:
+    """`repolm <stage>`: run one stage (and any upstream stage that is not cached)."""
+
+    def command(
+        repo: RepoOpt = Path("."),
+        out: OutOpt = None,
+        config: ConfigOpt = None,
+        preset: PresetOpt = None,
+        set_: SetOpt = None,
+        force: ForceOpt = False,
+    ) -> None:
+        _pipeline(repo, out, config, preset, set_, name, only=[name], force=force)
+
+    command.__doc__ = f"The {name} stage: {describe}."
+    app.command(name=name)(command)
 
 
-@app.command()
-def chunk(
-    repo: RepoOpt = Path("."),
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    preset: PresetOpt = None,
-    set_: SetOpt = None,
-    force: ForceOpt = False,
-) -> None:
-    """Cut the snapshot at the cutoff into code units and label every commit's changed units
-    into OUT/chunk/chunks.parquet (mines first if needed)."""
-    _pipeline(repo, out, config, preset, set_, "chunk", only=["chunk"], force=force)
-
-
-@app.command(name="filter")
-def filter_(
-    repo: RepoOpt = Path("."),
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    preset: PresetOpt = None,
-    set_: SetOpt = None,
-    force: ForceOpt = False,
-) -> None:
-    """Scrub secrets and PII from everything that can reach a dataset and leave out vendored,
-    generated, duplicate or denied files, into OUT/filter/ (runs mine and chunk first if needed)."""
-    _pipeline(repo, out, config, preset, set_, "filter", only=["filter"], force=force)
+for _stage in REGISTRY.values():
+    _stage_command(_stage.name, _stage.describe)
 
 
 @app.command()

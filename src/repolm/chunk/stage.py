@@ -8,15 +8,12 @@ at most a few in flight, so memory stays bounded; results are written in submiss
 
 from __future__ import annotations
 
-import itertools
 import os
-import re
 import time
 import zlib
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +27,12 @@ from repolm.chunk.labels import (
     touched,
     uncovered,
 )
-from repolm.chunk.units import LANGUAGES, Unit, parse_units
+from repolm.chunk.units import LANGUAGES, Unit
+from repolm.chunk.versions import VersionCache, hunks_of
 from repolm.config.schema import ChunkConfig
 from repolm.fsutil import atomic_path
 from repolm.logs import log, progress
-from repolm.mine.git import BlobReader, Repo, open_repo
+from repolm.mine.git import Repo
 from repolm.mine.languages import detect_language
 from repolm.mine.model import MODE_SYMLINK
 from repolm.pipeline.stage import StageContext, StageResult
@@ -59,9 +57,6 @@ SCHEMA = pa.schema([
     ("commit_time", TS),
     ("split", pa.string()),  # train | val | test
 ])  # fmt: skip
-BINARY_PROBE = 8000
-CACHE_BLOBS = 4096
-CACHE_TREES = 512  # trees are large; the units of many more versions are kept
 BATCH_CHANGES = 400
 CHANGE_COLUMNS = [
     "sha",
@@ -243,163 +238,12 @@ def _table(rows: list[tuple]) -> pa.Table:
 # -- workers -----------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Version:
-    """A parsed file version: its units, and what an incremental re-parse of a neighbouring
-    version needs (its tree and line offsets)."""
-
-    units: list[Unit] | None  # None: unreadable, binary or too large
-    starts: list[int] | None = None  # byte offset of each line start, then the file's length
-
-
-class _Worker:
-    """Per-process state: a blob reader, the units of recently parsed blobs, and the trees of
-    the most recent ones (for incremental re-parsing: a commit's old version is parsed from
-    its new version's tree, edited by the diff's hunks)."""
-
-    def __init__(self, repo_path: str, cfg: ChunkConfig) -> None:
-        self.cfg = cfg
-        self.reader = BlobReader(open_repo(repo_path))
-        self.cache: OrderedDict[str, _Version] = OrderedDict()
-        self.trees: OrderedDict[str, Any] = OrderedDict()
-
-    def pair(
-        self,
-        old: tuple[str | None, str],
-        new: tuple[str | None, str],
-        language: str | None,
-        hunks: list[tuple[int, int, int, int]] | None,
-        counts: Counter[str],
-    ) -> tuple[list[Unit] | None, list[Unit] | None]:
-        """Units of a change's old and new versions; the one not cached yet is re-parsed from
-        the other's tree when the hunks are known."""
-        (old_blob, old_path), (new_blob, new_path) = old, new
-        if self._key(old_blob, old_path, language) in self.cache or new_blob is None:
-            o = self.version(old_blob, old_path, language, counts)
-            n = self.version(
-                new_blob, new_path, language, counts, (old_blob, old_path), hunks, base_is_new=False
-            )
-        else:
-            n = self.version(new_blob, new_path, language, counts)
-            o = self.version(
-                old_blob, old_path, language, counts, (new_blob, new_path), hunks, base_is_new=True
-            )
-        return o.units, n.units
-
-    def version(
-        self,
-        blob: str | None,
-        path: str,
-        language: str | None,
-        counts: Counter[str],
-        base: tuple[str | None, str] | None = None,
-        hunks: list[tuple[int, int, int, int]] | None = None,
-        base_is_new: bool = False,
-    ) -> _Version:
-        if blob is None:
-            return _Version([])
-        key = self._key(blob, path, language)
-        hit = self.cache.get(key)
-        if hit is not None:
-            self.cache.move_to_end(key)
-            return hit
-        data = self.reader.read(blob)
-        if data is None:
-            counts["skipped_missing"] += 1
-            v = _Version(None)
-        elif len(data) > self.cfg.max_file_bytes:
-            counts["skipped_large"] += 1
-            v = _Version(None)
-        elif b"\0" in data[:BINARY_PROBE]:
-            counts["skipped_binary"] += 1
-            v = _Version(None)
-        else:
-            starts = _line_starts(data)
-            tree = self._edited_base(base, language, hunks, base_is_new, starts)
-            counts["parses_incremental" if tree is not None else "parses_full"] += 1
-            units, new_tree = parse_units(
-                data, language, path, window_lines=self.cfg.window_lines, base=tree
-            )
-            v = _Version(units, starts)
-            if new_tree is not None:
-                self.trees[key] = new_tree
-                if len(self.trees) > CACHE_TREES:
-                    self.trees.popitem(last=False)
-        self.cache[key] = v
-        if len(self.cache) > CACHE_BLOBS:
-            self.cache.popitem(last=False)
-        return v
-
-    def _edited_base(
-        self,
-        base: tuple[str | None, str] | None,
-        language: str | None,
-        hunks: list[tuple[int, int, int, int]] | None,
-        base_is_new: bool,
-        starts: list[int],
-    ) -> Any | None:
-        """A copy of the base version's tree, edited hunk by hunk (last first) into the target
-        version's coordinates; None when it is not at hand."""
-        if base is None or hunks is None or base[0] is None:
-            return None
-        key = self._key(base[0], base[1], language)
-        tree, version = self.trees.get(key), self.cache.get(key)
-        if tree is None or version is None or version.starts is None:
-            return None
-        bs, ts = version.starts, starts
-        tree = tree.copy()
-        for oi, ol, ni, nl in reversed(hunks):
-            bi, bl, ti, tl = (ni, nl, oi, ol) if base_is_new else (oi, ol, ni, nl)
-            if bi + bl >= len(bs) or ti + tl >= len(ts):
-                return None  # the hunks do not fit these versions: parse from scratch
-            start = bs[bi]
-            tree.edit(
-                start_byte=start,
-                old_end_byte=bs[bi + bl],
-                new_end_byte=start + ts[ti + tl] - ts[ti],
-                start_point=(bi, 0),
-                old_end_point=(bi + bl, 0),
-                new_end_point=(bi + tl, 0),
-            )
-        return tree
-
-    @staticmethod
-    def _key(blob: str | None, path: str, language: str | None) -> str:
-        return f"{blob}:{language}:{path.endswith('.tsx')}"
-
-
-def _line_starts(data: bytes) -> list[int]:
-    """Byte offset of each line start, then len(data): one entry per line, plus one."""
-    starts = list(itertools.accumulate((len(line) + 1 for line in data.split(b"\n")), initial=0))
-    starts[-1] = len(data)  # the last piece has no newline after it
-    if len(starts) > 1 and starts[-2] == len(data):
-        starts.pop()  # data ends with a newline: no empty last line
-    return starts
-
-
-def _hunks(patch: str | None) -> list[tuple[int, int, int, int]] | None:
-    """(old first line index, old count, new first line index, new count) of each hunk, lines
-    0-based; None when there is no patch to trust."""
-    if not patch:
-        return None
-    out = []
-    for m in _HUNK_HEADER.finditer(patch):
-        ol = int(m.group(2)) if m.group(2) is not None else 1
-        nl = int(m.group(4)) if m.group(4) is not None else 1
-        o, n = int(m.group(1)), int(m.group(3))
-        out.append((o - 1 if ol else o, ol, n - 1 if nl else n, nl))
-    return out or None
-
-
-_HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.MULTILINE)
-
-
-_worker: _Worker | None = None
+_worker: VersionCache | None = None
 
 
 def _init(repo_path: str, cfg: ChunkConfig) -> None:
     global _worker
-    _worker = _Worker(repo_path, cfg)
+    _worker = VersionCache(repo_path, cfg)
 
 
 def _snapshot_batch(
@@ -451,7 +295,7 @@ def _label_change(ch: dict, counts: Counter[str]) -> list[tuple[Unit, str, str |
     old_path = ch["old_path"] or path
     new_blob = ch["new_blob"] if ch["status"] != "deleted" else None
     old_blob = ch["old_blob"] if ch["status"] not in ("added", "copied") else None
-    hunks = None if ch["patch_truncated"] else _hunks(ch["patch"])
+    hunks = None if ch["patch_truncated"] else hunks_of(ch["patch"])
     old, new = _worker.pair((old_blob, old_path), (new_blob, path), language, hunks, counts)
     if new is None or old is None:
         return []
