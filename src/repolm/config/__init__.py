@@ -7,7 +7,14 @@ from repolm.config.load import (
     load_config,
     preset_path,
 )
-from repolm.config.schema import ChunkConfig, Config, FilterConfig, MineConfig, SplitConfig
+from repolm.config.schema import (
+    ChunkConfig,
+    Config,
+    FilterConfig,
+    MineConfig,
+    SplitConfig,
+    TokenizeConfig,
+)
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -16,6 +23,7 @@ __all__ = [
     "FilterConfig",
     "MineConfig",
     "SplitConfig",
+    "TokenizeConfig",
     "ResolvedConfig",
     "list_presets",
     "load_config",

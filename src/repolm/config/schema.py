@@ -130,6 +130,36 @@ class FilterConfig(Section):
     dedup_shingle: int = Field(default=5, ge=1, description="Tokens per shingle for MinHash.")
 
 
+class TokenizeConfig(Section):
+    """The tokenizer: trained on the training split only, or a local base model's with
+    repolm's special tokens added."""
+
+    kind: Literal["bpe", "unigram", "base"] = Field(
+        default="bpe",
+        description="bpe: byte-level BPE; unigram: byte-level Unigram LM (SentencePiece's "
+        "algorithm); base: a local Hugging Face tokenizer (base_model) plus repolm's tokens.",
+    )
+    vocab_size: int = Field(
+        default=8192,
+        ge=256,
+        description="Target vocabulary size (bpe, unigram), special tokens included.",
+    )
+    base_model: str | None = Field(
+        default=None,
+        description="Local path to a Hugging Face model or tokenizer directory (kind=base); "
+        "never downloaded.",
+    )
+    sample_bytes: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="Train on at most this many bytes of the training corpus (a deterministic "
+        "sample of its documents).",
+    )
+    min_frequency: int = Field(
+        default=2, ge=1, description="Pairs seen fewer times are not merged (bpe)."
+    )
+
+
 class Config(Section):
     """The resolved configuration of a run."""
 
@@ -137,3 +167,4 @@ class Config(Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)

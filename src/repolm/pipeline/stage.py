@@ -92,5 +92,15 @@ REGISTRY: dict[str, Stage] = {
             reads_repo=True,  # the snapshot's files are read from the object store
             describe="secrets and PII scrubbed; vendored, generated, duplicate files left out",
         ),
+        Stage(
+            name="tokenize",
+            entry="repolm.tokenize.stage:run_stage",
+            inputs=("filter",),
+            # what save_pretrained always writes (transformers 5 no longer writes
+            # special_tokens_map.json; a base model may add files such as tokenizer.model)
+            outputs=("tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"),
+            config=("tokenize",),
+            describe="a tokenizer trained on the training split, with repolm's special tokens",
+        ),
     )
 }

@@ -1,0 +1,37 @@
+"""repolm's special tokens: one table that the tokenizer, the dataset builder and the model share.
+
+Pure data (no heavy imports), so later stages can import it cheaply.
+"""
+
+from __future__ import annotations
+
+from repolm.chunk.labels import CHANGE_TYPES
+
+ENDOFTEXT = "<|endoftext|>"  # bos and eos
+PAD = "<|pad|>"
+UNK = "<|unk|>"  # only for models that need one (unigram); byte-level BPE never emits it
+
+COMMIT, COMMIT_END = "<|commit|>", "<|/commit|>"
+AUTHOR, DATE, MESSAGE = "<|author|>", "<|date|>", "<|message|>"
+FILE, MODULE = "<|file|>", "<|module|>"
+HUNK, HUNK_END = "<|hunk|>", "<|/hunk|>"
+FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = (
+    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+)  # fmt: skip
+
+
+def change_token(change_type: str) -> str:
+    """The token that labels a change of this type, e.g. `<|change:new_function|>`."""
+    if change_type not in CHANGE_TYPES:
+        raise ValueError(f"unknown change type {change_type!r}")
+    return f"<|change:{change_type}|>"
+
+
+# Order is part of the format: a trained tokenizer gives these the first ids, in this order.
+SPECIAL_TOKENS: tuple[str, ...] = (
+    ENDOFTEXT, PAD,
+    COMMIT, COMMIT_END, AUTHOR, DATE, MESSAGE,
+    FILE, MODULE, HUNK, HUNK_END,
+    *(f"<|change:{t}|>" for t in CHANGE_TYPES),
+    FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD,
+)  # fmt: skip

@@ -1,0 +1,249 @@
+"""The tokenize stage: OUT/filter/ (training split only) -> OUT/tokenizer/.
+
+- `bpe`: byte-level BPE (GPT-2 style): every byte is in the alphabet, no normalizer, so any
+  text round-trips exactly;
+- `unigram`: a Unigram LM (SentencePiece's algorithm) over the same byte-level pre-tokens,
+  exact for the same reason;
+- `base`: a local Hugging Face tokenizer with repolm's special tokens added.
+
+The corpus is the snapshot's files plus the patches and messages of training commits; nothing
+from validation or test can shape the vocabulary. It is streamed by row group, and sampled
+deterministically (by a hash of each document's key) down to `sample_bytes`. The saved tokenizer
+is reloaded with plain `transformers` and must round-trip a sample of the corpus exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from repolm.config.schema import TokenizeConfig
+from repolm.errors import RepolmError
+from repolm.fsutil import atomic_dir
+from repolm.logs import log
+from repolm.pipeline.stage import StageContext, StageResult
+from repolm.tokenize.special import ENDOFTEXT, PAD, SPECIAL_TOKENS, UNK
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+# (table, text column) of OUT/filter/ read for training; tables with a `split` column are
+# restricted to split == "train" (files.parquet is the snapshot at the cutoff: all training).
+SOURCES = (("files.parquet", "text"), ("changes.parquet", "patch"), ("commits.parquet", "message"))
+ROUNDTRIP_BYTES = 2_000_000  # about this much of the sample is checked
+
+
+@dataclass(frozen=True)
+class Document:
+    key: str  # "<table>:<row>", stable for a given filter output
+    text: str
+
+
+def run_stage(ctx: StageContext) -> StageResult:
+    stats = tokenize_run(ctx.stage_dir("filter"), ctx.stage_dir("tokenizer"), ctx.config.tokenize)
+    summary = (
+        f"{stats['kind']} tokenizer, {stats['vocab_size']} tokens; "
+        f"{stats['corpus_bytes']:,} corpus bytes, round-trip exact"
+    )
+    return StageResult(stats=stats, summary=summary)
+
+
+def tokenize_run(filter_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict[str, Any]:
+    t0 = time.monotonic()
+    total = corpus_bytes(filter_dir)
+    rate = min(1.0, cfg.sample_bytes / total) if total else 1.0
+    sample = _Sample(filter_dir, rate, cfg.sample_bytes)
+    with atomic_dir(out_dir) as tmp:
+        if cfg.kind == "base":
+            added = _save_base(cfg, tmp)
+        else:
+            _save_trained(cfg, sample, tmp)
+            added = len(SPECIAL_TOKENS) + (cfg.kind == "unigram")
+        tok = _load(tmp)  # checked as users will load it: plain transformers, from disk
+        basis = sample.used if cfg.kind != "base" else min(total, cfg.sample_bytes)
+        check = roundtrip(tok, sample.documents(), min(1.0, ROUNDTRIP_BYTES / max(basis, 1)))
+    stats = {
+        "kind": cfg.kind,
+        "vocab_size": len(tok),
+        "corpus_bytes_total": total,
+        "corpus_bytes": sample.used if cfg.kind != "base" else 0,  # bytes trained on
+        "documents": sample.count,
+        "sampled": rate < 1.0 or sample.used < total,
+        "special_tokens": len(SPECIAL_TOKENS),
+        "special_tokens_added": added,
+        "roundtrip_documents": check["documents"],
+        "roundtrip_bytes": check["bytes"],
+        "roundtrip_exact": True,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    log.info(f"tokenize: {cfg.kind}, {len(tok)} tokens, round-trip exact on {check['bytes']:,} B")
+    return stats
+
+
+def training_documents(filter_dir: Path) -> Iterator[Document]:
+    """Every training document of OUT/filter/, streamed one row group at a time."""
+    for table, column in SOURCES:
+        path = filter_dir / table
+        if not path.exists():
+            raise RepolmError(f"missing {path}", "run the filter stage first")
+        pf = pq.ParquetFile(path)
+        has_split = "split" in pf.schema_arrow.names
+        columns = [column, "split"] if has_split else [column]
+        row = 0
+        for i in range(pf.num_row_groups):
+            batch = pf.read_row_group(i, columns=columns)
+            rows = pa.array(range(row, row + batch.num_rows), pa.int64())
+            row += batch.num_rows
+            keep = pc.is_valid(batch.column(column))
+            if has_split:
+                keep = pc.and_(keep, pc.equal(batch.column("split"), "train"))
+            texts = batch.column(column).filter(keep).to_pylist()
+            for n, text in zip(rows.filter(keep).to_pylist(), texts, strict=True):
+                if text:
+                    yield Document(f"{table}:{n}", text)
+
+
+def corpus_bytes(filter_dir: Path) -> int:
+    """UTF-8 bytes of the training corpus."""
+    return sum(len(d.text.encode()) for d in training_documents(filter_dir))
+
+
+def _fraction(key: str) -> float:
+    """A stable pseudo-random number in [0, 1) for a document key."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class _Sample:
+    """The deterministic sample: documents whose key hashes below `rate`, up to `limit` bytes.
+    Iterable more than once (training, then the round-trip check); `used`/`count` are set by
+    the first full pass."""
+
+    def __init__(self, filter_dir: Path, rate: float, limit: int) -> None:
+        self.filter_dir, self.rate, self.limit = filter_dir, rate, limit
+        self.used = 0
+        self.count = 0
+
+    def documents(self) -> Iterator[Document]:
+        used = count = 0
+        for doc in training_documents(self.filter_dir):
+            if self.rate < 1.0 and _fraction(doc.key) >= self.rate:
+                continue
+            size = len(doc.text.encode())
+            if used + size > self.limit:
+                continue  # a smaller document later may still fit
+            used += size
+            count += 1
+            yield doc
+        self.used, self.count = used, count
+
+    def texts(self) -> Iterator[str]:
+        return (d.text for d in self.documents())
+
+
+def _save_trained(cfg: TokenizeConfig, sample: _Sample, out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    if cfg.kind == "bpe":
+        tok = Tokenizer(models.BPE())
+        trainer: Any = trainers.BpeTrainer(
+            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+            special_tokens=list(SPECIAL_TOKENS), initial_alphabet=alphabet, show_progress=False,
+        )  # fmt: skip
+        unk = None
+    else:
+        tok = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(
+            vocab_size=cfg.vocab_size, special_tokens=[*SPECIAL_TOKENS, UNK],
+            initial_alphabet=alphabet, unk_token=UNK, show_progress=False,
+        )  # fmt: skip
+        unk = UNK
+    # No normalizer: code is kept byte for byte (no NFKC, whitespace runs, tabs, CRLF).
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(sample.texts(), trainer=trainer)
+    if not sample.count:
+        raise RepolmError("the training corpus is empty", "check the filter stage's outputs")
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, pad_token=PAD,
+        unk_token=unk, additional_special_tokens=list(SPECIAL_TOKENS[2:]),
+        clean_up_tokenization_spaces=False,
+    )  # fmt: skip
+    wrapped.save_pretrained(str(out))
+
+
+def _save_base(cfg: TokenizeConfig, out: Path) -> int:
+    """The base model's tokenizer plus repolm's special tokens; returns how many were new."""
+    from transformers import AutoTokenizer
+
+    if not cfg.base_model:
+        raise RepolmError("tokenize.kind=base needs tokenize.base_model", "set a local path")
+    if not Path(cfg.base_model).is_dir():
+        raise RepolmError(
+            f"tokenize.base_model {cfg.base_model!r} is not a local directory",
+            "point it at a downloaded model or tokenizer (repolm never downloads one)",
+        )
+    tok = AutoTokenizer.from_pretrained(
+        cfg.base_model, local_files_only=True, trust_remote_code=False
+    )
+    present = set(tok.all_special_tokens)
+    extra = [t for t in SPECIAL_TOKENS if t not in present and t != PAD]
+    # Extend the base model's own extra special tokens rather than replace them (the keyword
+    # was renamed in transformers 5).
+    params = inspect.signature(tok.add_special_tokens).parameters
+    keep = next(p for p in ("replace_extra_special_tokens", "replace_additional_special_tokens")
+                if p in params)  # fmt: skip
+    added = tok.add_special_tokens({"additional_special_tokens": extra}, **{keep: False})
+    if tok.pad_token is None:
+        added += tok.add_special_tokens({"pad_token": PAD})
+    tok.save_pretrained(str(out))
+    return added
+
+
+def _load(path: Path) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+
+
+def roundtrip(
+    tok: PreTrainedTokenizerBase, docs: Iterator[Document], rate: float, batch: int = 64
+) -> dict[str, int]:
+    """Encode and decode the documents whose key hashes below `rate` (a sample spread over the
+    corpus); raise if any comes back different: a tokenizer that changes code is unusable."""
+    checked = {"documents": 0, "bytes": 0}
+    part: list[Document] = []
+    for doc in docs:
+        if rate >= 1.0 or _fraction("roundtrip:" + doc.key) < rate:
+            part.append(doc)
+        if len(part) == batch:
+            _check(tok, part, checked)
+            part = []
+    _check(tok, part, checked)
+    return checked
+
+
+def _check(tok: PreTrainedTokenizerBase, docs: list[Document], checked: dict[str, int]) -> None:
+    if not docs:
+        return
+    ids = tok([d.text for d in docs], add_special_tokens=False)["input_ids"]
+    back = tok.batch_decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    for doc, text in zip(docs, back, strict=True):
+        if text != doc.text:
+            raise RuntimeError(
+                f"tokenizer does not round-trip {doc.key} ({len(doc.text)} characters in, "
+                f"{len(text)} out); a tokenizer that changes code is unusable"
+            )
+        checked["documents"] += 1
+        checked["bytes"] += len(text.encode())
