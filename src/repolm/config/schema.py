@@ -150,7 +150,7 @@ class TokenizeConfig(Section):
         "never downloaded.",
     )
     sample_bytes: int = Field(
-        default=50_000_000,
+        default=20_000_000,
         ge=1,
         description="Train on at most this many bytes of the training corpus (a deterministic "
         "sample of its documents).",
