@@ -128,6 +128,7 @@ class FilterConfig(Section):
         default=0.85, gt=0.0, le=1.0, description="MinHash Jaccard threshold for near-duplicates."
     )
     dedup_shingle: int = Field(default=5, ge=1, description="Tokens per shingle for MinHash.")
+    jobs: int = Field(default=0, ge=0, description="Scrubbing processes; 0 = one per CPU core.")
 
 
 class TokenizeConfig(Section):

@@ -15,9 +15,11 @@ no value found by the scrubber is logged or stored anywhere.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +77,14 @@ def filter_run(
     rules = ExcludeRules(include=tuple(cfg.include), exclude=tuple(cfg.exclude),
                          languages=tuple(cfg.languages), max_file_bytes=cfg.max_file_bytes,
                          max_line_length=cfg.max_line_length)  # fmt: skip
-    scrub = _BatchScrubber(Scrubber(emails=cfg.emails, ips=cfg.ips))
+    jobs = cfg.jobs or (os.cpu_count() or 1)
+    with _BatchScrubber(cfg.emails, cfg.ips, jobs) as scrub:
+        files, content_excluded, repo_license = _snapshot(repo, split, cfg, rules, scrub,
+                                                          stage_dir)  # fmt: skip
+        commits = _commits(out, stage_dir, cfg, split, scrub)
+        changes = _changes(out, stage_dir, rules, content_excluded, split, scrub)
+        chunks = _chunks(out, stage_dir, rules, content_excluded, cfg, scrub)
     secrets = scrub.found
-
-    files, content_excluded, repo_license = _snapshot(repo, split, cfg, rules, scrub, stage_dir)
-    commits = _commits(out, stage_dir, cfg, split, scrub)
-    changes = _changes(out, stage_dir, rules, content_excluded, split, scrub)
-    chunks = _chunks(out, stage_dir, rules, content_excluded, cfg, scrub)
     if not files["kept"] and not changes["kept"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(files["excluded"].items()))
         raise RepolmError(
@@ -317,16 +320,29 @@ def _chunks(
 
 
 class _BatchScrubber:
-    """Scrub many short texts in one pass: the scrubber's cost is mostly per call (one regex
+    """Scrub many short texts in few passes: the scrubber's cost is mostly per call (one regex
     pass per pattern), so texts are joined with a separator no pattern can match across,
-    scrubbed once and split again; if a finding ever spans a separator, that batch is scrubbed
-    text by text instead."""
+    scrubbed once and split again (if a finding ever spans a separator, that batch is scrubbed
+    text by text instead). Batches are spread over `jobs` processes. Use as a context manager."""
 
     SEP = "\n\x00\x1e\x00\n"
 
-    def __init__(self, scrubber: Scrubber) -> None:
-        self._scrubber = scrubber
+    def __init__(self, emails: bool, ips: bool, jobs: int) -> None:
+        self._options = {"emails": emails, "ips": ips}
+        self._scrubber = Scrubber(**self._options)
+        self._pool: ProcessPoolExecutor | None = None
+        if jobs > 1:
+            self._pool = ProcessPoolExecutor(
+                jobs, initializer=_init_scrubber, initargs=(self._options,)
+            )
         self.found: Counter[str] = Counter()
+
+    def __enter__(self) -> _BatchScrubber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
     def one(self, text: str | None) -> str | None:
         if not text:
@@ -335,17 +351,22 @@ class _BatchScrubber:
         self.found.update(found)
         return clean
 
-    def many(self, texts: list[str | None], batch_chars: int = 4_000_000) -> list[str | None]:
+    def many(self, texts: list[str | None], batch_chars: int = 1_000_000) -> list[str | None]:
         out: list[str | None] = list(texts)
-        idx = [i for i, t in enumerate(texts) if t]
-        start = 0
-        while start < len(idx):
-            end, size = start, 0
-            while end < len(idx) and (end == start or size < batch_chars):
-                size += len(texts[idx[end]] or "")
-                end += 1
-            group = idx[start:end]
-            clean, found = self._scrubber.scrub(self.SEP.join(texts[i] or "" for i in group))
+        groups: list[list[int]] = [[]]
+        size = 0
+        for i, t in enumerate(texts):
+            if not t:
+                continue
+            if size >= batch_chars:
+                groups.append([])
+                size = 0
+            groups[-1].append(i)
+            size += len(t)
+        joined = [self.SEP.join(texts[i] or "" for i in g) for g in groups if g]
+        results = (self._pool.map(_scrub, joined) if self._pool is not None
+                   else map(self._scrubber.scrub, joined))  # fmt: skip
+        for group, (clean, found) in zip([g for g in groups if g], results, strict=True):
             parts = clean.split(self.SEP)
             if len(parts) == len(group):
                 self.found.update(found)
@@ -354,8 +375,20 @@ class _BatchScrubber:
             else:
                 for i in group:
                     out[i] = self.one(texts[i])
-            start = end
         return out
+
+
+_scrubber: Scrubber | None = None
+
+
+def _init_scrubber(options: dict[str, bool]) -> None:
+    global _scrubber
+    _scrubber = Scrubber(**options)
+
+
+def _scrub(text: str) -> tuple[str, Counter[str]]:
+    assert _scrubber is not None, "called outside a worker process"
+    return _scrubber.scrub(text)
 
 
 def _row_groups(pf: pq.ParquetFile) -> Iterator[list[dict[str, Any]]]:
