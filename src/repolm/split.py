@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from repolm.config.schema import SplitConfig
 from repolm.errors import ConfigError, RepolmError
@@ -37,6 +39,13 @@ class Split:
             "val_end_time": self.val_end_time.isoformat(),
             "commits": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
         }
+
+
+def run_split(out: Path, head: str | None, cfg: SplitConfig) -> Split:
+    """The split of a run directory, from the mine stage's commits."""
+    commits = pq.read_table(out / "mine" / "commits.parquet",
+                            columns=["sha", "parents", "commit_time"])  # fmt: skip
+    return compute_split(commits, head, cfg)
 
 
 def compute_split(commits: pa.Table, head: str | None, cfg: SplitConfig) -> Split:

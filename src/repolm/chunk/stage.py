@@ -35,8 +35,9 @@ from repolm.logs import log, progress
 from repolm.mine.git import Repo
 from repolm.mine.languages import detect_language
 from repolm.mine.model import MODE_SYMLINK
+from repolm.mine.tables import rows_table
 from repolm.pipeline.stage import StageContext, StageResult
-from repolm.split import Split, compute_split
+from repolm.split import Split, run_split
 
 CHUNKS = "chunks.parquet"
 TS = pa.timestamp("ms", tz="UTC")
@@ -77,9 +78,8 @@ CHANGE_COLUMNS = [
 
 
 def run_stage(ctx: StageContext) -> StageResult:
-    stats, split = chunk(
-        ctx.repo, ctx.out / "mine", ctx.stage_dir("chunk"), ctx.config.chunk, compute_split_for(ctx)
-    )
+    split = run_split(ctx.out, ctx.repo.head, ctx.config.split)
+    stats = chunk(ctx.repo, ctx.out / "mine", ctx.stage_dir("chunk"), ctx.config.chunk, split)
     summary = (
         f"{stats['snapshot_units']} units in {stats['snapshot_files']} files at the cutoff, "
         f"{stats['change_rows']} labelled changes"
@@ -87,16 +87,9 @@ def run_stage(ctx: StageContext) -> StageResult:
     return StageResult(stats=stats, summary=summary, manifest={"split": split.summary()})
 
 
-def compute_split_for(ctx: StageContext) -> Split:
-    commits = pq.read_table(
-        ctx.out / "mine" / "commits.parquet", columns=["sha", "parents", "commit_time"]
-    )
-    return compute_split(commits, ctx.repo.head, ctx.config.split)
-
-
 def chunk(
     repo: Repo, mine_dir: Path, stage_dir: Path, cfg: ChunkConfig, split: Split
-) -> tuple[dict[str, Any], Split]:
+) -> dict[str, Any]:
     t0 = time.monotonic()
     stage_dir.mkdir(parents=True, exist_ok=True)
     jobs = cfg.jobs or (os.cpu_count() or 1)
@@ -125,7 +118,7 @@ def chunk(
             cutoff = (split.cutoff_sha, meta[split.cutoff_sha][0], "train")
             with progress("chunk snapshot", total=len(files), unit="files") as bar:
                 for rows, c in pool.run(_snapshot_batch, _snapshot_batches(cutoff, files, jobs)):
-                    writer.write_table(_table(rows))
+                    writer.write_table(rows_table(rows, SCHEMA))
                     counts.update(c)
                     bar.advance(
                         c["snapshot_files"]
@@ -139,7 +132,7 @@ def chunk(
                 with progress("chunk history", total=changes, unit="file changes") as bar:
                     work = _history_batches(mine_dir, meta, split, cfg, jobs)
                     for rows, c in pool.run(_history_batch, work):
-                        writer.write_table(_table(rows))
+                        writer.write_table(rows_table(rows, SCHEMA))
                         counts.update(c)
                         bar.advance(c["file_changes"])
         finally:
@@ -171,7 +164,7 @@ def chunk(
         f"chunk: {stats['snapshot_units']} snapshot units, {stats['change_rows']} labelled "
         f"changes over {stats['commits']} commits"
     )
-    return stats, split
+    return stats
 
 
 def _snapshot_files(
@@ -226,13 +219,6 @@ def _history_batches(
     for k, part in enumerate(shards):
         if part:
             yield k, part
-
-
-def _table(rows: list[tuple]) -> pa.Table:
-    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in SCHEMA]
-    return pa.Table.from_arrays(
-        [pa.array(c, f.type) for c, f in zip(cols, SCHEMA, strict=True)], schema=SCHEMA
-    )
 
 
 # -- workers -----------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from typing import Any
 from repolm.chunk.units import Unit, parse_units
 from repolm.config.schema import ChunkConfig
 from repolm.mine.git import BlobReader, open_repo
+from repolm.mine.model import looks_binary
 
-BINARY_PROBE = 8000
 CACHE_BLOBS = 4096
 CACHE_TREES = 512  # trees are large; the units of many more versions are kept
 
@@ -86,7 +86,7 @@ class VersionCache:
         elif len(data) > self.cfg.max_file_bytes:
             counts["skipped_large"] += 1
             v = Version(None)
-        elif b"\0" in data[:BINARY_PROBE]:
+        elif looks_binary(data):
             counts["skipped_binary"] += 1
             v = Version(None)
         else:

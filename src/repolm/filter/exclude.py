@@ -25,6 +25,8 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
+from repolm.mine.model import looks_binary
+
 __all__ = ["REASONS", "ExcludeRules", "content_reason", "glob_to_regex", "path_reason"]
 
 REASONS: tuple[str, ...] = (
@@ -356,7 +358,6 @@ def builtin_path_reason(path: str) -> str | None:
 
 # -- content rules -------------------------------------------------------------------------------
 
-BINARY_SNIFF_BYTES = 8000  # git's own heuristic: a NUL in the first 8000 bytes means binary
 GENERATED_HEAD_LINES = 20
 GENERATED_HEAD_BYTES = 4096  # caps the header read when the first lines are very long
 MINIFIED_MIN_AVERAGE = 200  # bytes per line; hand-written code averages 30-40
@@ -388,7 +389,7 @@ def content_reason(path: str, data: bytes, rules: ExcludeRules) -> str | None:
     line over `rules.max_line_length` bytes and over 200 bytes per line on average)."""
     if len(data) > rules.max_file_bytes:
         return "too_large"
-    if b"\0" in data[:BINARY_SNIFF_BYTES]:
+    if looks_binary(data):
         return "binary"
     if GENERATED_MARKERS.search(_head(data)):
         return "generated"

@@ -37,8 +37,9 @@ from repolm.logs import log, progress
 from repolm.mine.git import BlobReader, Repo
 from repolm.mine.languages import detect_language
 from repolm.mine.model import MODE_SUBMODULE, MODE_SYMLINK
+from repolm.mine.tables import rows_table
 from repolm.pipeline.stage import StageContext, StageResult
-from repolm.split import Split, compute_split
+from repolm.split import Split, run_split
 
 FILES = "files.parquet"
 COMMITS = "commits.parquet"
@@ -56,9 +57,7 @@ FILES_SCHEMA = pa.schema([
 
 
 def run_stage(ctx: StageContext) -> StageResult:
-    commits = pq.read_table(ctx.out / "mine" / "commits.parquet",
-                            columns=["sha", "parents", "commit_time"])  # fmt: skip
-    split = compute_split(commits, ctx.repo.head, ctx.config.split)
+    split = run_split(ctx.out, ctx.repo.head, ctx.config.split)
     stats = filter_run(ctx.repo, ctx.out, ctx.stage_dir("filter"), ctx.config.filter, split)
     kept = stats["files"]["kept"]
     secrets = sum(stats["secrets"].values())
@@ -152,7 +151,7 @@ def _snapshot(repo: Repo, split: Split, cfg: FilterConfig, rules: ExcludeRules,
                     continue
                 rows.append((path, language, blob, len(data), license, text))
     with atomic_path(stage_dir / FILES) as tmp:
-        pq.write_table(_rows_table(rows, FILES_SCHEMA), tmp, compression="zstd")
+        pq.write_table(rows_table(rows, FILES_SCHEMA), tmp, compression="zstd")
     stats = {"total": len(tree), "kept": len(rows), "excluded": dict(sorted(excluded.items()))}
     return stats, content_excluded, repo_license
 
@@ -394,9 +393,3 @@ def _scrub(text: str) -> tuple[str, Counter[str]]:
 def _row_groups(pf: pq.ParquetFile) -> Iterator[list[dict[str, Any]]]:
     for i in range(pf.num_row_groups):
         yield pf.read_row_group(i).to_pylist()
-
-
-def _rows_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
-    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
-    return pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)],
-                                schema=schema)  # fmt: skip

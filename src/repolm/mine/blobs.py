@@ -9,9 +9,7 @@ tell binary from text and to record symlink targets. Large blobs are never read.
 from __future__ import annotations
 
 from repolm.mine.git import Repo
-from repolm.mine.model import MODE_SYMLINK
-
-BINARY_PROBE = 8000  # git's own heuristic: a NUL byte in the first 8000 bytes means binary
+from repolm.mine.model import MODE_SYMLINK, looks_binary
 
 
 def settle_blobs(repo: Repo, c: dict[str, list], max_blob_bytes: int) -> None:
@@ -51,4 +49,4 @@ def settle_blobs(repo: Repo, c: dict[str, list], max_blob_bytes: int) -> None:
         if c["is_symlink"][i]:
             c["symlink_target"][i] = data.decode("utf-8", "replace")
         else:
-            c["is_binary"][i] = b"\0" in data[:BINARY_PROBE]
+            c["is_binary"][i] = looks_binary(data)

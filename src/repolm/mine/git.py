@@ -6,7 +6,6 @@ colours, external diff drivers, lazy fetches from a promisor remote) never chang
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -186,13 +185,6 @@ class Repo:
             refs.append(Ref("HEAD", self.head))
         return refs
 
-    def refs_digest(self, prefixes: list[str]) -> str:
-        """Changes whenever any mined ref moves: the cache key of history."""
-        h = hashlib.sha256()
-        for ref in self.tips(prefixes):
-            h.update(f"{ref.name} {ref.commit}\n".encode())
-        return h.hexdigest()
-
     def commit_graph(self, tips: list[str]) -> list[tuple[str, tuple[str, ...]]]:
         """(sha, parents) for every commit reachable from `tips`, parents before children."""
         if not tips:
@@ -235,20 +227,9 @@ class Repo:
         return sizes
 
     def read_blobs(self, blobs: list[str]) -> dict[str, bytes]:
-        """Contents of (small) blobs in one `cat-file --batch`; missing ones left out."""
-        if not blobs:
-            return {}
-        out = self.run("cat-file", "--batch", input="\n".join(blobs).encode() + b"\n", check=False)
-        contents, pos = {}, 0
-        while pos < len(out):
-            end = out.index(b"\n", pos)
-            header = out[pos:end].split()
-            pos = end + 1
-            if len(header) == 3 and header[2].isdigit():
-                size = int(header[2])
-                contents[header[0].decode()] = out[pos : pos + size]
-                pos += size + 1
-        return contents
+        """Contents of (small) blobs, through one `cat-file --batch`; missing ones left out."""
+        with BlobReader(self) as reader:
+            return {b: data for b in blobs if (data := reader.read(b)) is not None}
 
     def shallow_boundary(self) -> set[str]:
         path = self.git_dir / "shallow"

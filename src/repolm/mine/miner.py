@@ -53,10 +53,10 @@ def mine(repo: Repo, stage_dir: Path, cfg: MineConfig, full: bool = False) -> di
             f"{repo.path} has no commits",
             "commit something first, or pass --repo with a repository that has history",
         )
+    shallow = repo.shallow_boundary()
     if repo.shallow:
-        cut = len(repo.shallow_boundary())
         log.warning(
-            f"{repo.path} is a shallow clone: history is cut at {cut} commit(s); "
+            f"{repo.path} is a shallow clone: history is cut at {len(shallow)} commit(s); "
             "run 'git fetch --unshallow' to mine all of it"
         )
     graph = repo.commit_graph(sorted({r.commit for r in tips}))
@@ -66,7 +66,6 @@ def mine(repo: Repo, stage_dir: Path, cfg: MineConfig, full: bool = False) -> di
     old = None if full else _load_previous(stage_dir, state_key)
     keep: set[str] = set()
     dropped = retried = 0
-    shallow = repo.shallow_boundary()
     if old is not None:
         shas = old.column("sha").to_pylist()
         levels = old.column("read_level").to_pylist()
@@ -287,18 +286,11 @@ def languages_at_head(repo: Repo) -> dict[str, int]:
     """Bytes per language in HEAD's tree, largest first (from tree entries; no blob is read)."""
     if repo.head is None:
         return {}
-    out = repo.run("ls-tree", "-r", "-l", "-z", "HEAD", check=False)
     sizes: Counter[str] = Counter()
-    for entry in out.split(b"\0"):
-        if not entry:
-            continue
-        meta, _, path = entry.partition(b"\t")
-        parts = meta.split()
-        if len(parts) < 4 or parts[1] != b"blob" or parts[3] == b"-":
-            continue
-        lang = detect_language(path.decode("utf-8", "replace"))
+    for path, _mode, _blob, size in repo.tree_files(repo.head):
+        lang = detect_language(path)
         if lang:
-            sizes[lang] += int(parts[3])
+            sizes[lang] += size
     return dict(sizes.most_common())
 
 

@@ -15,6 +15,13 @@ STATUS = {
     "X": "unknown",
 }
 
+BINARY_PROBE = 8000  # git's own heuristic: a NUL byte in the first 8000 bytes means binary
+
+
+def looks_binary(data: bytes) -> bool:
+    return b"\0" in data[:BINARY_PROBE]
+
+
 MODE_SUBMODULE = 0o160000
 MODE_SYMLINK = 0o120000
 
@@ -41,10 +48,6 @@ class FileChange:
     patch_bytes: int | None = None
     patch_truncated: bool = False
     symlink_target: str | None = None
-
-    @property
-    def patch_text(self) -> str | None:
-        return self.patch.decode("utf-8") if self.patch is not None else None
 
     @property
     def is_submodule(self) -> bool:

@@ -77,6 +77,13 @@ _CHANGE_FIELDS = [f.name for f in CHANGES_SCHEMA]
 _PATCH_INDEX = CHANGES_SCHEMA.get_field_index("patch")
 
 
+def rows_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    """A table from row tuples in the schema's column order."""
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    arrays = [pa.array(c, f.type) for c, f in zip(cols, schema, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def utf8_array(values: list[bytes | None]) -> pa.Array:
     """A string array straight from UTF-8 bytes: one join, no per-item str round trip."""
     offsets = array.array(

@@ -91,6 +91,21 @@ def tokenize_run(filter_dir: Path, out_dir: Path, cfg: TokenizeConfig) -> dict[s
 
 def training_documents(filter_dir: Path) -> Iterator[Document]:
     """Every training document of OUT/filter/, streamed one row group at a time."""
+    for table, rows, texts in _training_columns(filter_dir):
+        for n, text in zip(rows.to_pylist(), texts.to_pylist(), strict=True):
+            if text:
+                yield Document(f"{table}:{n}", text)
+
+
+def corpus_bytes(filter_dir: Path) -> int:
+    """UTF-8 bytes of the training corpus, summed by Arrow (no text is decoded)."""
+    return sum(pc.sum(pc.binary_length(texts)).as_py() or 0
+               for _, _, texts in _training_columns(filter_dir))  # fmt: skip
+
+
+def _training_columns(filter_dir: Path) -> Iterator[tuple[str, pa.Array, pa.Array]]:
+    """(source table, row numbers, texts) of the training rows, one row group at a time:
+    every snapshot file, and patches and messages of the train split only."""
     for table, column in SOURCES:
         path = filter_dir / table
         if not path.exists():
@@ -106,15 +121,7 @@ def training_documents(filter_dir: Path) -> Iterator[Document]:
             keep = pc.is_valid(batch.column(column))
             if has_split:
                 keep = pc.and_(keep, pc.equal(batch.column("split"), "train"))
-            texts = batch.column(column).filter(keep).to_pylist()
-            for n, text in zip(rows.filter(keep).to_pylist(), texts, strict=True):
-                if text:
-                    yield Document(f"{table}:{n}", text)
-
-
-def corpus_bytes(filter_dir: Path) -> int:
-    """UTF-8 bytes of the training corpus."""
-    return sum(len(d.text.encode()) for d in training_documents(filter_dir))
+            yield table, rows.filter(keep), batch.column(column).filter(keep)
 
 
 def _fraction(key: str) -> float:
