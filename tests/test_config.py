@@ -87,3 +87,11 @@ def test_resolved_yaml_round_trips() -> None:
     assert Config.model_validate(data) == resolved.config
     assert load_config(overrides=["mine.jobs=2"]).digest == resolved.digest
     assert load_config(overrides=["mine.jobs=3"]).digest != resolved.digest
+
+
+def test_unquoted_yaml_dates_are_cutoffs(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("split:\n  cutoff: 2024-06-30\n")
+    assert load_config(config_file=file).config.split.cutoff == "2024-06-30"
+    flag = load_config(overrides=["split.cutoff=2024-06-30T12:00:00+02:00"])
+    assert flag.config.split.cutoff == "2024-06-30T12:00:00+02:00"

@@ -269,3 +269,8 @@ print(len(events))
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0"
+
+
+def test_workflow_permissions_are_not_secrets() -> None:
+    text = "permissions:\n  contents: read\n  id-token: write # provenance\n  pages: write\n"
+    assert scrub_text(text) == (text, Counter())

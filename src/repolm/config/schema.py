@@ -6,9 +6,10 @@ so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Section(BaseModel):
@@ -74,6 +75,12 @@ class SplitConfig(Section):
         description="ISO date or commit sha ending the training history; the commits after it "
         "are split between validation and test in the ratio of the two fractions.",
     )
+
+    @field_validator("cutoff", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: object) -> object:
+        # YAML reads an unquoted 2024-06-30 as a date: take it as the ISO text it was.
+        return value.isoformat() if isinstance(value, (date, datetime)) else value
 
 
 class ChunkConfig(Section):

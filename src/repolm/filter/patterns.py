@@ -293,7 +293,8 @@ HEX64 = re.compile(r"(?:0x)?[0-9a-fA-F]{64}")
 MNEMONIC = re.compile(r"[a-z]{3,8}(?: [a-z]{3,8}){11,23}")
 
 # Values that stand for a secret without being one: templates, variables, environment lookups,
-# masks, and the usual "changeme" family. Matched against the whole value.
+# masks, the usual "changeme" family, and enum values such as GitHub Actions permissions
+# (`id-token: write`). Matched against the whole value.
 PLACEHOLDER = re.compile(
     r"""(?ix)
     <[^<>]*> | \$\{[^}]*\} | \$\(.*\) | \$[A-Za-z_]\w* | \#\{.*\} | \{\{.*\}\} | \{%.*%\}
@@ -304,7 +305,8 @@ PLACEHOLDER = re.compile(
     | (?:change[_\-\ ]?(?:me|it|this)|placeholder|redacted|removed|hidden|masked|dummy|fake
        |sample|example|test|testing|secret|password|passwd|pass|pwd|token|none|null|nil
        |undefined|true|false|empty|todo|fixme|tbd|n/?a|string|str|value|required|optional
-       |default|unset|notset|not[_\-\ ]?set|tokens?)
+       |default|unset|notset|not[_\-\ ]?set|tokens?
+       |read|write|read-all|write-all|yes|no|on|off|enabled|disabled|auto|inherit)
     | (?:your|my|some|insert|enter|replace|put|add|the)[_\-\ ].* | [a-z_]*_here
     """
 )
