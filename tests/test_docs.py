@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from repolm.config.schema import Config
 from repolm.mine.tables import CHANGES_SCHEMA, COMMITS_SCHEMA
 
@@ -14,14 +16,29 @@ def test_configuration_reference_covers_every_key() -> None:
     text = (DOCS / "configuration.md").read_text()
     for section, field in Config.model_fields.items():
         assert f"## `{section}`" in text
-        for key in field.annotation.model_fields:
+        for key in _keys(field.annotation):
             assert f"| `{key}` |" in text, f"docs/configuration.md lacks {section}.{key}"
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """A section's keys, nested ones dotted (`mix.files`)."""
+    out = []
+    for key, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _keys(ann, f"{prefix}{key}.")
+        else:
+            out.append(prefix + key)
+    return out
 
 
 def test_outputs_reference_covers_every_column() -> None:
     text = (DOCS / "outputs.md").read_text()
+    from repolm.build.evalsets import SCHEMAS as EVAL_SCHEMAS
+    from repolm.build.stage import INSTRUCTION_SCHEMA, SEQUENCE_SCHEMA
     from repolm.chunk.stage import SCHEMA as CHUNKS_SCHEMA
 
-    for schema in (COMMITS_SCHEMA, CHANGES_SCHEMA, CHUNKS_SCHEMA):
+    schemas = (COMMITS_SCHEMA, CHANGES_SCHEMA, CHUNKS_SCHEMA, SEQUENCE_SCHEMA, INSTRUCTION_SCHEMA)
+    for schema in (*schemas, *EVAL_SCHEMAS.values()):
         for name in schema.names:
             assert f"`{name}`" in text, f"docs/outputs.md lacks column {name}"

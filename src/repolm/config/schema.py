@@ -168,6 +168,95 @@ class TokenizeConfig(Section):
     )
 
 
+class MixConfig(Section):
+    """Share of training tokens per sample kind (normalised over the kinds present; 0 drops a
+    kind)."""
+
+    files: float = Field(default=0.4, ge=0.0, description="Snapshot source files, with FIM.")
+    commits: float = Field(default=0.35, ge=0.0, description="Commit records (header and diffs).")
+    instructions: float = Field(
+        default=0.15, ge=0.0, description="Instruction pairs: message -> diff and diff -> message."
+    )
+    qa: float = Field(
+        default=0.1, ge=0.0, description="Repository Q&A drawn from docs and doc comments."
+    )
+
+
+class BuildConfig(Section):
+    """The datasets: sample kinds, mixing, FIM, recency weighting, packing, the training plan and
+    the evaluation sets."""
+
+    seq_len: int = Field(default=1024, ge=32, description="Tokens per packed sequence.")
+    mix: MixConfig = Field(default_factory=MixConfig)
+    fim_rate: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of file samples turned fill-in-the-middle."
+    )
+    fim_spm_rate: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of FIM samples in suffix-prefix-middle order (the rest: PSM).",
+    )
+    recency_half_life_days: float = Field(
+        default=365.0,
+        ge=0.0,
+        description="A training commit this many days older than the cutoff gets half the "
+        "sampling weight of one at the cutoff; 0 turns recency weighting off.",
+    )
+    recency_floor: float = Field(
+        default=0.2,
+        ge=0.0,
+        le=1.0,
+        description="Lowest recency weight, so old history is sampled less but never dropped "
+        "by weight alone.",
+    )
+    max_repeats: int = Field(
+        default=4, ge=1, description="Most copies of one document in one epoch of training data."
+    )
+    pack_window: int = Field(
+        default=16,
+        ge=1,
+        description="Open sequences the packer fills at once (best fit); more wastes less "
+        "padding, fewer keeps the stream's order tighter.",
+    )
+    shard_sequences: int = Field(default=8192, ge=1, description="Sequences per Parquet shard.")
+    batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="Sequences per optimizer step assumed by the training plan in stats.json.",
+    )
+    target_tokens: int = Field(
+        default=20_000_000,
+        ge=1,
+        description="Training plan: epochs = clamp(target_tokens // train_tokens, min_epochs, "
+        "max_epochs).",
+    )
+    min_epochs: int = Field(default=3, ge=1, description="Training plan: fewest epochs.")
+    max_epochs: int = Field(default=10, ge=1, description="Training plan: most epochs.")
+    warmup_fraction: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Training plan: warm-up share of all steps."
+    )
+    min_warmup_steps: int = Field(default=100, ge=0, description="Training plan: least warm-up.")
+    max_warmup_steps: int = Field(default=1000, ge=0, description="Training plan: most warm-up.")
+    previous_commits: int = Field(
+        default=5,
+        ge=0,
+        description="Next-change evaluation: commits before each one given as its history.",
+    )
+    max_completions: int = Field(
+        default=2000,
+        ge=0,
+        description="Completion evaluation: at most this many future functions (a "
+        "deterministic sample).",
+    )
+    max_context_chars: int = Field(
+        default=16_000,
+        ge=0,
+        description="Completion evaluation: file context kept before and after each function.",
+    )
+    seed: int = Field(default=0, description="Seed of FIM, repeats and ordering.")
+
+
 class Config(Section):
     """The resolved configuration of a run."""
 
@@ -176,3 +265,4 @@ class Config(Section):
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)

@@ -102,5 +102,20 @@ REGISTRY: dict[str, Stage] = {
             config=("tokenize",),
             describe="a tokenizer trained on the training split, with repolm's special tokens",
         ),
+        Stage(
+            name="build",
+            entry="repolm.build.stage:run_stage",
+            inputs=("filter", "tokenize"),
+            outputs=(
+                "dataset/stats.json",
+                *(f"dataset/instructions/{p}.parquet" for p in ("train", "val", "test")),
+                *(f"dataset/eval/{n}.parquet" for n in ("future_patches", "completion",
+                                                        "next_change", "commit_messages")),
+            ),  # the shards are listed with their sha256 in stats.json
+            config=("split", "filter", "build"),
+            reads_repo=True,  # the completion set's file context comes from the object store
+            describe="packed train/val/test sequences (FIM, commit records, instruction pairs, "
+            "Q&A) and evaluation sets from the commits after the cutoff",
+        ),
     )
 }

@@ -1,0 +1,1 @@
+"""The build stage: packed training sequences, instruction pairs and evaluation sets."""

@@ -1,0 +1,216 @@
+"""Evaluation sets from the commits after the cutoff (validation and test), as text: the model
+is scored on them by the eval stage, tokenizer-independently.
+
+- `future_patches.parquet`: every kept file change (bits per byte on the future).
+- `completion.parquet`: functions and tests added or modified, with the file before and after
+  them at that commit (code completion; `seen_in_train` flags a body identical to a unit of the
+  training snapshot, e.g. code moved between files).
+- `next_change.parquet`: a commit's message and the commits before it -> the files it touched.
+- `commit_messages.parquet`: a commit's diff -> its message.
+
+Merges are left out (their first-parent diff repeats their branch's commits). Text read here
+from the object store (the completion context) is scrubbed like everything in OUT/filter/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from repolm.config.schema import Config
+from repolm.logs import progress
+from repolm.split import Split
+
+if TYPE_CHECKING:
+    from repolm.build.stage import Commits
+    from repolm.mine.git import Repo
+
+FUTURE = ("val", "test")
+COMPLETION_TYPES = ("new_function", "modified_function", "new_test", "modified_test")
+TIME = pa.timestamp("ms", tz="UTC")
+
+SCHEMAS = {
+    "future_patches": pa.schema([
+        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("path", pa.string()),
+        ("language", pa.string()), ("status", pa.string()), ("patch", pa.string()),
+    ]),
+    "completion": pa.schema([
+        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("path", pa.string()),
+        ("language", pa.string()), ("kind", pa.string()), ("name", pa.string()),
+        ("qualified_name", pa.string()), ("change_type", pa.string()),
+        ("start_line", pa.int32()), ("end_line", pa.int32()), ("prefix", pa.string()),
+        ("target", pa.string()), ("suffix", pa.string()), ("seen_in_train", pa.bool_()),
+    ]),
+    "next_change": pa.schema([
+        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("message", pa.string()),
+        ("files", pa.list_(pa.string())), ("previous_shas", pa.list_(pa.string())),
+        ("previous_messages", pa.list_(pa.string())),
+        ("previous_files", pa.list_(pa.list_(pa.string()))),
+    ]),
+    "commit_messages": pa.schema([
+        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("diff", pa.string()),
+        ("message", pa.string()),
+    ]),
+}  # fmt: skip
+
+
+def write_eval_sets(
+    repo: Repo, out: Path, eval_dir: Path, config: Config, split: Split, commits: Commits
+) -> dict[str, Any]:
+    eval_dir.mkdir()
+    filter_dir = out / "filter"
+    future = {i for i in range(len(commits.sha))
+              if commits.split[i] in FUTURE and not commits.merge[i]}  # fmt: skip
+    stats: dict[str, Any] = {}
+    stats["future_patches"], diffs, files = _patches(filter_dir, eval_dir, commits, future)
+    stats["commit_messages"] = _write(eval_dir, "commit_messages", [
+        (commits.sha[i], commits.time[i], commits.split[i], diffs[i], commits.message[i])
+        for i in commits.chronological() if i in diffs
+    ])  # fmt: skip
+    stats["next_change"] = _write(
+        eval_dir, "next_change", next_change_rows(commits, files, future,
+                                                  config.build.previous_commits),
+    )  # fmt: skip
+    stats.update(_completion(repo, filter_dir, eval_dir, config, commits))
+    return stats
+
+
+def _write(eval_dir: Path, name: str, rows: list[tuple[Any, ...]]) -> int:
+    schema = SCHEMAS[name]
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema.names]
+    pq.write_table(pa.table(dict(zip(schema.names, cols, strict=True)), schema=schema),
+                   eval_dir / f"{name}.parquet", compression="zstd")  # fmt: skip
+    return len(rows)
+
+
+def _patches(
+    filter_dir: Path, eval_dir: Path, commits: Commits, future: set[int]
+) -> tuple[int, dict[int, str], dict[int, list[str]]]:
+    """Writes future_patches; returns its row count, each future commit's whole diff, and
+    every non-merge commit's kept paths."""
+    pf = pq.ParquetFile(filter_dir / "changes.parquet")
+    diffs: dict[int, list[str]] = defaultdict(list)
+    files: dict[int, list[str]] = defaultdict(list)
+    n = 0
+    schema = SCHEMAS["future_patches"]
+    with pq.ParquetWriter(eval_dir / "future_patches.parquet", schema,
+                          compression="zstd") as writer:  # fmt: skip
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g, columns=["sha", "path", "language", "status", "patch"])
+            rows = []
+            for sha, path, language, status, patch in zip(
+                *(t.column(c).to_pylist() for c in t.column_names), strict=True
+            ):
+                i = commits.index.get(sha)
+                if i is None or commits.merge[i]:
+                    continue
+                files[i].append(path)
+                if i in future:
+                    rows.append((sha, commits.time[i], commits.split[i], path, language, status,
+                                 patch))  # fmt: skip
+                    diffs[i].append(patch or "")
+            if rows:
+                cols = list(zip(*rows, strict=True))
+                writer.write_table(pa.table(dict(zip(schema.names, cols, strict=True)),
+                                            schema=schema))  # fmt: skip
+                n += len(rows)
+    return n, {i: "".join(d) for i, d in diffs.items()}, files
+
+
+def next_change_rows(
+    commits: Commits, files: dict[int, list[str]], future: set[int], previous: int
+) -> list[tuple[Any, ...]]:
+    """For each future commit that touched kept files: its message, the `previous` commits
+    before it (any split; what a developer would know at that moment) and the files it
+    touched, sorted."""
+    line = [i for i in commits.chronological() if i in files]
+    rows = []
+    for n, i in enumerate(line):
+        if i not in future:
+            continue
+        before = line[max(0, n - previous) : n][::-1]  # newest first
+        rows.append((
+            commits.sha[i], commits.time[i], commits.split[i], commits.message[i],
+            sorted(set(files[i])), [commits.sha[j] for j in before],
+            [commits.message[j] for j in before], [sorted(set(files[j])) for j in before],
+        ))  # fmt: skip
+    return rows
+
+
+def _completion(
+    repo: Repo, filter_dir: Path, eval_dir: Path, config: Config, commits: Commits
+) -> dict[str, Any]:
+    from repolm.filter.secrets import Scrubber
+    from repolm.mine.git import BlobReader
+
+    cfg = config.build
+    chunks = pq.read_table(filter_dir / "chunks.parquet", columns=[
+        "sha", "path", "language", "kind", "name", "qualified_name", "change_type",
+        "start_line", "end_line", "text", "source", "split", "blob",
+    ])  # fmt: skip
+    snapshot = {_digest(t) for t in pc.filter(chunks.column("text"),
+                pc.equal(chunks.column("source"), "snapshot")).to_pylist() if t}  # fmt: skip
+    wanted = pc.and_(
+        pc.is_in(chunks.column("split"), pa.array(FUTURE)),
+        pc.is_in(chunks.column("change_type"), pa.array(COMPLETION_TYPES)),
+    )
+    rows = [r for r in chunks.filter(wanted).to_pylist()
+            if (i := commits.index.get(r["sha"])) is not None and not commits.merge[i]]  # fmt: skip
+    total = len(rows)
+    if len(rows) > cfg.max_completions:  # a deterministic sample, spread over the future
+        rows = sorted(
+            rows,
+            key=lambda r: _digest(
+                f"{r['sha']}:{r['path']}:{r['qualified_name']}:{r['start_line']}"
+            ),
+        )[: cfg.max_completions]
+    rows.sort(key=lambda r: (commits.index[r["sha"]], r["path"], r["start_line"]))
+    scrubber = Scrubber(emails=config.filter.emails, ips=config.filter.ips)
+    found: Counter[str] = Counter()
+
+    def scrub(text: str) -> str:
+        clean, hits = scrubber.scrub(text)
+        found.update(hits)
+        return clean
+
+    out = []
+    keep = cfg.max_context_chars
+    with BlobReader(repo) as blobs, progress("build: completion set", total=len(rows),
+                                             unit="functions") as bar:  # fmt: skip
+        for r in rows:
+            bar.advance()
+            data = blobs.read(r["blob"]) if r["blob"] else None
+            if data is None:
+                continue
+            lines = data.decode("utf-8", "replace").splitlines(keepends=True)
+            a, b = r["start_line"] - 1, r["end_line"]
+            prefix = "".join(lines[:a])
+            suffix = "".join(lines[b:])
+            if len(prefix) > keep:  # the context nearest the function, from a line start
+                cut = prefix.find("\n", len(prefix) - keep)
+                prefix = prefix[cut + 1 :] if cut >= 0 else ""
+            if len(suffix) > keep:
+                cut = suffix.rfind("\n", 0, keep)
+                suffix = suffix[: cut + 1] if cut >= 0 else ""
+            i = commits.index[r["sha"]]
+            out.append((
+                r["sha"], commits.time[i], r["split"], r["path"], r["language"], r["kind"],
+                r["name"], r["qualified_name"], r["change_type"], r["start_line"], r["end_line"],
+                scrub(prefix), scrub("".join(lines[a:b])), scrub(suffix),
+                _digest(r["text"] or "") in snapshot,
+            ))  # fmt: skip
+    return {
+        "completion": _write(eval_dir, "completion", out),
+        "completion_candidates": total,
+        "completion_secrets_scrubbed": dict(sorted(found.items())),
+    }
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()

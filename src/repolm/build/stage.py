@@ -1,0 +1,745 @@
+"""The build stage: OUT/filter/ + OUT/tokenizer/ -> OUT/dataset/.
+
+Training data comes only from the snapshot at the cutoff commit and the commits up to it;
+validation and test data only from the commits after it (merges left out: their first-parent
+diff repeats their branch's commits, which may predate the cutoff).
+
+1. Encode (streaming): commit headers; every kept file change as a file section (path, module,
+   change-type tokens, hunks) spooled to disk as token ids; the snapshot's files cut into pieces
+   that fit a sequence, half of them turned fill-in-the-middle; repository Q&A. Instruction
+   pairs (prompt/completion text) and the evaluation sets are written on the way.
+2. Weigh: each training document gets a recency weight, each kind a share of the tokens; the
+   number of copies of a document in one epoch follows from both.
+3. Pack: commit records in chronological order, the other kinds interleaved at random
+   positions, into sequences of `seq_len` tokens; written as Parquet shards per split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from repolm.build import documents as dm
+from repolm.build.assemble import EMPTY, describe_doc, implement_doc, record_pieces
+from repolm.build.evalsets import write_eval_sets
+from repolm.build.pack import Doc, Packer
+from repolm.chunk.labels import CHANGE_TYPES
+from repolm.config.schema import BuildConfig, Config
+from repolm.errors import RepolmError
+from repolm.fsutil import atomic_dir, file_digest
+from repolm.logs import log, progress
+from repolm.pipeline.stage import StageContext, StageResult
+from repolm.split import Split, run_split
+from repolm.tokenize import special as sp
+
+if TYPE_CHECKING:
+    from repolm.mine.git import Repo
+
+SPLITS = ("train", "val", "test")
+_NAMES = {"train": "training", "val": "validation", "test": "test"}
+KINDS = ("files", "commits", "instructions", "qa")  # the mix's kinds
+MARGIN = 8  # tokens kept free in a file piece: FIM's three tokens and re-encoding at its cuts
+
+SEQUENCE_SCHEMA = pa.schema([
+    ("input_ids", pa.list_(pa.int32())),
+    ("labels", pa.list_(pa.int32())),
+    ("position_ids", pa.list_(pa.int32())),
+    ("doc_lengths", pa.list_(pa.int32())),
+    ("kind", pa.list_(pa.string())),
+    ("sha", pa.list_(pa.string())),
+    ("time", pa.list_(pa.timestamp("ms", tz="UTC"))),
+    ("text", pa.string()),
+])  # fmt: skip
+INSTRUCTION_SCHEMA = pa.schema([
+    ("kind", pa.string()), ("sha", pa.string()), ("time", pa.timestamp("ms", tz="UTC")),
+    ("prompt", pa.string()), ("completion", pa.string()),
+])  # fmt: skip
+
+
+def run_stage(ctx: StageContext) -> StageResult:
+    split = run_split(ctx.out, ctx.repo.head, ctx.config.split)
+    stats = build(ctx.repo, ctx.out, ctx.stage_dir("dataset"), ctx.config, split)
+    seqs = stats["sequences"]
+    plan = stats["plan"]
+    summary = (
+        f"{seqs['train']:,}/{seqs['val']:,}/{seqs['test']:,} sequences of {stats['seq_len']} "
+        f"(train/val/test); {stats['tokens']['train']['total']:,} training tokens, "
+        f"plan {plan['epochs']} epochs, {plan['total_steps']:,} steps"
+    )
+    return StageResult(stats=stats, summary=summary)
+
+
+# -- tokenizer ------------------------------------------------------------------------------
+
+
+class Encoder:
+    """The run's tokenizer (OUT/tokenizer/tokenizer.json) through the `tokenizers` library:
+    batched, on every core. Special tokens are inserted by id only; text that spells one is
+    encoded as text."""
+
+    def __init__(self, tok_dir: Path) -> None:
+        from tokenizers import Tokenizer
+
+        path = tok_dir / "tokenizer.json"
+        if not path.exists():
+            raise RepolmError(f"missing {path}", "run the tokenize stage first")
+        self.tok = Tokenizer.from_file(str(path))
+        self.tok.encode_special_tokens = True
+        missing = [t for t in sp.SPECIAL_TOKENS if t != sp.PAD and self.tok.token_to_id(t) is None]
+        if missing:
+            raise RepolmError(
+                f"the tokenizer in {tok_dir} lacks repolm's special tokens {missing[:3]}",
+                "run the tokenize stage again (--stage tokenize --force)",
+            )
+        self.ids = {t: self.tok.token_to_id(t) for t in sp.SPECIAL_TOKENS}
+        config = json.loads((tok_dir / "tokenizer_config.json").read_text())
+        self.eos_id = self._id(config.get("eos_token")) or self.ids[sp.ENDOFTEXT]
+        self.pad_id = self._id(config.get("pad_token")) or self.ids[sp.PAD] or self.eos_id
+        self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
+
+    def _id(self, token: Any) -> int | None:
+        content = token.get("content") if isinstance(token, dict) else token
+        return self.tok.token_to_id(content) if content else None
+
+    def texts(self, texts: list[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
+        out = self.tok.encode_batch_fast(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int32) for e in out]
+
+    def docs(self, docs: list[list[dm.Segment]]) -> list[np.ndarray]:
+        """Each document's segments as one id array."""
+        encoded = iter(self.texts([s for d in docs for s in d if isinstance(s, str) and s]))
+        out = []
+        for d in docs:
+            parts = [
+                np.asarray([self.ids[s.token]], dtype=np.int32) if isinstance(s, dm.Tok)
+                else next(encoded)
+                for s in d if isinstance(s, dm.Tok) or s
+            ]  # fmt: skip
+            out.append(np.concatenate(parts) if parts else EMPTY)
+        return out
+
+    def decode(self, seqs: list[np.ndarray]) -> list[str]:
+        return self.tok.decode_batch([s.tolist() for s in seqs], skip_special_tokens=False)
+
+
+def render(segments: list[dm.Segment]) -> str:
+    """A document as text, special tokens spelled out."""
+    return "".join(s.token if isinstance(s, dm.Tok) else s for s in segments)
+
+
+# -- pass 1: encode -------------------------------------------------------------------------
+
+
+@dataclass
+class Commits:
+    """filter/commits.parquet, in memory (metadata and messages only)."""
+
+    sha: list[str]
+    author: list[str | None]
+    time: list[datetime]
+    message: list[str]
+    split: list[str]
+    merge: list[bool]
+    index: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> Commits:
+        t = pq.read_table(path, columns=["sha", "author_name", "commit_time", "message",
+                                          "split", "is_merge"])  # fmt: skip
+        c = cls(*(t.column(n).to_pylist() for n in t.column_names))
+        c.index = {s: i for i, s in enumerate(c.sha)}
+        return c
+
+    def chronological(self) -> list[int]:
+        # the file is parents-first, so a stable sort keeps parents first among equal times
+        return sorted(range(len(self.sha)), key=lambda i: self.time[i])
+
+
+class Spool:
+    """Token ids of file sections, appended to a scratch file and read back by memory map."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = path.open("wb")
+        self.size = 0
+        self._map: np.ndarray | None = None
+
+    def add(self, ids: np.ndarray) -> int:
+        offset = self.size
+        self._f.write(ids.astype(np.int32, copy=False).tobytes())
+        self.size += len(ids)
+        return offset
+
+    def seal(self) -> None:
+        self._f.close()
+        if self.size:
+            self._map = np.memmap(self.path, dtype=np.int32, mode="r", shape=(self.size,))
+
+    def get(self, offset: int, n: int) -> np.ndarray:
+        assert self._map is not None
+        return np.asarray(self._map[offset : offset + n])
+
+
+@dataclass
+class Section:
+    """One file of a commit: its head and hunks, spooled; `key` finds an identical diff in
+    another split (cherry-picks, reverts)."""
+
+    offset: int
+    head: int
+    hunks: list[int]
+    key: bytes
+
+
+class Corpus:
+    """Everything pass 1 encoded."""
+
+    def __init__(self, commits: Commits, spool: Spool) -> None:
+        self.commits = commits
+        self.spool = spool
+        self.headers: list[np.ndarray] = []
+        self.messages: list[np.ndarray] = []  # <|message|> MESSAGE
+        self.sections: dict[int, list[Section]] = defaultdict(list)
+        self.files: list[tuple[np.ndarray, str]] = []  # snapshot pieces: ids, FIM mode
+        self.qa: list[tuple[np.ndarray, int]] = []  # ids, prompt length
+        self.counts: Counter[str] = Counter()
+
+    def section_ids(self, s: Section) -> tuple[np.ndarray, list[np.ndarray]]:
+        head = self.spool.get(s.offset, s.head)
+        hunks, at = [], s.offset + s.head
+        for n in s.hunks:
+            hunks.append(self.spool.get(at, n))
+            at += n
+        return head, hunks
+
+
+def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) -> dict[str, Any]:
+    t0 = time.monotonic()
+    cfg = config.build
+    filter_dir = out / "filter"
+    for name in ("files.parquet", "commits.parquet", "changes.parquet", "chunks.parquet"):
+        if not (filter_dir / name).exists():
+            raise RepolmError(f"missing {filter_dir / name}", "run the filter stage first")
+    enc = Encoder(out / "tokenizer")
+    commits = Commits.read(filter_dir / "commits.parquet")
+    rng = random.Random(cfg.seed)
+    with atomic_dir(stage_dir) as tmp:
+        for part in SPLITS:
+            (tmp / part).mkdir()
+        (tmp / "instructions").mkdir()
+        spool = Spool(tmp / "sections.tmp")
+        corpus = Corpus(commits, spool)
+        with _InstructionWriter(tmp / "instructions") as instructions:
+            _encode_commits(enc, corpus, filter_dir, cfg, instructions, tmp)
+            _encode_files(enc, corpus, filter_dir, cfg, rng)
+            _encode_qa(enc, corpus, filter_dir, cfg, instructions, split)
+        spool.seal()
+        eval_stats = write_eval_sets(repo, out, tmp / "eval", config, split, commits)
+        copies = _copies(corpus, cfg, split)
+        seqs, tokens, docs, shards = {}, {}, {}, {}
+        for part in SPLITS:
+            with _ShardWriter(tmp / part, part, enc, cfg.shard_sequences) as writer:
+                packer = Packer(cfg.seq_len, enc.eos_id, enc.pad_id, cfg.pack_window)
+                for doc in _stream(corpus, enc, cfg, part, copies, split):
+                    for seq in packer.add(doc):
+                        writer.add(seq)
+                for seq in packer.flush():
+                    writer.add(seq)
+            seqs[part], tokens[part], docs[part] = writer.sequences, writer.tokens, writer.docs
+            shards[part] = writer.shards
+            if not writer.sequences:
+                raise RepolmError(
+                    f"the {_NAMES[part]} split of the dataset is empty after filtering "
+                    f"({len(split.train)} train, {len(split.val)} validation, "
+                    f"{len(split.test)} test commits)",
+                    "move split.cutoff or change split.test_fraction / split.val_fraction so "
+                    "that non-merge commits with kept changes fall on each side",
+                )
+        spool.path.unlink()
+        stats = _stats(cfg, enc, split, corpus, copies, seqs, tokens, docs, eval_stats)
+        stats["shards"] = {
+            part: {name: file_digest(tmp / part / name) for name in names}
+            for part, names in shards.items()
+        }
+        stats["seconds"] = round(time.monotonic() - t0, 3)
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    log.info(
+        f"build: {seqs['train']:,} training sequences of {cfg.seq_len} tokens "
+        f"({sum(tokens['train'].values()):,} tokens), {seqs['val']:,} validation, "
+        f"{seqs['test']:,} test"
+    )
+    return stats
+
+
+def _change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
+    """(sha, path) -> the change types of its labelled units, in CHANGE_TYPES order."""
+    t = pq.read_table(filter_dir / "chunks.parquet", columns=["sha", "path", "change_type"],
+                      filters=[("source", "=", "change")])  # fmt: skip
+    found: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for sha, path, ct in zip(*(t.column(n).to_pylist() for n in t.column_names), strict=True):
+        if ct:
+            found[(sha, path)].add(ct)
+    order = {t: i for i, t in enumerate(CHANGE_TYPES)}
+    return {k: sorted(v, key=order.__getitem__) for k, v in found.items()}
+
+
+def _encode_commits(
+    enc: Encoder, corpus: Corpus, filter_dir: Path, cfg: BuildConfig,
+    instructions: _InstructionWriter, tmp: Path,
+) -> None:  # fmt: skip
+    c = corpus.commits
+    heads = [dm.commit_header(a, t, m) for a, t, m in zip(c.author, c.time, c.message,
+                                                           strict=True)]  # fmt: skip
+    corpus.headers = enc.docs(heads)
+    corpus.messages = enc.docs([[dm.Tok(sp.MESSAGE), m + "\n"] for m in c.message])
+    types = _change_types(filter_dir)
+    pf = pq.ParquetFile(filter_dir / "changes.parquet")
+    columns = ["sha", "path", "old_path", "status", "patch", "language"]
+    pending: list[tuple[int, str]] = []  # (commit, rendered section) of the commit being read
+    with progress("build: encode history", total=pf.metadata.num_rows, unit="changes") as bar:
+        for g in range(pf.num_row_groups):
+            rows = pf.read_row_group(g, columns=columns).to_pylist()
+            bar.advance(len(rows))
+            keep = [r for r in rows if (i := c.index.get(r["sha"])) is not None and not c.merge[i]]
+            corpus.counts["merge_changes_skipped"] += len(rows) - len(keep)
+            segs = []
+            for r in keep:
+                head = dm.file_head(r["path"], r["old_path"], r["status"],
+                                    dm.module_of(r["path"], r["language"]),
+                                    types.get((r["sha"], r["path"]), []))  # fmt: skip
+                segs.append([head, [[dm.Tok(sp.HUNK), h, dm.Tok(sp.HUNK_END)]
+                                    for h in dm.hunks(r["patch"])]])  # fmt: skip
+            flat = [d for head, hs in segs for d in (head, *hs)]
+            ids = iter(enc.docs(flat))
+            for r, (head, hs) in zip(keep, segs, strict=True):
+                i = c.index[r["sha"]]
+                head_ids = next(ids)
+                hunk_ids = [next(ids) for _ in hs]
+                offset = corpus.spool.add(np.concatenate([head_ids, *hunk_ids]))
+                key = hashlib.blake2b(b"".join(h.tobytes() for h in hunk_ids),
+                                      digest_size=12).digest()  # fmt: skip
+                corpus.sections[i].append(Section(offset, len(head_ids),
+                                                  [len(h) for h in hunk_ids], key))  # fmt: skip
+                text = render([*head, *(s for h in hs for s in h)])
+                if pending and pending[-1][0] != i:
+                    _flush_commit(corpus, pending, instructions)
+                pending.append((i, text))
+    _flush_commit(corpus, pending, instructions)
+
+
+def _flush_commit(
+    corpus: Corpus, pending: list[tuple[int, str]], instructions: _InstructionWriter
+) -> None:
+    """A commit's rows are contiguous in changes.parquet: write its instruction pairs."""
+    if not pending:
+        return
+    i = pending[0][0]
+    c = corpus.commits
+    diff = "".join(text for _, text in pending)
+    msg = c.message[i]
+    instructions.add(c.split[i], "implement", c.sha[i], c.time[i], dm.IMPLEMENT_PROMPT + msg +
+                     "\n", diff)  # fmt: skip
+    instructions.add(c.split[i], "describe", c.sha[i], c.time[i], dm.DESCRIBE_PROMPT + diff, msg)
+    pending.clear()
+
+
+def _encode_files(
+    enc: Encoder, corpus: Corpus, filter_dir: Path, cfg: BuildConfig, rng: random.Random
+) -> None:
+    """The snapshot's files, cut at line ends into pieces that fit a sequence with their
+    header; each piece becomes fill-in-the-middle with probability `fim_rate`."""
+    pf = pq.ParquetFile(filter_dir / "files.parquet")
+    with progress("build: encode files", total=pf.metadata.num_rows, unit="files") as bar:
+        for g in range(pf.num_row_groups):
+            rows = pf.read_row_group(g, columns=["path", "language", "text"]).to_pylist()
+            bar.advance(len(rows))
+            rows = [r for r in rows if r["text"]]
+            headers = enc.docs([_file_header(r["path"], r["language"]) for r in rows])
+            bodies = enc.tok.encode_batch([r["text"] for r in rows], add_special_tokens=False)
+            plain: list[tuple[np.ndarray, np.ndarray]] = []
+            fims: list[tuple[np.ndarray, list[dm.Segment], str]] = []
+            for r, header, body in zip(rows, headers, bodies, strict=True):
+                budget = cfg.seq_len - 1 - len(header) - MARGIN
+                if budget < 16:
+                    corpus.counts["files_path_too_long"] += 1
+                    continue
+                for a, b, ids in _line_pieces(r["text"], body, budget):
+                    if rng.random() < cfg.fim_rate and b > a:
+                        segs, mode = dm.fim(r["text"][a:b], rng, cfg.fim_spm_rate)
+                        fims.append((header, segs, mode))
+                    else:
+                        plain.append((header, ids))
+            for header, ids in plain:
+                corpus.files.append((np.concatenate([header, ids]), "plain"))
+            for (header, _, mode), ids in zip(fims, enc.docs([s for _, s, _ in fims]),
+                                              strict=True):  # fmt: skip
+                corpus.files.append((np.concatenate([header, ids]), mode))
+
+
+def _file_header(path: str, language: str | None) -> list[dm.Segment]:
+    module = dm.module_of(path, language)
+    out: list[dm.Segment] = [dm.Tok(sp.FILE), path + "\n"]
+    return out + ([dm.Tok(sp.MODULE), module + "\n"] if module else [])
+
+
+def _line_pieces(text: str, encoding: Any, budget: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(char start, char end, ids) of consecutive pieces of at most `budget` tokens, cut after
+    a token that ends a line when there is one in the piece."""
+    ids = np.asarray(encoding.ids, dtype=np.int32)
+    if len(ids) <= budget:
+        yield 0, len(text), ids
+        return
+    ends = np.asarray([e for _, e in encoding.offsets], dtype=np.int64)
+    newline = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32) == 10
+    line_end = np.flatnonzero(newline[np.maximum(ends - 1, 0)]) + 1  # token counts ending a line
+    start = 0
+    while start < len(ids):
+        stop = min(start + budget, len(ids))
+        if stop < len(ids):
+            k = np.searchsorted(line_end, stop, side="right") - 1
+            if k >= 0 and line_end[k] > start:
+                stop = int(line_end[k])
+        a = int(ends[start - 1]) if start else 0
+        b = int(ends[stop - 1]) if stop < len(ids) else len(text)
+        yield a, b, ids[start:stop]
+        start = stop
+
+
+def _encode_qa(
+    enc: Encoder, corpus: Corpus, filter_dir: Path, cfg: BuildConfig,
+    instructions: _InstructionWriter, split: Split,
+) -> None:  # fmt: skip
+    cols = ["kind", "name", "qualified_name", "path", "language", "start_line", "end_line", "text"]
+    t = pq.read_table(filter_dir / "chunks.parquet", columns=cols,
+                      filters=[("source", "=", "snapshot")])  # fmt: skip
+    pairs: list[dm.QA] = []
+    for row in t.to_pylist():
+        pairs += dm.qa_pairs(**row)
+    when = split.cutoff_time
+    prompts = enc.texts([f"Question: {q.question}\nAnswer: " for q in pairs])
+    answers = enc.texts([q.answer for q in pairs])
+    budget = cfg.seq_len - 1
+    for q, p, a in zip(pairs, prompts, answers, strict=True):
+        instructions.add("train", "qa", None, when, f"Question: {q.question}\nAnswer: ", q.answer)
+        if len(p) + len(a) > budget:
+            corpus.counts["qa_too_long"] += 1
+            continue
+        corpus.qa.append((np.concatenate([p, a]), len(p)))
+
+
+# -- pass 2: weigh --------------------------------------------------------------------------
+
+
+@dataclass
+class Copies:
+    """Copies of each training document in one epoch, and what the weighting decided."""
+
+    records: dict[int, int]  # training commit -> copies of its record
+    instructions: dict[int, int]  # training commit -> copies of its instruction pairs
+    files: list[int]
+    qa: list[int]
+    shares: dict[str, dict[str, float]]
+    weights: dict[str, float]
+
+
+def _record_tokens(corpus: Corpus, i: int) -> int:
+    return len(corpus.headers[i]) + sum(s.head + sum(s.hunks) for s in corpus.sections[i])
+
+
+def _copies(corpus: Corpus, cfg: BuildConfig, split: Split) -> Copies:
+    c = corpus.commits
+    train = [i for i in range(len(c.sha)) if c.split[i] == "train" and corpus.sections.get(i)]
+    cutoff = split.cutoff_time.timestamp()
+    w = np.asarray([dm.recency_weight((cutoff - c.time[i].timestamp()) / 86400,
+                                      cfg.recency_half_life_days, cfg.recency_floor)
+                    for i in train], dtype=np.float64)  # fmt: skip
+    n_commit = np.asarray([_record_tokens(corpus, i) for i in train], dtype=np.float64)
+    n_file = np.asarray([len(ids) for ids, _ in corpus.files], dtype=np.float64)
+    n_qa = np.asarray([len(ids) for ids, _ in corpus.qa], dtype=np.float64)
+    # natural tokens and weighted tokens of each kind (an instruction pair ~ twice the record)
+    natural = {"files": n_file.sum(), "commits": n_commit.sum(),
+               "instructions": 2 * n_commit.sum(), "qa": n_qa.sum()}  # fmt: skip
+    weighted = {"files": n_file.sum(), "commits": (w * n_commit).sum(),
+                "instructions": 2 * (w * n_commit).sum(), "qa": n_qa.sum()}  # fmt: skip
+    wanted = {k: getattr(cfg.mix, k) if natural[k] > 0 else 0.0 for k in KINDS}
+    total_share = sum(wanted.values())
+    if total_share <= 0:
+        raise RepolmError("build.mix gives no weight to any kind with data",
+                          "set build.mix.files / commits / instructions / qa above 0")  # fmt: skip
+    size = sum(natural[k] for k in KINDS if wanted[k] > 0)
+    scale = {k: (wanted[k] / total_share) * size / weighted[k] if wanted[k] else 0.0
+             for k in KINDS}  # fmt: skip
+    gen = np.random.default_rng(cfg.seed)
+
+    def draw(expected: np.ndarray) -> list[int]:
+        base = np.floor(expected)
+        extra = gen.random(len(expected)) < (expected - base)
+        return np.minimum(base + extra, cfg.max_repeats).astype(int).tolist()
+
+    return Copies(
+        records=dict(zip(train, draw(scale["commits"] * w), strict=True)),
+        instructions=dict(zip(train, draw(scale["instructions"] * w), strict=True)),
+        files=draw(np.full(len(n_file), scale["files"])),
+        qa=draw(np.full(len(n_qa), scale["qa"])),
+        shares={"wanted": {k: round(wanted[k] / total_share, 4) for k in KINDS}},
+        weights={
+            "min": float(w.min()) if len(w) else 1.0,
+            "mean": float(w.mean()) if len(w) else 1.0,
+        },  # fmt: skip
+    )
+
+
+# -- pass 3: stream and pack ----------------------------------------------------------------
+
+
+def _stream(
+    corpus: Corpus, enc: Encoder, cfg: BuildConfig, part: str, copies: Copies, split: Split,
+) -> Iterator[Doc]:  # fmt: skip
+    """The documents of one split in packing order. Training: round r holds the documents with
+    at least r copies; in each round commit records run oldest to newest and the other kinds
+    sit at random positions among them. Validation and test: each commit once, in order, with
+    file diffs that also occur in training left out."""
+    c = corpus.commits
+    order = [i for i in c.chronological() if c.split[i] == part and corpus.sections.get(i)]
+    budget = cfg.seq_len - 1
+    implement = enc.texts([dm.IMPLEMENT_PROMPT])[0]
+    describe = enc.texts([dm.DESCRIBE_PROMPT])[0]
+    end = np.asarray([enc.ids[sp.COMMIT_END]], dtype=np.int32)
+    train_keys = {s.key for i in copies.records for s in corpus.sections[i] if s.hunks}
+    gen = np.random.default_rng([cfg.seed, SPLITS.index(part)])
+    dropped: set[tuple[str, int]] = set()
+
+    def commit_docs(i: int, what: str) -> Iterator[Doc]:
+        sections = corpus.sections[i]
+        if part != "train":
+            kept = [s for s in sections if not (s.hunks and s.key in train_keys)]
+            if what == "record":
+                corpus.counts[f"{part}_diffs_seen_in_train"] += len(sections) - len(kept)
+            sections = kept
+            if not sections:
+                return
+        ids = [corpus.section_ids(s) for s in sections]
+        meta = lambda kind: (kind, c.sha[i], c.time[i])  # noqa: E731
+        if what == "record":
+            for piece in record_pieces(corpus.headers[i], ids, end, budget):
+                yield Doc(piece, 0, meta("commit"))
+            return
+        whole = [np.concatenate([h, *hs]) for h, hs in ids]
+        msg = corpus.messages[i]
+        if what == "implement":
+            doc = implement_doc(np.concatenate([implement, msg]), whole, budget, meta(what))
+        else:
+            doc = describe_doc(describe, whole, msg, budget, meta(what))
+        if doc is None:
+            if (what, i) not in dropped:  # counted once, not once per copy
+                dropped.add((what, i))
+                corpus.counts[f"{what}_too_long"] += 1
+        else:
+            yield doc
+
+    if part != "train":
+        for i in order:
+            yield from commit_docs(i, "record")
+        for i in order:
+            yield from commit_docs(i, "implement")
+            yield from commit_docs(i, "describe")
+        return
+    rank = {i: (n + 0.5) / len(order) for n, i in enumerate(order)}
+    cutoff = (split.cutoff_sha, split.cutoff_time)
+    for r in range(1, cfg.max_repeats + 1):
+        refs: list[tuple[float, str, int]] = []
+        refs += [(rank[i], "record", i) for i in order if copies.records[i] >= r]
+        for kind, counts in (("implement", copies.instructions), ("describe", copies.instructions)):
+            refs += [(-1.0, kind, i) for i in order if counts[i] >= r]
+        refs += [(-1.0, "file", k) for k, n in enumerate(copies.files) if n >= r]
+        refs += [(-1.0, "qa", k) for k, n in enumerate(copies.qa) if n >= r]
+        if not refs:
+            break
+        keys = np.asarray([k for k, _, _ in refs])
+        keys = np.where(keys < 0, gen.random(len(keys)), keys)
+        for n in np.argsort(keys, kind="stable"):
+            _, what, i = refs[n]
+            if what == "file":
+                ids, mode = corpus.files[i]
+                corpus.counts[f"fim_{mode}"] += 1
+                yield Doc(ids, 0, ("file", *cutoff))
+            elif what == "qa":
+                ids, prompt = corpus.qa[i]
+                yield Doc(ids, prompt, ("qa", *cutoff))
+            else:
+                yield from commit_docs(i, what)
+
+
+class _ShardWriter:
+    """Sequences of one split into `DIR/shard-NNNNN.parquet`, `per_shard` at a time."""
+
+    def __init__(self, out: Path, part: str, enc: Encoder, per_shard: int) -> None:
+        self.out, self.part, self.enc, self.per_shard = out, part, enc, per_shard
+        self.rows: list[dict[str, Any]] = []
+        self.sequences = 0
+        self.tokens: Counter[str] = Counter()
+        self.docs: Counter[str] = Counter()
+        self.shards: list[str] = []
+
+    def __enter__(self) -> _ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self._write()
+
+    def add(self, seq: dict[str, Any]) -> None:
+        self.rows.append(seq)
+        self.sequences += 1
+        for (kind, _, _), n in zip(seq["meta"], seq["doc_lengths"], strict=True):
+            self.tokens[kind] += n
+            self.docs[kind] += 1
+        if len(self.rows) >= self.per_shard:
+            self._write()
+
+    def _write(self) -> None:
+        if not self.rows:
+            return
+        rows, self.rows = self.rows, []
+        used = [r["input_ids"][: sum(r["doc_lengths"])] for r in rows]
+
+        def lists(key: str) -> pa.Array:
+            flat = np.concatenate([r[key] for r in rows])
+            offsets = np.arange(0, len(flat) + 1, len(rows[0][key]), dtype=np.int32)
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+
+        table = pa.table({
+            "input_ids": lists("input_ids"),
+            "labels": lists("labels"),
+            "position_ids": lists("position_ids"),
+            "doc_lengths": pa.array([r["doc_lengths"] for r in rows], pa.list_(pa.int32())),
+            "kind": pa.array([[m[0] for m in r["meta"]] for r in rows], pa.list_(pa.string())),
+            "sha": pa.array([[m[1] for m in r["meta"]] for r in rows], pa.list_(pa.string())),
+            "time": pa.array([[m[2] for m in r["meta"]] for r in rows],
+                             pa.list_(pa.timestamp("ms", tz="UTC"))),
+            "text": pa.array(self.enc.decode(used), pa.string()),
+        }, schema=SEQUENCE_SCHEMA)  # fmt: skip
+        name = f"shard-{len(self.shards):05d}.parquet"
+        pq.write_table(table, self.out / name, compression="zstd")
+        self.shards.append(name)
+
+
+class _InstructionWriter:
+    """Instruction pairs as prompt/completion text per split (`instructions/SPLIT.parquet`),
+    the format TRL's SFT trainer reads."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.rows: dict[str, list[tuple[Any, ...]]] = {p: [] for p in SPLITS}
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.count: Counter[str] = Counter()
+
+    def __enter__(self) -> _InstructionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for part in SPLITS:
+            self._write(part, final=True)
+        for w in self.writers.values():
+            w.close()
+
+    def add(self, part: str, kind: str, sha: str | None, when: datetime | None, prompt: str,
+            completion: str) -> None:  # fmt: skip
+        self.rows[part].append((kind, sha, when, prompt, completion))
+        self.count[f"{part}/{kind}"] += 1
+        if len(self.rows[part]) >= 2048:
+            self._write(part)
+
+    def _write(self, part: str, final: bool = False) -> None:
+        rows = self.rows[part]
+        if not rows and not (final and part not in self.writers):
+            return
+        self.rows[part] = []
+        cols = list(zip(*rows, strict=True)) if rows else [[]] * 5
+        table = pa.table(dict(zip(INSTRUCTION_SCHEMA.names, cols, strict=True)),
+                         schema=INSTRUCTION_SCHEMA)  # fmt: skip
+        if part not in self.writers:
+            path = self.out / f"{part}.parquet"
+            self.writers[part] = pq.ParquetWriter(path, INSTRUCTION_SCHEMA, compression="zstd")
+        self.writers[part].write_table(table)
+
+
+# -- stats and the training plan ------------------------------------------------------------
+
+
+def training_plan(cfg: BuildConfig, train_tokens: int, train_sequences: int) -> dict[str, Any]:
+    """The original design's plan: epochs = clamp(target_tokens // train_tokens, min, max);
+    warm-up = clamp(warmup_fraction * total_steps, min, max), never past the last step."""
+    epochs = min(max(cfg.target_tokens // max(train_tokens, 1), cfg.min_epochs), cfg.max_epochs)
+    steps_per_epoch = math.ceil(train_sequences / cfg.batch_size)
+    total = steps_per_epoch * epochs
+    warmup = min(max(round(cfg.warmup_fraction * total), cfg.min_warmup_steps),
+                 cfg.max_warmup_steps)  # fmt: skip
+    return {
+        "train_tokens": train_tokens,
+        "train_sequences": train_sequences,
+        "target_tokens": cfg.target_tokens,
+        "epochs": epochs,
+        "batch_size": cfg.batch_size,
+        "tokens_per_step": cfg.batch_size * cfg.seq_len,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": total,
+        "warmup_steps": min(warmup, total),
+    }
+
+
+def _stats(
+    cfg: BuildConfig, enc: Encoder, split: Split, corpus: Corpus, copies: Copies,
+    seqs: dict[str, int], tokens: dict[str, Counter[str]], docs: dict[str, Counter[str]],
+    eval_stats: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    train_tokens = sum(tokens["train"].values())
+    kind_of = {"file": "files", "commit": "commits", "implement": "instructions",
+               "describe": "instructions", "qa": "qa"}  # fmt: skip
+    realised: Counter[str] = Counter()
+    for kind, n in tokens["train"].items():
+        realised[kind_of[kind]] += n
+    copies.shares["realised"] = {k: round(realised[k] / max(train_tokens, 1), 4) for k in KINDS}
+    return {
+        "cutoff": split.summary(),
+        "seq_len": cfg.seq_len,
+        "vocab_size": enc.vocab_size,
+        "sequences": seqs,
+        "tokens": {
+            p: {"total": sum(tokens[p].values()), **dict(sorted(tokens[p].items()))} for p in SPLITS
+        },  # fmt: skip
+        "documents": {p: dict(sorted(docs[p].items())) for p in SPLITS},
+        "padding": {
+            p: round(1 - sum(tokens[p].values()) / max(seqs[p] * cfg.seq_len, 1), 4) for p in SPLITS
+        },  # fmt: skip
+        "mix": copies.shares,
+        "recency": {
+            "half_life_days": cfg.recency_half_life_days,
+            "floor": cfg.recency_floor,
+            "weight_min": round(copies.weights["min"], 4),
+            "weight_mean": round(copies.weights["mean"], 4),
+        },  # fmt: skip
+        "unique": {
+            "commits": len(copies.records),
+            "file_pieces": len(corpus.files),
+            "qa_pairs": len(corpus.qa),
+        },  # fmt: skip
+        "counts": dict(sorted(corpus.counts.items())),
+        "eval": eval_stats,
+        "plan": training_plan(cfg, train_tokens, seqs["train"]),
+    }

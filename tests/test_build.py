@@ -1,0 +1,386 @@
+"""The build stage: documents, FIM, packing, the training plan, and end to end on a fixture
+repository: chronology (nothing from after the cutoff in training), packing that never joins
+labels across documents, planted secrets in no output, evaluation sets from the future."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from repolm.build import documents as dm
+from repolm.build.assemble import describe_doc, implement_doc, record_pieces
+from repolm.build.pack import IGNORE, Doc, Packer
+from repolm.build.stage import training_plan
+from repolm.config import load_config
+from repolm.config.schema import BuildConfig
+from repolm.errors import RepolmError
+from repolm.fsutil import file_digest
+from repolm.pipeline.runner import run_pipeline
+from repolm.tokenize import special as sp
+
+# -- pure pieces ------------------------------------------------------------------------------
+
+
+def check_sequence(seq: dict, seq_len: int, eos: int, pad: int) -> None:
+    """The packing invariants, for one sequence."""
+    ids, labels, pos = (np.asarray(seq[k]) for k in ("input_ids", "labels", "position_ids"))
+    assert len(ids) == len(labels) == len(pos) == seq_len
+    start = 0
+    for n in seq["doc_lengths"]:
+        assert labels[start] == IGNORE, "a document's first token is predicted across a boundary"
+        assert ids[start + n - 1] == eos, "documents end with EOS"
+        assert list(pos[start : start + n]) == list(range(n)), "positions restart per document"
+        own = labels[start : start + n]
+        assert all(x in (IGNORE, y) for x, y in zip(own, ids[start : start + n], strict=True))
+        start += n
+    assert start <= seq_len
+    assert (ids[start:] == pad).all() and (labels[start:] == IGNORE).all()
+
+
+def test_packer_never_joins_labels_across_documents() -> None:
+    rng = random.Random(1)
+    docs = [Doc(np.asarray([rng.randrange(10, 99) for _ in range(rng.randint(1, 40))],
+                           dtype=np.int32), prompt=rng.choice([0, 0, 3]), meta=(n,))
+            for n in range(400)]  # fmt: skip
+    packer = Packer(64, eos_id=1, pad_id=0, window=8)
+    seqs = [s for d in docs for s in packer.add(d)] + list(packer.flush())
+    for s in seqs:
+        check_sequence(s, 64, eos=1, pad=0)
+    # every document exactly once, whole
+    placed = sorted(m[0] for s in seqs for m in s["meta"])
+    assert placed == list(range(400))
+    by_meta = {m[0]: (s, i) for s in seqs for i, m in enumerate(s["meta"])}
+    for d in docs:
+        s, i = by_meta[d.meta[0]]
+        start = sum(s["doc_lengths"][:i])
+        got = np.asarray(s["input_ids"][start : start + len(d.ids)])
+        assert (got == d.ids).all()
+        labels = np.asarray(s["labels"][start : start + len(d.ids) + 1])
+        assert (labels[: max(1, d.prompt)] == IGNORE).all()  # the prompt takes no loss
+        assert (labels[max(1, d.prompt) :] != IGNORE).all()
+    used = sum(sum(s["doc_lengths"]) for s in seqs)
+    assert used / (64 * len(seqs)) > 0.9  # best fit wastes little
+
+
+def test_packer_rejects_a_document_longer_than_a_sequence() -> None:
+    with pytest.raises(ValueError, match="exceeds seq_len"):
+        list(Packer(8, 1, 0).add(Doc(np.arange(8, dtype=np.int32))))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fim_keeps_every_character(seed: int) -> None:
+    text = 'fn main() {\n    println!("héllo");\n}\n'
+    segs, mode = dm.fim(text, random.Random(seed), spm_rate=0.5)
+    toks = [s.token for s in segs if isinstance(s, dm.Tok)]
+    strs = [s for s in segs if isinstance(s, str)]
+    if mode == "psm":
+        assert toks == [sp.FIM_PREFIX, sp.FIM_SUFFIX, sp.FIM_MIDDLE]
+        prefix, suffix, middle = strs
+    else:
+        assert toks == [sp.FIM_PREFIX, sp.FIM_SUFFIX, sp.FIM_MIDDLE]
+        assert segs[:2] == [dm.Tok(sp.FIM_PREFIX), dm.Tok(sp.FIM_SUFFIX)]
+        suffix, prefix, middle = strs
+    assert prefix + middle + suffix == text
+
+
+def test_fim_modes_follow_the_rate() -> None:
+    rng = random.Random(0)
+    modes = [dm.fim("abcdef", rng, spm_rate=0.25)[1] for _ in range(2000)]
+    assert 0.2 < modes.count("spm") / 2000 < 0.3
+
+
+def test_record_pieces_fit_and_keep_every_section() -> None:
+    header, end = np.asarray([7, 7, 7], np.int32), np.asarray([9], np.int32)
+    sections = [(np.asarray([5, f], np.int32), [np.full(n, f, np.int32) for n in ns])
+                for f, ns in ((20, [3, 4]), (21, [30, 25]), (22, [100]), (23, [2]))]  # fmt: skip
+    pieces = record_pieces(header, sections, end, budget=40)
+    assert all(len(p) <= 40 for p in pieces)
+    assert all((p[:3] == header).all() for p in pieces)
+    assert pieces[-1][-1] == 9 and all(p[-1] != 9 for p in pieces[:-1])
+    body = np.concatenate([p[3:] for p in pieces])
+    for f, ns in ((20, [3, 4]), (21, [30, 25]), (22, [100]), (23, [2])):
+        assert (body == f).sum() >= sum(ns)  # every hunk token is somewhere
+    one = record_pieces(header, sections[:1], end, budget=40)
+    assert len(one) == 1 and list(one[0]) == [7, 7, 7, 5, 20, 20, 20, 20, 20, 20, 20, 20, 9]
+
+
+def test_instruction_docs_mask_the_prompt_and_respect_the_budget() -> None:
+    prompt, msg = np.arange(5, dtype=np.int32), np.arange(3, dtype=np.int32)
+    sections = [np.full(10, 1, np.int32), np.full(10, 2, np.int32)]
+    doc = implement_doc(prompt, sections, budget=30, meta=())
+    assert doc is not None and doc.prompt == 5 and len(doc.ids) == 25
+    assert implement_doc(prompt, sections, budget=20, meta=()) is None  # never a cut answer
+    d = describe_doc(prompt, sections, msg, budget=20, meta=())
+    assert d is not None and d.prompt == 15 and list(d.ids[-3:]) == [0, 1, 2]  # one file fits
+    assert describe_doc(prompt, sections, msg, budget=12, meta=()) is None
+
+
+@pytest.mark.parametrize(
+    ("train_tokens", "sequences", "epochs", "steps", "warmup"),
+    [
+        (1_000_000, 2000, 10, 630, 100),  # 20M / 1M = 20 -> at most 10
+        (5_000_000, 10_000, 4, 1252, 125),
+        (30_000_000, 64_000, 3, 6000, 600),  # below min_epochs -> 3
+        (900_000_000, 4_000_000, 3, 375_000, 1000),  # warm-up capped
+        (1_000, 10, 10, 10, 10),  # warm-up never past the last step
+    ],
+)
+def test_training_plan(train_tokens, sequences, epochs, steps, warmup) -> None:
+    plan = training_plan(BuildConfig(batch_size=32), train_tokens, sequences)
+    assert (plan["epochs"], plan["total_steps"], plan["warmup_steps"]) == (epochs, steps, warmup)
+
+
+def test_recency_weight() -> None:
+    assert dm.recency_weight(0, 365, 0.2) == 1.0
+    assert dm.recency_weight(365, 365, 0.0) == pytest.approx(0.5)
+    assert dm.recency_weight(365, 365, 0.2) == pytest.approx(0.6)
+    assert dm.recency_weight(10_000, 365, 0.2) == pytest.approx(0.2, abs=1e-6)
+    assert dm.recency_weight(10_000, 0, 0.2) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("path", "language", "module"),
+    [
+        ("src/repolm/build/stage.py", "Python", "repolm.build.stage"),
+        ("pkg/__init__.py", "Python", "pkg"),
+        ("src/net/mod.rs", "Rust", "crate::net"),
+        ("crates/core/src/lib.rs", "Rust", "crate"),
+        ("src/main/java/org/x/App.java", "Java", "org.x"),
+        ("cmd/tool/main.go", "Go", "cmd/tool"),
+        ("README.md", "Markdown", ""),
+    ],
+)
+def test_module_of(path: str, language: str, module: str) -> None:
+    assert dm.module_of(path, language) == module
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "doc"),
+    [
+        ("/// Parses a line.\n/// Returns tokens.\n#[inline]\nfn parse() {}\n", "Rust",
+         "Parses a line.\nReturns tokens."),
+        ("// Serve starts the server.\nfunc Serve() {}\n", "Go", "Serve starts the server."),
+        ("/**\n * Adds two numbers.\n */\n@Override\nint add() {}\n", "Java", "Adds two numbers."),
+        ('@cache\ndef load(path: str,\n         n: int) -> str:\n    """Load a file.\n\n    '
+         'Cached."""\n    return ""\n', "Python", "Load a file.\n\nCached."),
+        ("def f():\n    return 1\n", "Python", ""),
+        ("fn plain() {}\n", "Rust", ""),
+    ],
+)  # fmt: skip
+def test_doc_comment(text: str, language: str, doc: str) -> None:
+    assert dm.doc_comment(text, language) == doc
+
+
+def test_qa_pairs_from_documented_units_and_sections() -> None:
+    qa = dm.qa_pairs("function", "parse", "Parser::parse", "src/p.rs", "Rust", 3, 9,
+                     "/// Parses one line of input into tokens.\nfn parse() {}\n")  # fmt: skip
+    assert [q.question for q in qa] == [
+        "What does the function `Parser::parse` in src/p.rs do?",
+        "Where is `Parser::parse` defined?",
+    ]
+    assert qa[0].answer == "Parses one line of input into tokens."
+    assert "lines 3-9" in qa[1].answer
+    sec = dm.qa_pairs("section", "Install", "Intro > Install", "README.md", "Markdown", 1, 4,
+                      "## Install\nRun make install to build everything.\n")  # fmt: skip
+    assert sec[0].answer == "Run make install to build everything."
+    assert dm.qa_pairs("function", "f", "f", "a.rs", "Rust", 1, 1, "fn f() {}\n") == []
+
+
+def test_hunks_drop_the_header() -> None:
+    patch = ("diff --git a/x b/x\nindex 1..2 100644\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"
+             "@@ -9 +9 @@\n-c\n+d\n")  # fmt: skip
+    assert dm.hunks(patch) == ["@@ -1 +1 @@\n-a\n+b\n", "@@ -9 +9 @@\n-c\n+d\n"]
+    assert dm.hunks("diff --git a/x b/x\nBinary files differ\n") == []
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+
+def secrets() -> dict[str, str]:
+    """Fake credentials, assembled at run time so this file holds none of them."""
+    return {
+        "aws": "AKIA" + "Z7QK3MXW9P" + "L2RTNB",
+        "github": "ghp_" + "Lm3nB7vQ2kX9pR5t" + "Wz8Yc4Hd6Jf1Gs0Ae7Ku",
+        "password": "v3ry-" + "s3cret!pa55",
+        "late_token": "ghp_" + "Pq8rS2tU6vW0xY4z" + "A1bC5dE9fG3hJ7kL2mN6",
+    }
+
+
+@pytest.fixture
+def history(git_repo):
+    s = secrets()
+    r = git_repo("proj")
+    r.write("README.md", "# Proj\n\n## Install\n\nRun make install to build everything here.\n")
+    lib = "/// Adds two numbers together, wrapping on overflow.\n"
+    r.write("src/lib.rs", lib + "pub fn add(a: u32, b: u32) -> u32 {\n    a.wrapping_add(b)\n}\n")
+    r.write("app/core.py", 'def load(path):\n    """Read the configuration file at path."""\n'
+                           "    return open(path).read()\n")  # fmt: skip
+    r.commit("initial layout")
+    r.write("config/prod.py", f'AWS_ACCESS_KEY_ID = "{s["aws"]}"\npassword = "{s["password"]}"\n')
+    r.commit("add production config")
+    r.remove("config/prod.py")
+    r.commit("remove production config")
+    for i in range(14):
+        r.write(f"app/m{i}.py", f"def step_{i}(x):\n    \"\"\"Step {i} of the pipeline, "
+                                f"documented.\"\"\"\n    return x + {i}\n")  # fmt: skip
+        r.write("src/lib.rs", r.path.joinpath("src/lib.rs").read_text()
+                + f"\npub fn f{i}(x: u32) -> u32 {{\n    x * {i + 2}\n}}\n")  # fmt: skip
+        r.commit(f"step {i}: grow the library")
+    # the future: only validation and test may see these lines
+    for i in range(4):
+        r.write("app/core.py", f'TOKEN = "{s["late_token"]}"\n\n\ndef load(path):\n'
+                f'    """Read the configuration file at path."""\n    return open(path).read()\n'
+                f"\n\ndef future_{i}(x):\n    return x + FUTURE_MARKER_{i}\n")  # fmt: skip
+        r.write("src/lib.rs", r.path.joinpath("src/lib.rs").read_text()
+                + f"\npub fn later_{i}() -> u32 {{\n    FUTURE_MARKER_RS_{i}\n}}\n")  # fmt: skip
+        r.commit(f"future change {i}: FUTURE_MESSAGE_{i}")
+    return r
+
+
+def run_build(repo, out: Path, *extra: str) -> dict:
+    overrides = ["tokenize.vocab_size=400", "build.seq_len=96", "build.batch_size=4",
+                 "build.shard_sequences=50", "split.test_fraction=0.12",
+                 "split.val_fraction=0.06", *extra]  # fmt: skip
+    run_pipeline(out, repo.path, load_config(overrides=overrides), until="build")
+    return json.loads((out / "dataset" / "stats.json").read_text())
+
+
+def rows(out: Path, part: str) -> list[dict]:
+    return [r for p in sorted((out / "dataset" / part).glob("*.parquet"))
+            for r in pq.read_table(p).to_pylist()]  # fmt: skip
+
+
+def test_build_end_to_end(history, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    stats = run_build(history, out)
+    cutoff = datetime.fromisoformat(stats["cutoff"]["cutoff_time"])
+    tok = json.loads((out / "tokenizer" / "tokenizer.json").read_text())
+    vocab = {t["content"]: t["id"] for t in tok["added_tokens"]}
+    eos, pad = vocab[sp.ENDOFTEXT], vocab[sp.PAD]
+    train, val, test = (rows(out, p) for p in ("train", "val", "test"))
+    assert train and val and test
+    assert stats["sequences"] == {"train": len(train), "val": len(val), "test": len(test)}
+
+    # chronology: training is the past, validation and test the future
+    assert all(t <= cutoff for r in train for t in r["time"])
+    assert all(t > cutoff for r in val + test for t in r["time"])
+    train_text = "".join(r["text"] for r in train)
+    train_text += json.dumps(pq.read_table(out / "dataset/instructions/train.parquet").to_pylist(),
+                             default=str)  # fmt: skip
+    assert "FUTURE_MARKER" not in train_text and "FUTURE_MESSAGE" not in train_text
+    future_text = "".join(r["text"] for r in val + test)
+    assert "FUTURE_MARKER_" in future_text and "FUTURE_MESSAGE_3" in future_text
+    assert "wrapping_add" in train_text and "step_12" in train_text
+
+    # packing
+    for r in train + val + test:
+        check_sequence(r, 96, eos, pad)
+        assert len(r["kind"]) == len(r["sha"]) == len(r["doc_lengths"])
+    kinds = {k for r in train for k in r["kind"]}
+    assert kinds >= {"file", "commit", "qa"}
+    assert any(sp.FIM_MIDDLE in r["text"] for r in train)
+    assert stats["counts"]["fim_psm"] and stats["counts"]["fim_spm"]
+    assert any("<|change:new_function|>" in r["text"] for r in train)
+    assert any("Adds two numbers together" in r["text"] and "Question:" in r["text"]
+               for r in train)  # fmt: skip
+
+    # the plan follows the formula
+    plan = stats["plan"]
+    tokens = stats["tokens"]["train"]["total"]
+    assert plan["train_tokens"] == tokens
+    assert plan["epochs"] == min(max(20_000_000 // tokens, 3), 10)
+    assert plan["total_steps"] == -(-len(train) // 4) * plan["epochs"]
+    for part, shards in stats["shards"].items():
+        for name, digest in shards.items():
+            assert file_digest(out / "dataset" / part / name) == digest
+
+    # evaluation sets: only the future
+    ev = out / "dataset" / "eval"
+    for name in ("future_patches", "completion", "next_change", "commit_messages"):
+        table = pq.read_table(ev / f"{name}.parquet").to_pylist()
+        assert table, name
+        assert all(r["time"] > cutoff and r["split"] in ("val", "test") for r in table), name
+    completion = pq.read_table(ev / "completion.parquet").to_pylist()
+    fut = [r for r in completion if r["name"] == "future_3"]
+    assert fut and "def load(path):" in fut[0]["prefix"]
+    assert fut[0]["target"].startswith("def future_3(x):")
+    nc = pq.read_table(ev / "next_change.parquet").to_pylist()[-1]
+    assert nc["files"] == ["app/core.py", "src/lib.rs"]
+    assert "FUTURE_MESSAGE_3" in nc["message"] and len(nc["previous_shas"]) == 5
+    cm = pq.read_table(ev / "commit_messages.parquet").to_pylist()
+    assert any("FUTURE_MARKER_2" in r["diff"] and "FUTURE_MESSAGE_2" in r["message"] for r in cm)
+
+    # no planted secret in any output of the stage (raw bytes and decoded tables)
+    texts = []
+    for p in (out / "dataset").rglob("*"):
+        if p.is_file():
+            texts.append(p.read_bytes().decode("latin-1"))
+            if p.suffix == ".parquet":
+                texts.append(json.dumps(pq.read_table(p).to_pylist(), default=str))
+    texts += [p.read_text() for p in (out / "logs").glob("*.log")]
+    texts.append((out / "manifest.json").read_text())
+    for name, value in secrets().items():
+        assert not any(value in t or value[:16] in t for t in texts), f"{name} leaked"
+    assert "<SECRET:" in fut[0]["prefix"]
+
+
+def test_dataset_loads_with_hugging_face_datasets(history, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "run"
+    run_build(history, out)
+    d = out / "dataset"
+    ds = datasets.load_dataset("parquet", data_files={
+        p: sorted(str(f) for f in (d / p).glob("*.parquet")) for p in ("train", "val", "test")
+    }, cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    assert ds["train"].num_rows > 0
+    assert len(ds["train"][0]["input_ids"]) == 96
+    sft = datasets.load_dataset("parquet", data_files=str(d / "instructions/train.parquet"),
+                                cache_dir=str(tmp_path / "cache"))["train"]  # fmt: skip
+    assert set(sft.column_names) >= {"prompt", "completion"}
+
+
+def test_build_is_deterministic_and_follows_the_mix(history, tmp_path: Path) -> None:
+    a = run_build(history, tmp_path / "a")
+    b = run_build(history, tmp_path / "b")
+    assert a["shards"] == b["shards"]
+    only_commits = run_build(history, tmp_path / "c", "build.mix.files=0", "build.mix.qa=0",
+                             "build.mix.instructions=0")  # fmt: skip
+    assert set(only_commits["tokens"]["train"]) == {"total", "commit"}
+
+
+def test_a_future_with_nothing_kept_is_a_clear_error(git_repo, tmp_path: Path) -> None:
+    r = git_repo("vend")
+    for i in range(12):
+        r.write(f"src/m{i}.py", f"def f{i}():\n    return {i}\n")
+        r.commit(f"c{i}")
+    for i in range(3):
+        r.write(f"vendor/v{i}.py", f"x = {i}\n")
+        r.commit(f"vendored {i}")
+    with pytest.raises(RepolmError, match="validation split of the dataset is empty") as e:
+        run_build(r, tmp_path / "run")
+    assert "split.cutoff" in e.value.hint
+
+
+def test_recency_makes_recent_commits_more_frequent(history, tmp_path: Path) -> None:
+    # commits are a minute apart; a 90-second half-life leaves the oldest with almost no weight
+    stats = run_build(history, tmp_path / "run", "build.recency_half_life_days=0.001",
+                      "build.recency_floor=0.0")  # fmt: skip
+    seen: dict[str, int] = {}
+    for r in rows(tmp_path / "run", "train"):
+        for kind, sha in zip(r["kind"], r["sha"], strict=True):
+            if kind == "commit":
+                seen[sha] = seen.get(sha, 0) + 1
+    line = history.git("rev-list", "--reverse", "HEAD").split()
+    cutoff = datetime.fromisoformat(stats["cutoff"]["cutoff_time"])
+    when = {s: datetime.fromtimestamp(int(history.git("log", "-1", "--format=%ct", s)),
+                                      timezone.utc) for s in line}  # fmt: skip
+    train = [s for s in line if when[s] <= cutoff]
+    assert seen.get(train[0], 0) == 0 and seen.get(train[-1], 0) >= 1
+    assert seen.get(train[-1], 0) == max(seen.values())
+    assert stats["recency"]["weight_min"] < 0.01
