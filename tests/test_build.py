@@ -384,3 +384,30 @@ def test_recency_makes_recent_commits_more_frequent(history, tmp_path: Path) -> 
     assert seen.get(train[0], 0) == 0 and seen.get(train[-1], 0) >= 1
     assert seen.get(train[-1], 0) == max(seen.values())
     assert stats["recency"]["weight_min"] < 0.01
+
+
+def test_long_files_are_cut_at_line_ends_without_losing_a_token() -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from repolm.build.stage import _line_pieces
+
+    text = "".join(f"fn f{i}(x: u32) -> u32 {{ x * {i} }} // é\n" for i in range(200))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        [text],
+        trainers.BpeTrainer(
+            vocab_size=300,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    enc = tok.encode(text, add_special_tokens=False)
+    pieces = list(_line_pieces(text, enc, budget=50))
+    assert len(pieces) > 5
+    assert "".join(text[a:b] for a, b, _ in pieces) == text
+    assert np.concatenate([ids for _, _, ids in pieces]).tolist() == enc.ids
+    assert all(len(ids) <= 50 for _, _, ids in pieces)
+    assert all(text[b - 1] == "\n" for _, b, _ in pieces)  # every cut at a line end
+    assert all(tok.decode(ids.tolist()) == text[a:b] for a, b, ids in pieces)

@@ -17,6 +17,7 @@ diff repeats their branch's commits, which may predate the cutoff).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -250,7 +251,7 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
             _encode_qa(enc, corpus, filter_dir, cfg, instructions, split)
         spool.seal()
         eval_stats = write_eval_sets(repo, out, tmp / "eval", config, split, commits)
-        copies = _copies(corpus, cfg, split)
+        copies = _copies(corpus, cfg, split, enc)
         seqs, tokens, docs, shards = {}, {}, {}, {}
         for part in SPLITS:
             with _ShardWriter(tmp / part, part, enc, cfg.shard_sequences) as writer:
@@ -370,24 +371,34 @@ def _encode_files(
             bar.advance(len(rows))
             rows = [r for r in rows if r["text"]]
             headers = enc.docs([_file_header(r["path"], r["language"]) for r in rows])
-            bodies = enc.tok.encode_batch([r["text"] for r in rows], add_special_tokens=False)
+            texts = [r["text"] for r in rows]
+            bodies = enc.tok.encode_batch_fast(texts, add_special_tokens=False)
+            budgets = [cfg.seq_len - 1 - len(h) - MARGIN for h in headers]
+            # only files longer than a sequence need offsets, to be cut at line ends
+            long = [k for k, (b, n) in enumerate(zip(bodies, budgets, strict=True))
+                    if len(b.ids) > n]  # fmt: skip
+            cut = enc.tok.encode_batch([texts[k] for k in long], add_special_tokens=False)
+            for k, e in zip(long, cut, strict=True):
+                bodies[k] = e
             plain: list[tuple[np.ndarray, np.ndarray]] = []
-            fims: list[tuple[np.ndarray, list[dm.Segment], str]] = []
-            for r, header, body in zip(rows, headers, bodies, strict=True):
-                budget = cfg.seq_len - 1 - len(header) - MARGIN
+            fims: list[tuple[np.ndarray, list[dm.Segment], str, np.ndarray]] = []
+            for r, header, body, budget in zip(rows, headers, bodies, budgets, strict=True):
                 if budget < 16:
                     corpus.counts["files_path_too_long"] += 1
                     continue
                 for a, b, ids in _line_pieces(r["text"], body, budget):
                     if rng.random() < cfg.fim_rate and b > a:
                         segs, mode = dm.fim(r["text"][a:b], rng, cfg.fim_spm_rate)
-                        fims.append((header, segs, mode))
+                        fims.append((header, segs, mode, ids))
                     else:
                         plain.append((header, ids))
             for header, ids in plain:
                 corpus.files.append((np.concatenate([header, ids]), "plain"))
-            for (header, _, mode), ids in zip(fims, enc.docs([s for _, s, _ in fims]),
-                                              strict=True):  # fmt: skip
+            encoded = enc.docs([f[1] for f in fims])
+            for (header, _, mode, whole), ids in zip(fims, encoded, strict=True):
+                if len(header) + len(ids) >= cfg.seq_len:  # re-encoding at the cuts grew it
+                    corpus.counts["fim_too_long"] += 1
+                    ids, mode = whole, "plain"
                 corpus.files.append((np.concatenate([header, ids]), mode))
 
 
@@ -461,21 +472,35 @@ def _record_tokens(corpus: Corpus, i: int) -> int:
     return len(corpus.headers[i]) + sum(s.head + sum(s.hunks) for s in corpus.sections[i])
 
 
-def _copies(corpus: Corpus, cfg: BuildConfig, split: Split) -> Copies:
+def _instruction_tokens(corpus: Corpus, i: int, prompts: tuple[int, int], budget: int) -> int:
+    """Tokens of a commit's two instruction pairs as they will be packed (0 for one left out:
+    see `implement_doc` and `describe_doc`)."""
+    files = [s.head + sum(s.hunks) for s in corpus.sections[i]]
+    msg = len(corpus.messages[i])
+    implement = prompts[0] + msg + sum(files)
+    room = budget - prompts[1] - msg
+    kept = max(itertools.takewhile(lambda n: n <= room, itertools.accumulate(files)), default=0)
+    return (implement if implement <= budget else 0) + (prompts[1] + kept + msg if kept else 0)
+
+
+def _copies(corpus: Corpus, cfg: BuildConfig, split: Split, enc: Encoder) -> Copies:
     c = corpus.commits
+    prompts = tuple(len(p) for p in enc.texts([dm.IMPLEMENT_PROMPT, dm.DESCRIBE_PROMPT]))
     train = [i for i in range(len(c.sha)) if c.split[i] == "train" and corpus.sections.get(i)]
     cutoff = split.cutoff_time.timestamp()
     w = np.asarray([dm.recency_weight((cutoff - c.time[i].timestamp()) / 86400,
                                       cfg.recency_half_life_days, cfg.recency_floor)
                     for i in train], dtype=np.float64)  # fmt: skip
     n_commit = np.asarray([_record_tokens(corpus, i) for i in train], dtype=np.float64)
+    n_instr = np.asarray([_instruction_tokens(corpus, i, prompts, cfg.seq_len - 1)
+                          for i in train], dtype=np.float64)  # fmt: skip
     n_file = np.asarray([len(ids) for ids, _ in corpus.files], dtype=np.float64)
     n_qa = np.asarray([len(ids) for ids, _ in corpus.qa], dtype=np.float64)
-    # natural tokens and weighted tokens of each kind (an instruction pair ~ twice the record)
-    natural = {"files": n_file.sum(), "commits": n_commit.sum(),
-               "instructions": 2 * n_commit.sum(), "qa": n_qa.sum()}  # fmt: skip
+    # natural tokens (each document once) and recency-weighted tokens of each kind
+    natural = {"files": n_file.sum(), "commits": n_commit.sum(), "instructions": n_instr.sum(),
+               "qa": n_qa.sum()}  # fmt: skip
     weighted = {"files": n_file.sum(), "commits": (w * n_commit).sum(),
-                "instructions": 2 * (w * n_commit).sum(), "qa": n_qa.sum()}  # fmt: skip
+                "instructions": (w * n_instr).sum(), "qa": n_qa.sum()}  # fmt: skip
     wanted = {k: getattr(cfg.mix, k) if natural[k] > 0 else 0.0 for k in KINDS}
     total_share = sum(wanted.values())
     if total_share <= 0:
