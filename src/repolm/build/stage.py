@@ -254,9 +254,13 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
         copies = _copies(corpus, cfg, split, enc)
         seqs, tokens, docs, shards = {}, {}, {}, {}
         for part in SPLITS:
-            with _ShardWriter(tmp / part, part, enc, cfg.shard_sequences) as writer:
+            with (
+                _ShardWriter(tmp / part, part, enc, cfg.shard_sequences) as writer,
+                progress(f"build: pack {part}", unit="documents") as bar,
+            ):
                 packer = Packer(cfg.seq_len, enc.eos_id, enc.pad_id, cfg.pack_window)
                 for doc in _stream(corpus, enc, cfg, part, copies, split):
+                    bar.advance()
                     for seq in packer.add(doc):
                         writer.add(seq)
                 for seq in packer.flush():
