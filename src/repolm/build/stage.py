@@ -375,15 +375,10 @@ def _encode_files(
             bar.advance(len(rows))
             rows = [r for r in rows if r["text"]]
             headers = enc.docs([_file_header(r["path"], r["language"]) for r in rows])
-            texts = [r["text"] for r in rows]
-            bodies = enc.tok.encode_batch_fast(texts, add_special_tokens=False)
+            # with offsets, to cut long files at line ends (most of the bytes are in long files,
+            # so one pass with offsets beats a fast pass and a second one for the long files)
+            bodies = enc.tok.encode_batch([r["text"] for r in rows], add_special_tokens=False)
             budgets = [cfg.seq_len - 1 - len(h) - MARGIN for h in headers]
-            # only files longer than a sequence need offsets, to be cut at line ends
-            long = [k for k, (b, n) in enumerate(zip(bodies, budgets, strict=True))
-                    if len(b.ids) > n]  # fmt: skip
-            cut = enc.tok.encode_batch([texts[k] for k in long], add_special_tokens=False)
-            for k, e in zip(long, cut, strict=True):
-                bodies[k] = e
             plain: list[tuple[np.ndarray, np.ndarray]] = []
             fims: list[tuple[np.ndarray, list[dm.Segment], str, np.ndarray]] = []
             for r, header, body, budget in zip(rows, headers, bodies, budgets, strict=True):
