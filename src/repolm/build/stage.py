@@ -189,11 +189,12 @@ class Spool:
     def seal(self) -> None:
         self._f.close()
         if self.size:
-            self._map = np.memmap(self.path, dtype=np.int32, mode="r", shape=(self.size,))
+            # a plain array view: slicing a memmap subclass costs more than the copy
+            self._map = np.memmap(self.path, dtype=np.int32, mode="r").view(np.ndarray)
 
     def get(self, offset: int, n: int) -> np.ndarray:
         assert self._map is not None
-        return np.asarray(self._map[offset : offset + n])
+        return self._map[offset : offset + n]
 
 
 @dataclass
