@@ -411,3 +411,31 @@ def test_long_files_are_cut_at_line_ends_without_losing_a_token() -> None:
     assert all(len(ids) <= 50 for _, _, ids in pieces)
     assert all(text[b - 1] == "\n" for _, b, _ in pieces)  # every cut at a line end
     assert all(tok.decode(ids.tolist()) == text[a:b] for a, b, ids in pieces)
+
+
+def test_build_with_a_base_models_tokenizer(history, tmp_path: Path) -> None:
+    """A base tokenizer keeps its own EOS (`</s>` here); repolm's tokens are appended, a pad
+    token added since it has none; the sequences use those ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    raw.train_from_iterator(["def f(x):\n    return x\n", "pub fn add() {}\n"] * 20, trainer)
+    base = tmp_path / "base"
+    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>").save_pretrained(base)
+    out = tmp_path / "run"
+    run_build(history, out, "tokenize.kind=base", f"tokenize.base_model={base}")
+    tok = AutoTokenizer.from_pretrained(out / "tokenizer")
+    eos, pad = tok.convert_tokens_to_ids("</s>"), tok.convert_tokens_to_ids(sp.PAD)
+    assert tok.eos_token == "</s>" and tok.pad_token == sp.PAD
+    train = rows(out, "train")
+    assert train
+    for r in train:
+        check_sequence(r, 96, eos, pad)
+    # the structural tokens are single ids in the sequences
+    ids = {i for r in train for i in r["input_ids"]}
+    assert tok.convert_tokens_to_ids(sp.COMMIT) in ids and tok.convert_tokens_to_ids(sp.FILE) in ids

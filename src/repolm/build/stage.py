@@ -107,8 +107,9 @@ class Encoder:
             )
         self.ids = {t: self.tok.token_to_id(t) for t in sp.SPECIAL_TOKENS}
         config = json.loads((tok_dir / "tokenizer_config.json").read_text())
-        self.eos_id = self._id(config.get("eos_token")) or self.ids[sp.ENDOFTEXT]
-        self.pad_id = self._id(config.get("pad_token")) or self.ids[sp.PAD] or self.eos_id
+        eos, pad = self._id(config.get("eos_token")), self._id(config.get("pad_token"))
+        self.eos_id: int = self.ids[sp.ENDOFTEXT] if eos is None else eos  # ids may be 0
+        self.pad_id: int = next(i for i in (pad, self.ids[sp.PAD], self.eos_id) if i is not None)
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
 
     def _id(self, token: Any) -> int | None:
