@@ -10,7 +10,7 @@ import pytest
 from repolm.config import load_config
 from repolm.errors import RepolmError, StageFailed
 from repolm.pipeline.runner import run_pipeline, select_stages, stage_state
-from repolm.pipeline.stage import REGISTRY, Stage, StageContext, StageResult
+from repolm.pipeline.stage import REGISTRY, PathInput, Stage, StageContext, StageResult
 
 CALLS: list[str] = []
 
@@ -100,6 +100,29 @@ def test_tampered_or_missing_output_reruns(repo, tmp_path: Path) -> None:
     outcomes = run_pipeline(out, repo.path, load_config(), registry=_registry())
     assert [o.status for o in outcomes] == ["cached", "cached", "done"]
     assert CALLS == ["c"]
+
+
+def test_files_named_in_the_config_are_in_the_fingerprint(repo, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "tokenizer.json").write_text("{}")
+    (base / "model.safetensors").write_text("weights")
+    files = PathInput("tokenize.base_model", ("tokenizer*.json",))
+    reg = {"c": Stage("c", f"{__name__}:stage_c", outputs=("c.txt",), path_inputs=(files,))}
+    cfg = load_config(overrides=[f"tokenize.base_model={base}"])
+
+    def status() -> str:
+        return run_pipeline(tmp_path / "run", repo.path, cfg, registry=reg)[0].status
+
+    assert [status(), status()] == ["done", "cached"]
+    (base / "model.safetensors").write_text("other weights")  # matches no pattern
+    assert status() == "cached"
+    (base / "tokenizer.json").write_text('{"changed": true}')
+    assert status() == "done"
+    (base / "tokenizer_config.json").write_text("{}")  # a new file counts too
+    assert [status(), status()] == ["done", "cached"]
+    (base / "tokenizer_config.json").unlink()
+    assert status() == "done"
 
 
 def test_failure_stops_or_continues(repo, tmp_path: Path) -> None:

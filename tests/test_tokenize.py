@@ -68,6 +68,9 @@ def roundtrips(tok, text: str) -> bool:
 
 
 def test_special_tokens_are_single_ids(tok) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    assert type(tok) is PreTrainedTokenizerFast  # AutoTokenizer picks the class the stage checks
     ids = set()
     for t in SPECIAL_TOKENS:
         enc = tok.encode(t, add_special_tokens=False)
@@ -144,28 +147,35 @@ def test_unigram(repo_and_out, tmp_path: Path) -> None:
         assert roundtrips(tok, text)
 
 
-def test_base_tokenizer(repo_and_out, tmp_path: Path) -> None:
+def save_base_tokenizer(path: Path, special: list[str]):
+    """A small byte-level BPE saved as a Hugging Face directory, standing in for a base model's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=300,
-        special_tokens=["<|endoftext|>", "<|fim_prefix|>"],
+        special_tokens=["<|endoftext|>", *special],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     raw.train_from_iterator(["def f(x):\n    return x\n", "fn main() {}\n"] * 20, trainer)
     base = PreTrainedTokenizerFast(
         tokenizer_object=raw,
         eos_token="<|endoftext|>",
-        additional_special_tokens=["<|fim_prefix|>"],
+        additional_special_tokens=special,
         clean_up_tokenization_spaces=False,
     )
+    base.save_pretrained(path)
+    return base
+
+
+def test_base_tokenizer(repo_and_out, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
     base_dir = tmp_path / "base"
-    base.save_pretrained(base_dir)
-    vocab = base.get_vocab()
+    vocab = save_base_tokenizer(base_dir, ["<|fim_prefix|>"]).get_vocab()
 
     out = repo_and_out[1]
     cfg = load_config(overrides=["tokenize.kind=base", f"tokenize.base_model={base_dir}"])
@@ -180,6 +190,21 @@ def test_base_tokenizer(repo_and_out, tmp_path: Path) -> None:
     assert roundtrips(tok, ODD)
     stats = json.loads((out / "manifest.json").read_text())["stages"]["tokenize"]["stats"]
     assert stats["kind"] == "base" and stats["roundtrip_exact"]
+
+
+def test_replacing_the_base_tokenizer_reruns_the_stage(repo_and_out, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    repo, out = repo_and_out
+    base_dir = tmp_path / "base"
+    save_base_tokenizer(base_dir, [])
+    cfg = load_config(overrides=["tokenize.kind=base", f"tokenize.base_model={base_dir}"])
+    assert run_pipeline(out, repo, cfg, until="tokenize")[-1].status == "done"
+    (base_dir / "model.safetensors").write_bytes(b"weights are not the tokenizer's")
+    assert run_pipeline(out, repo, cfg, until="tokenize")[-1].status == "cached"
+    save_base_tokenizer(base_dir, ["<|base_only|>"])  # same path, new files
+    assert run_pipeline(out, repo, cfg, until="tokenize")[-1].status == "done"
+    assert "<|base_only|>" in AutoTokenizer.from_pretrained(out / "tokenizer").get_vocab()
 
 
 def test_base_model_must_be_local(repo_and_out, tmp_path: Path) -> None:
@@ -213,3 +238,16 @@ def test_a_tokenizer_that_changes_code_fails(repo_and_out, tmp_path: Path) -> No
     with pytest.raises(RuntimeError, match="does not round-trip"):
         tokenize_run(repo_and_out[1] / "filter", tmp_path / "x", cfg)
     assert not (tmp_path / "x").exists()
+
+
+def test_transformers_must_match_tokenizer_json(tok, tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    from repolm.tokenize.stage import Document, same_in_transformers
+
+    docs = [Document("files.parquet:0", ODD)]
+    same_in_transformers(tok, tok.backend_tokenizer, docs)
+    save_base_tokenizer(tmp_path / "other", [])
+    other = Tokenizer.from_file(str(tmp_path / "other" / "tokenizer.json"))
+    with pytest.raises(RuntimeError, match="transformers does not encode and decode"):
+        same_in_transformers(tok, other, docs)

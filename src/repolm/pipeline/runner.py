@@ -1,8 +1,9 @@
 """Run stages in order; skip those whose fingerprint is unchanged and whose outputs are intact.
 
 A stage's fingerprint hashes its code version, its config sections, its upstream stages' output
-digests and, for stages that read the repository, the repository's refs. A stage with an
-unchanged fingerprint and untouched outputs is reported as cached and not run again.
+digests, for stages that read the repository the repository's refs, and the contents of the
+local files its config points at (a base model's tokenizer files). A stage with an unchanged
+fingerprint and untouched outputs is reported as cached and not run again.
 """
 
 from __future__ import annotations
@@ -84,15 +85,38 @@ def fingerprint(
         }
         for name in stage.inputs
     }
-    return json_digest(
-        {
-            "stage": stage.name,
-            "version": stage.version,
-            "config": {section: config.get(section) for section in stage.config},
-            "upstream": upstream,
-            "refs": refs if stage.reads_repo else None,
-        }
-    )
+    parts = {
+        "stage": stage.name,
+        "version": stage.version,
+        "config": {section: config.get(section) for section in stage.config},
+        "upstream": upstream,
+        "refs": refs if stage.reads_repo else None,
+    }
+    if stage.path_inputs:  # only then, so other stages' fingerprints stay as they were
+        parts["paths"] = {p.key: path_digest(_config_value(config, p.key), p.files)
+                          for p in stage.path_inputs}  # fmt: skip
+    return json_digest(parts)
+
+
+def path_digest(value: str | None, files: tuple[str, ...]) -> str | dict[str, str] | None:
+    """sha256 of the file `value` names, or of each file in that directory matching `files`
+    (by relative path); None when unset, "missing" when nothing is there."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_file():
+        return file_digest(path)
+    if not path.is_dir():
+        return "missing"
+    found = {f for pattern in files for f in path.glob(pattern) if f.is_file()}
+    return {f.relative_to(path).as_posix(): file_digest(f) for f in sorted(found)}
+
+
+def _config_value(config: dict[str, Any], key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def outputs_intact(out: Path, recorded: dict[str, Any] | None) -> bool:

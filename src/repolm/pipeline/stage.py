@@ -16,6 +16,21 @@ if TYPE_CHECKING:
 # Every stage of the product, in data-flow order; a stage is registered once it is built.
 PLANNED = ("mine", "chunk", "filter", "tokenize", "build", "train", "eval", "index", "report")
 
+# A Hugging Face model directory's tokenizer files (not its weights), whichever exist.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.*", "merges.txt", "*.model", "*.tiktoken", "config.json",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PathInput:
+    """A local file or directory that a config key names and the stage reads: its contents are
+    part of the stage's fingerprint, so replacing the files there re-runs the stage."""
+
+    key: str  # dotted config key, e.g. "tokenize.base_model"
+    files: tuple[str, ...] = ("*",)  # in a directory, the glob patterns of the files that count
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -25,6 +40,7 @@ class Stage:
     outputs: tuple[str, ...] = ()  # paths relative to the run directory
     config: tuple[str, ...] = ()  # config sections it reads
     reads_repo: bool = False  # its fingerprint includes the repository's refs
+    path_inputs: tuple[PathInput, ...] = ()  # local files named in the config (a base model)
     version: int = 1  # bump when a code change alters the outputs
     describe: str = ""
 
@@ -100,6 +116,7 @@ REGISTRY: dict[str, Stage] = {
             # special_tokens_map.json; a base model may add files such as tokenizer.model)
             outputs=("tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"),
             config=("tokenize",),
+            path_inputs=(PathInput("tokenize.base_model", TOKENIZER_FILES),),
             describe="a tokenizer trained on the training split, with repolm's special tokens",
         ),
         Stage(
@@ -109,8 +126,10 @@ REGISTRY: dict[str, Stage] = {
             outputs=(
                 "dataset/stats.json",
                 *(f"dataset/instructions/{p}.parquet" for p in ("train", "val", "test")),
-                *(f"dataset/eval/{n}.parquet" for n in ("future_patches", "completion",
-                                                        "next_change", "commit_messages")),
+                *(
+                    f"dataset/eval/{n}.parquet"
+                    for n in ("future_patches", "completion", "next_change", "commit_messages")
+                ),
             ),  # the shards are listed with their sha256 in stats.json
             config=("split", "filter", "build"),
             reads_repo=True,  # the completion set's file context comes from the object store
