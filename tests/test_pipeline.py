@@ -92,6 +92,19 @@ def test_identical_upstream_output_keeps_downstream_cached(repo, tmp_path: Path)
     assert [o.status for o in outcomes] == ["cached", "cached", "cached"]
 
 
+def test_force_reruns_only_the_stages_asked_for(repo, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_pipeline(out, repo.path, load_config(), registry=_registry())
+    CALLS.clear()
+    outcomes = run_pipeline(out, repo.path, load_config(), force=True, only=["b"],
+                            registry=_registry())  # fmt: skip
+    assert [(o.stage, o.status) for o in outcomes] == [("a", "cached"), ("b", "done")]
+    assert CALLS == ["b"]
+    CALLS.clear()
+    outcomes = run_pipeline(out, repo.path, load_config(), force=True, registry=_registry())
+    assert [o.status for o in outcomes] == ["done", "done", "done"]
+
+
 def test_tampered_or_missing_output_reruns(repo, tmp_path: Path) -> None:
     out = tmp_path / "run"
     run_pipeline(out, repo.path, load_config(), registry=_registry())

@@ -43,7 +43,11 @@ SetOpt = Annotated[
 ]
 ForceOpt = Annotated[
     bool,
-    typer.Option("--force", help="Run even if the cache is valid (mine: re-mine all history)."),
+    typer.Option(
+        "--force",
+        help="Run the stage(s) even if cached; upstream stages run only if stale "
+        "(mine: re-mine all history).",
+    ),
 ]
 
 

@@ -158,7 +158,7 @@ class TokenizeConfig(Section):
         "never downloaded.",
     )
     sample_bytes: int = Field(
-        default=20_000_000,
+        default=8_000_000,
         ge=1,
         description="Train on at most this many bytes of the training corpus (a deterministic "
         "sample of its documents).",

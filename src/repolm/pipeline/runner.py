@@ -174,7 +174,9 @@ def run_pipeline(
     manifest["repo_path"] = str(repo_path)
     manifest.setdefault("stages", {})
     write_text_atomic(out / CONFIG_FILE, resolved.to_yaml())
-    ctx = StageContext(out=out, config=resolved.config, repo_path=repo_path, force=force)
+    ctx = StageContext(out=out, config=resolved.config, repo_path=repo_path)
+    # --force reruns the stages asked for; their upstream stages run only if stale
+    forced = ({*only} if only else {s.name for s in stages}) if force else set()
     refs = refs_digest(repo_path) if any(s.reads_repo for s in stages) else None
 
     outcomes: list[Outcome] = []
@@ -188,6 +190,7 @@ def run_pipeline(
             continue
         if failed and not continue_on_error:
             break
+        ctx.force = stage.name in forced
         outcome = _run_one(stage, ctx, config, manifest, refs)
         outcomes.append(outcome)
         mf.save(out, manifest)
