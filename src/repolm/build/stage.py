@@ -248,7 +248,7 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
         spool = Spool(tmp / "sections.tmp")
         corpus = Corpus(commits, spool)
         with _InstructionWriter(tmp / "instructions") as instructions:
-            _encode_commits(enc, corpus, filter_dir, cfg, instructions, tmp)
+            _encode_commits(enc, corpus, filter_dir, instructions)
             _encode_files(enc, corpus, filter_dir, cfg, rng)
             _encode_qa(enc, corpus, filter_dir, cfg, instructions, split)
         spool.seal()
@@ -306,9 +306,8 @@ def _change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
 
 
 def _encode_commits(
-    enc: Encoder, corpus: Corpus, filter_dir: Path, cfg: BuildConfig,
-    instructions: _InstructionWriter, tmp: Path,
-) -> None:  # fmt: skip
+    enc: Encoder, corpus: Corpus, filter_dir: Path, instructions: _InstructionWriter
+) -> None:
     c = corpus.commits
     heads = [dm.commit_header(a, t, m) for a, t, m in zip(c.author, c.time, c.message,
                                                            strict=True)]  # fmt: skip
