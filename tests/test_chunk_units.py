@@ -3,12 +3,15 @@ for small fixtures; Markdown sections; windows; and files that are broken, empty
 
 from __future__ import annotations
 
+import difflib
+import random
 from typing import NamedTuple
 
 import pytest
 
 from repolm.chunk import units as units_module
-from repolm.chunk.units import LANGUAGES, Unit, extract_units
+from repolm.chunk.units import LANGUAGES, Unit, extract_units, line_starts, parse_units
+from repolm.chunk.versions import edit_tree
 
 
 class Fixture(NamedTuple):
@@ -690,3 +693,70 @@ def test_a_large_generated_file() -> None:
         ("method", "v", "Item59::v", 716, 718, "impl Item59"),
     ]
     assert_texts(source, got)
+
+
+def _line_edit(lines: list[str], rng: random.Random) -> list[str]:
+    """One random line edit: delete, duplicate, blank, swap, or change a line."""
+    lines = list(lines)
+    i = rng.randrange(len(lines))
+    op = rng.randrange(5)
+    if op == 0 and len(lines) > 1:
+        del lines[i]
+    elif op == 1:
+        lines.insert(i, lines[i])
+    elif op == 2:
+        lines.insert(i, "\n")
+    elif op == 3 and i + 1 < len(lines):
+        lines[i], lines[i + 1] = lines[i + 1], lines[i]
+    else:
+        lines[i] = lines[i].rstrip("\n") + rng.choice([" x", " }", " {", "  // c", ")"]) + "\n"
+    return lines
+
+
+def _edit_chain(text: str, language: str, path: str, steps: int, seed: int = 7) -> int:
+    """Parse each of `steps` randomly edited versions from the previous one's tree, edited by
+    the diff's hunks, replaying the units of every declaration whose subtree tree-sitter kept;
+    assert each has exactly the units of walking its tree afresh. Returns how many memo
+    entries were reused."""
+    rng = random.Random(seed)
+    lines = text.splitlines(keepends=True)
+    source = text.encode()
+    prev = parse_units(source, language, path)
+    reused = 0
+    for _ in range(steps):
+        new_lines = _line_edit(lines, rng)
+        new = "".join(new_lines).encode()
+        hunks = [
+            (i1, i2 - i1, j1, j2 - j1)
+            for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, lines, new_lines).get_opcodes()
+            if tag != "equal"
+        ]
+        starts = line_starts(new)
+        edited = edit_tree(prev.tree, prev.memo, source, line_starts(source), new, starts, hunks)
+        assert edited is not None and edited[1] is prev.memo
+        got = parse_units(new, language, path, starts=starts, base=edited[0], reuse=edited[1])
+        fresh = parse_units(new, language, path, tree=got.tree)
+        assert rows(got.units) == rows(fresh.units)
+        assert [u.text for u in got.units] == [u.text for u in fresh.units]
+        assert_texts(new, got.units)
+        reused += sum(key in prev.memo for key in got.memo or {})
+        lines, source, prev = new_lines, new, got
+    return reused
+
+
+@pytest.mark.parametrize("fixture", FIXTURES.values(), ids=FIXTURES.keys())
+def test_incremental_reparse_replays_units_exactly(fixture: Fixture) -> None:
+    """Units replayed from the previous version equal a fresh walk of the same tree, through
+    40 random line edits (broken code included). Whether an incrementally parsed tree equals a
+    parse from scratch is tree-sitter's affair: for broken code its error recovery can differ."""
+    _edit_chain(fixture.source, fixture.language, fixture.path, 40)
+
+
+def test_incremental_reparse_replays_most_units() -> None:
+    items = "".join(
+        f"/// Item {i}.\n#[derive(Debug)]\npub struct Item{i} {{\n    v: u64,\n}}\n\n"
+        f"impl Item{i} {{\n    /// Value.\n    pub fn v(&self) -> u64 {{\n        self.v + {i}\n"
+        f"    }}\n\n    #[test]\n    fn t{i}() {{}}\n}}\n\n"
+        for i in range(40)
+    )
+    assert _edit_chain(items, "Rust", "gen.rs", 30) > 30 * 40

@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from tree_sitter import Node
 
 
-@dataclass(frozen=True, slots=True)
-class Scope:
+class Scope(NamedTuple):
     """Where a declaration sits: the qualified path its name joins (`sep` between), the enclosing
-    unit, whether functions here are methods, whether the container is a test, and the file."""
+    unit, whether functions here are methods, whether the container is a test, and the file.
+    (Named tuples: made for every container walked, so they must be cheap.)"""
 
     path: str = ""
     sep: str = "."
@@ -32,8 +32,7 @@ class Scope:
         return f"{self.path}{self.sep}{name}" if self.path else name
 
 
-@dataclass(frozen=True, slots=True)
-class Decl:
+class Decl(NamedTuple):
     """What a node declares. `role`: function | method | type | module (emitted units),
     namespace (a container never emitted; `body` None: it covers the rest of its block) or group
     (children walked in place: `#ifdef`, `extern "C"`, ERROR)."""
@@ -85,6 +84,7 @@ class Grammar:
     groups: frozenset[str] = frozenset({"ERROR"})
     wrappers: Mapping[str, str | None] = field(default_factory=dict)  # range outer, meaning inner
     prefixes: frozenset[str] = frozenset({"comment"})  # attach to the next unit if adjacent
+    test_prefixes: frozenset[str] = frozenset()  # prefixes whose text `is_test` reads
     hooks: Mapping[str, Hook] = field(default_factory=dict)  # node types the tables can't say
     name: Callable[[Node], str] = field_name
     is_test: TestRule = _never
@@ -175,6 +175,7 @@ RUST = Grammar(
     groups=frozenset({"ERROR", "declaration_list"}),
     wrappers={"foreign_mod_item": "body"},
     prefixes=frozenset({"line_comment", "block_comment", "attribute_item"}),
+    test_prefixes=frozenset({"attribute_item"}),
     hooks={"impl_item": _rust_impl},
     is_test=_rust_is_test,
     anchor=_rust_anchor,

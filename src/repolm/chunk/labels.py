@@ -7,6 +7,7 @@ import bisect
 import posixpath
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from repolm.chunk.units import Unit
 
@@ -48,51 +49,78 @@ def file_category(path: str, language: str | None) -> str:
     return "other"
 
 
-def changed_lines(patch: str | None) -> tuple[set[int], set[int]]:
-    """(new-side lines added or changed, old-side lines removed) from a unified diff."""
+class Patch(NamedTuple):
+    """What the chunk stage reads from a unified diff."""
+
+    hunks: list[tuple[int, int, int, int]] | None  # None: no hunk (nothing to trust)
+    added: set[int]  # new-side lines added or changed
+    removed: set[int]  # old-side lines removed
+
+
+def read_patch(patch: str | None) -> Patch:
+    """The hunks of a unified diff as (old first line index, old count, new first line index,
+    new count), lines 0-based, and its added and removed lines (1-based), in one pass."""
+    hunks: list[tuple[int, int, int, int]] = []
     added: set[int] = set()
     removed: set[int] = set()
     if not patch:
-        return added, removed
+        return Patch(None, added, removed)
     old = new = 0
     in_hunk = False
     for line in patch.split("\n"):
-        if line.startswith("@@"):
-            m = _HUNK.match(line)
-            if m:
-                old, new, in_hunk = int(m.group(1)), int(m.group(2)), True
-            continue
-        if not in_hunk or not line:
-            continue
-        tag = line[0]
+        tag = line[:1]
         if tag == "+":
-            added.add(new)
-            new += 1
+            if in_hunk:
+                added.add(new)
+                new += 1
         elif tag == "-":
-            removed.add(old)
-            old += 1
+            if in_hunk:
+                removed.add(old)
+                old += 1
         elif tag == " ":
-            old += 1
-            new += 1
-    return added, removed
+            if in_hunk:
+                old += 1
+                new += 1
+        elif tag == "@" and (m := _HUNK.match(line)):
+            old, new, in_hunk = int(m.group(1)), int(m.group(3)), True
+            ol = int(m.group(2)) if m.group(2) is not None else 1
+            nl = int(m.group(4)) if m.group(4) is not None else 1
+            hunks.append((old - 1 if ol else old, ol, new - 1 if nl else new, nl))
+    return Patch(hunks or None, added, removed)
 
 
-_HUNK = re.compile(r"@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+_HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
 
-def label_code_changes(old: list[Unit], new: list[Unit]) -> list[tuple[Unit, str]]:
+class UnitIndex:
+    """What labelling needs of one file version's units, built once per version (a version is
+    the new side of one change and the old side of the next)."""
+
+    __slots__ = ("by_key", "children", "parents", "spans", "span_starts", "units")
+
+    def __init__(self, units: list[Unit]) -> None:
+        self.units = units
+        self.by_key = _keyed(units)
+        self.children = _children(units)
+        self.parents = {u.parent for u in units if u.parent}
+        self.spans = _spans(units)
+        self.span_starts = [a for a, _ in self.spans]
+
+
+def label_code_changes(old: UnitIndex, new: UnitIndex) -> list[tuple[Unit, str]]:
     """Units of a code file that a change added, modified or deleted, innermost first: a
     method's change labels the method, not its class, unless the class's own lines changed.
     Units are matched by kind group and qualified name (the k-th of a repeated name with the
     k-th: overloads, several impl blocks)."""
-    old_by, new_by = _keyed(old), _keyed(new)
-    old_kids, new_kids = _children(old), _children(new)
+    old_by, new_by = old.by_key, new.by_key
     labels: list[tuple[Unit, str]] = []
     for key, unit in new_by.items():
         was = old_by.get(key)
         if was is None:
             labels.append((unit, f"new_{key[0]}"))
-        elif was.text != unit.text and _own_text(was, old_kids) != _own_text(unit, new_kids):
+        elif not _same_text(was.raw, unit.raw) and not _same_text(
+            _own_bytes(was, old.children), _own_bytes(unit, new.children)
+        ):
             labels.append((unit, f"modified_{key[0]}"))
     for key, unit in old_by.items():
         if key not in new_by:
@@ -100,29 +128,35 @@ def label_code_changes(old: list[Unit], new: list[Unit]) -> list[tuple[Unit, str
     return labels
 
 
-def touched(units: Iterable[Unit], lines: set[int]) -> list[Unit]:
+def touched(index: UnitIndex, lines: set[int]) -> list[Unit]:
     """Units (without children of their own) that hold at least one of `lines`."""
-    units = list(units)
-    parents = {u.parent for u in units if u.parent}
+    if not lines:
+        return []
+    parents = index.parents
     ordered = sorted(lines)
-    return [u for u in units if u.qualified_name not in parents and _holds(ordered, u)]
+    return [u for u in index.units if u.qualified_name not in parents and _holds(ordered, u)]
 
 
-def uncovered(units: Iterable[Unit], lines: set[int]) -> list[int]:
+def uncovered(index: UnitIndex, lines: set[int]) -> list[int]:
     """The lines no unit holds, sorted."""
-    spans: list[list[int]] = []
-    for a, b in sorted((u.start_line, u.end_line) for u in units):
-        if spans and a <= spans[-1][1] + 1:
-            spans[-1][1] = max(spans[-1][1], b)
-        else:
-            spans.append([a, b])
-    starts = [a for a, _ in spans]
+    spans, starts = index.spans, index.span_starts
     out = []
     for n in sorted(lines):
         i = bisect.bisect_right(starts, n) - 1
         if i < 0 or n > spans[i][1]:
             out.append(n)
     return out
+
+
+def _spans(units: Iterable[Unit]) -> list[list[int]]:
+    """The units' line ranges, merged where they overlap or touch."""
+    spans: list[list[int]] = []
+    for a, b in sorted((u.start_line, u.end_line) for u in units):
+        if spans and a <= spans[-1][1] + 1:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    return spans
 
 
 def _holds(ordered_lines: list[int], u: Unit) -> bool:
@@ -150,14 +184,41 @@ def _children(units: list[Unit]) -> dict[str, list[Unit]]:
     return kids
 
 
-def _own_text(u: Unit, kids: dict[str, list[Unit]]) -> str:
-    """A unit's text with its children's lines taken out, so that an edit inside a method does
-    not also count as an edit of its class."""
+def _same_text(a: bytes, b: bytes) -> bool:
+    """Whether two byte strings decode (with replacement) to the same text: equal bytes do, and
+    unequal ASCII or valid UTF-8 never does; only invalid sequences can decode alike."""
+    if a == b:
+        return True
+    if a.isascii() and b.isascii():
+        return False
+    return a.decode("utf-8", "replace") == b.decode("utf-8", "replace")
+
+
+def _own_bytes(u: Unit, kids: dict[str, list[Unit]]) -> bytes:
+    """A unit's bytes with its children's lines taken out, so that an edit inside a method does
+    not also count as an edit of its class (split and joined on newlines, which decoding
+    keeps)."""
     inner = kids.get(u.qualified_name)
     if not inner:
-        return u.text
-    hidden: set[int] = set()
-    for k in inner:
-        hidden.update(range(k.start_line, k.end_line + 1))
-    lines = u.text.split("\n")
-    return "\n".join(line for i, line in enumerate(lines, start=u.start_line) if i not in hidden)
+        return u.raw
+    pieces = u.raw.split(b"\n")
+    first = at = u.start_line  # first: the line of pieces[0]
+    kept: list[bytes] = []
+    for lo, hi in _merged((k.start_line, k.end_line) for k in inner):
+        if hi >= at:
+            kept += pieces[at - first : max(lo, at) - first]
+            at = hi + 1
+    kept += pieces[at - first :]
+    return b"\n".join(kept)
+
+
+def _merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ranges, sorted and merged where they overlap or touch."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(r for r in ranges if r[0] <= r[1]):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out

@@ -8,6 +8,8 @@ at most a few in flight, so memory stays bounded; results are written in submiss
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import time
 import zlib
@@ -21,21 +23,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repolm.chunk.labels import (
-    changed_lines,
     file_category,
     label_code_changes,
+    read_patch,
     touched,
     uncovered,
 )
 from repolm.chunk.units import LANGUAGES, Unit
-from repolm.chunk.versions import VersionCache, hunks_of
+from repolm.chunk.versions import Version, VersionCache
 from repolm.config.schema import ChunkConfig
 from repolm.fsutil import atomic_path
 from repolm.logs import log, progress
 from repolm.mine.git import Repo
 from repolm.mine.languages import detect_language
 from repolm.mine.model import MODE_SYMLINK
-from repolm.mine.tables import rows_table
+from repolm.mine.tables import utf8_array
 from repolm.pipeline.stage import StageContext, StageResult
 from repolm.split import Split, run_split
 
@@ -100,7 +102,7 @@ def chunk(
         s: (t, m)
         for s, t, m in zip(
             commits.column("sha").to_pylist(),
-            commits.column("commit_time").to_pylist(),
+            commits.column("commit_time").cast(pa.int64()).to_pylist(),  # ms since the epoch
             commits.column("is_merge").to_pylist(),
             strict=True,
         )
@@ -118,7 +120,7 @@ def chunk(
             cutoff = (split.cutoff_sha, meta[split.cutoff_sha][0], "train")
             with progress("chunk snapshot", total=len(files), unit="files") as bar:
                 for rows, c in pool.run(_snapshot_batch, _snapshot_batches(cutoff, files, jobs)):
-                    writer.write_table(rows_table(rows, SCHEMA))
+                    writer.write_table(rows)
                     counts.update(c)
                     bar.advance(
                         c["snapshot_files"]
@@ -132,7 +134,7 @@ def chunk(
                 with progress("chunk history", total=changes, unit="file changes") as bar:
                     work = _history_batches(mine_dir, meta, split, cfg, jobs)
                     for rows, c in pool.run(_history_batch, work):
-                        writer.write_table(rows_table(rows, SCHEMA))
+                        writer.write_table(rows)
                         counts.update(c)
                         bar.advance(c["file_changes"])
         finally:
@@ -227,18 +229,26 @@ def _history_batches(
 _worker: VersionCache | None = None
 
 
+# The caches hold millions of small objects (units, parse memos) and nearly none are in
+# cycles: the default collector thresholds rescan them thousands of times (about a tenth of the
+# stage's time), so a worker collects rarely.
+GC_THRESHOLD = (100_000, 50, 100)
+
+
 def _init(repo_path: str, cfg: ChunkConfig) -> None:
     global _worker
     _worker = VersionCache(repo_path, cfg)
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def _snapshot_batch(
-    job: tuple[tuple[str, Any, str], list[tuple[str, str, str | None]]],
-) -> tuple[list[tuple], Counter[str]]:
+    job: tuple[tuple[str, int, str], list[tuple[str, str, str | None]]],
+) -> tuple[pa.Table, Counter[str]]:
     assert _worker is not None
     (sha, when, part), files = job
     counts: Counter[str] = Counter()
-    rows = []
+    rows = _Rows()
+    _worker.prefetch((blob, path, language) for path, blob, language in files)
     for path, blob, language in files:
         units = _worker.version(blob, path, language, counts).units
         if units is None:
@@ -247,106 +257,123 @@ def _snapshot_batch(
         for u in units:
             counts["snapshot_units"] += 1
             counts[f"kind:{u.kind}"] += 1
-            rows.append(_row(sha, path, language, u, None, "snapshot", blob, when, part))
-    return rows, counts
+            rows.add(sha, path, language, u, None, "snapshot", blob, when, part)
+    return rows.table(), counts
 
 
-def _history_batch(batch: list[tuple[tuple[str, Any, str], dict]]
-                   ) -> tuple[list[tuple], Counter[str]]:  # fmt: skip
+def _history_batch(batch: list[tuple[tuple[str, int, str], dict]]
+                   ) -> tuple[pa.Table, Counter[str]]:  # fmt: skip
     assert _worker is not None
     counts: Counter[str] = Counter()
-    rows: list[tuple] = []
+    rows = _Rows()
+    _worker.prefetch(
+        side for _, ch in batch if (sides := _sides(ch)) for side in sides if side[0] is not None
+    )
     for (sha, when, part), ch in batch:
         counts["file_changes"] += 1
         for unit, label, blob in _label_change(ch, counts):
             counts["change_rows"] += 1
             counts[f"change:{label}"] += 1
-            rows.append(_row(sha, ch["path"], ch["language"], unit, label, "change", blob, when,
-                             part))  # fmt: skip
-    return rows, counts
+            rows.add(sha, ch["path"], ch["language"], unit, label, "change", blob, when, part)
+    return rows.table(), counts
 
 
-def _label_change(ch: dict, counts: Counter[str]) -> list[tuple[Unit, str, str | None]]:
-    """(unit, change type, blob of the unit's text) for one file change."""
-    assert _worker is not None
+def _sides(ch: dict) -> tuple[tuple[str | None, str, str | None], ...] | None:
+    """(blob, path, language) of a change's old and new versions (blob None: the side does not
+    exist); None for a change that is not text."""
     if (
         ch["is_binary"]
         or ch["is_large"]
         or ch["is_submodule"]
         or MODE_SYMLINK in (ch["old_mode"], ch["new_mode"])
     ):
+        return None
+    path, language, status = ch["path"], ch["language"], ch["status"]
+    old_blob = ch["old_blob"] if status not in ("added", "copied") else None
+    new_blob = ch["new_blob"] if status != "deleted" else None
+    return (old_blob, ch["old_path"] or path, language), (new_blob, path, language)
+
+
+def _label_change(ch: dict, counts: Counter[str]) -> list[tuple[Unit, str, str | None]]:
+    """(unit, change type, blob of the unit's text) for one file change."""
+    assert _worker is not None
+    sides = _sides(ch)
+    if sides is None:
         counts["skipped_not_text"] += 1
         return []
-    path, language = ch["path"], ch["language"]
-    old_path = ch["old_path"] or path
-    new_blob = ch["new_blob"] if ch["status"] != "deleted" else None
-    old_blob = ch["old_blob"] if ch["status"] not in ("added", "copied") else None
-    hunks = None if ch["patch_truncated"] else hunks_of(ch["patch"])
+    (old_blob, old_path, _), (new_blob, path, language) = sides
+    patch = read_patch(ch["patch"])
+    hunks = None if ch["patch_truncated"] else patch.hunks
     old, new = _worker.pair((old_blob, old_path), (new_blob, path), language, hunks, counts)
-    if new is None or old is None:
+    if new.units is None or old.units is None:
         return []
-    added, removed = changed_lines(ch["patch"])
-    category = file_category(path, language)
+    added, removed = patch.added, patch.removed
+    category = _category(path, language)
     out: list[tuple[Unit, str, str | None]] = []
     if category == "code" and language in LANGUAGES:
-        for unit, label in label_code_changes(old, new):
+        for unit, label in label_code_changes(old.index, new.index):
             out.append((unit, label, old_blob if label.startswith("deleted_") else new_blob))
-        docs = [u for u in touched(new, added) if u.kind == "module"]
+        docs = [u for u in touched(new.index, added) if u.kind == "module"]
         out += [(u, "docs", new_blob) for u in docs]
-        rest = uncovered(new, added)
+        rest = uncovered(new.index, added)
         if rest:
-            out.append((_lines_unit(new_blob, rest), "other", new_blob))
+            out.append((_lines_unit(new, rest), "other", new_blob))
         return out
     # Docs, config, build and other files (and code without a grammar): the sections or
     # windows that hold changed lines; all of them for an added or deleted file.
     label = category if category != "code" else "other"
     if ch["status"] == "deleted":
-        return [(u, label, old_blob) for u in old]
+        return [(u, label, old_blob) for u in old.units]
     if ch["status"] == "added":
-        return [(u, label, new_blob) for u in new]
+        return [(u, label, new_blob) for u in new.units]
     if added:
-        return [(u, label, new_blob) for u in touched(new, added)]
-    return [(u, label, old_blob) for u in touched(old, removed)]
+        return [(u, label, new_blob) for u in touched(new.index, added)]
+    return [(u, label, old_blob) for u in touched(old.index, removed)]
 
 
-def _lines_unit(blob: str | None, lines: list[int]) -> Unit:
-    """Changed lines of a code file that no unit holds (imports, top-level statements)."""
-    assert _worker is not None and blob is not None
-    data = _worker.reader.read(blob) or b""
-    text_lines = data.decode("utf-8", "replace").split("\n")
+@functools.lru_cache(maxsize=65536)
+def _category(path: str, language: str | None) -> str:
+    return file_category(path, language)
+
+
+def _lines_unit(version: Version, lines: list[int]) -> Unit:
+    """Changed lines of a code file that no unit holds (imports, top-level statements): lines
+    `a`..`b` as `data.split(b"\\n")` cuts them, joined by newlines (none after the last)."""
+    data, starts = version.data, version.starts
     a, b = lines[0], lines[-1]
-    text = "\n".join(text_lines[a - 1 : b])
-    return Unit("lines", f"lines {a}-{b}", f"lines {a}-{b}", a, b, text, None)
+    name = f"lines {a}-{b}"
+    pieces = data.count(b"\n") + 1
+    if starts is None or not 1 <= a <= b or a > pieces:  # not from this file's lines
+        text = "\n".join(data.decode("utf-8", "replace").split("\n")[a - 1 : b]).encode()
+        return Unit("lines", name, name, a, b, None, text, 0, len(text))
+    end = int(starts[b]) - 1 if b < pieces else len(data)
+    return Unit("lines", name, name, a, b, None, data, int(starts[a - 1]), end)
 
 
-def _row(
-    sha: str,
-    path: str,
-    language: str | None,
-    u: Unit,
-    change_type: str | None,
-    source: str,
-    blob: str | None,
-    when: Any,
-    part: str,
-) -> tuple:
-    return (
-        sha,
-        path,
-        language,
-        u.kind,
-        u.name,
-        u.qualified_name,
-        u.parent,
-        u.start_line,
-        u.end_line,
-        change_type,
-        u.text,
-        source,
-        blob,
-        when,
-        part,
-    )
+class _Rows:
+    """Output rows, turned into a table at the end of a batch; texts are kept as UTF-8 bytes,
+    decoded (with replacement, as `Unit.text` does) only where they are not plain ASCII."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+
+    def add(self, sha: str, path: str, language: str | None, u: Unit, change_type: str | None,
+            source: str, blob: str | None, when: int, part: str) -> None:  # fmt: skip
+        raw = u.source[u.start_byte : u.end_byte]
+        text = raw if raw.isascii() else raw.decode("utf-8", "replace").encode()
+        self.rows.append((sha, path, language, u.kind, u.name, u.qualified_name, u.parent,
+                          u.start_line, u.end_line, change_type, text, source, blob, when,
+                          part))  # fmt: skip
+
+    def table(self) -> pa.Table:
+        columns = list(zip(*self.rows, strict=True)) if self.rows else [[] for _ in SCHEMA]
+        arrays = [
+            utf8_array(values) if field.name == "text"  # type: ignore[arg-type]
+            else pa.array(values, pa.int64()).cast(TS) if field.name == "commit_time"
+            else pa.array(values, field.type)
+            for values, field in zip(columns, SCHEMA, strict=True)
+        ]  # fmt: skip
+        return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
 class _Pool:
@@ -358,6 +385,7 @@ class _Pool:
         self.jobs = jobs
         self._args = (repo_path, cfg)
         self._workers: list[ProcessPoolExecutor] = []
+        self._gc = gc.get_threshold()
 
     def __enter__(self) -> _Pool:
         if self.jobs > 1:
@@ -374,6 +402,7 @@ class _Pool:
         if _worker is not None:
             _worker.reader.close()
             _worker = None
+        gc.set_threshold(*self._gc)
 
     def run(self, fn: Any, jobs: Iterator[tuple[int, Any]]) -> Iterator[Any]:
         if not self._workers:

@@ -2,8 +2,10 @@
 tree-sitter parse; sections of Markdown; fixed-size line windows for everything else.
 
 Only declaration-level nodes are visited (the root's children and the bodies of containers),
-never whole function bodies, so a file costs little more than its parse. What counts as a unit
-in each language lives in the tables of `repolm.chunk.grammars`.
+never whole function bodies, so a file costs little more than its parse. A version parsed
+incrementally from another one reuses that version's units for every declaration whose syntax
+subtree tree-sitter reused. What counts as a unit in each language lives in the tables of
+`repolm.chunk.grammars`.
 """
 
 from __future__ import annotations
@@ -11,32 +13,71 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 
 from repolm.chunk.grammars import LANGUAGES, Decl, Grammar, Scope, grammar_for
 
 if TYPE_CHECKING:
     from tree_sitter import Node
 
-__all__ = ["LANGUAGES", "Unit", "extract_units", "parse_units"]
+__all__ = ["LANGUAGES", "Parsed", "Unit", "extract_units", "line_starts", "parse_units"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Unit:
+class Unit(NamedTuple):
     """One unit of a file. Lines are 1-based and inclusive; a unit's range includes the doc
     comments, attributes, decorators and annotations directly above it; `text` is exactly those
-    source lines with their newlines; `parent` is the qualified name of the enclosing unit."""
+    source lines with their newlines, decoded on demand from the file's bytes (`source`,
+    `start_byte`, `end_byte`); `parent` is the qualified name of the enclosing unit."""
 
-    kind: str  # function | method | type | module | test | section | window
+    kind: str  # function | method | type | module | test | section | window | lines
     name: str
     qualified_name: str
     start_line: int
     end_line: int
-    text: str
     parent: str | None
+    source: bytes
+    start_byte: int
+    end_byte: int
+
+    @property
+    def raw(self) -> bytes:
+        return self.source[self.start_byte : self.end_byte]
+
+    @property
+    def text(self) -> str:
+        return self.source[self.start_byte : self.end_byte].decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return (
+            f"Unit({self.kind!r}, {self.qualified_name!r}, {self.start_line}-{self.end_line}, "
+            f"parent={self.parent!r})"
+        )
+
+
+# What one declaration node emitted, kept per parsed version so that the next version, parsed
+# from this one's tree, can reuse it: (is or holds a test, its own unit as (start, depth, kind,
+# name, qualified name, end, parent) with lines relative to the node's first line (None for a
+# node that is no unit), and for each declaration walked inside it: (its first line relative to
+# this node's, its entry, its key)). Keyed by the node's subtree slot and its context.
+Entry = tuple[bool, tuple[int, int, str, str, str, int, str | None] | None, tuple[Any, ...]]
+Memo = dict[Any, Entry]
+_NOTHING: Entry = (False, None, ())
+
+
+@dataclass(slots=True)
+class Parsed:
+    """The units of one file version; for a grammar's language also its tree and what each of
+    its declaration nodes emitted (`memo`), to parse and walk a neighbouring version from."""
+
+    units: list[Unit]
+    tree: Any | None = None
+    memo: Memo | None = None
 
 
 def extract_units(
@@ -44,7 +85,7 @@ def extract_units(
 ) -> list[Unit]:
     """Units of one file, in source order (containers before their members). Never raises on
     bad input: a file that cannot be parsed falls back to windows."""
-    return parse_units(source, language, path, window_lines=window_lines)[0]
+    return parse_units(source, language, path, window_lines=window_lines).units
 
 
 def parse_units(
@@ -53,26 +94,45 @@ def parse_units(
     path: str = "",
     *,
     window_lines: int = 64,
+    starts: np.ndarray | None = None,
     base: Any | None = None,
-) -> tuple[list[Unit], Any | None]:
-    """`extract_units`, also returning the tree-sitter tree (None without a grammar). `base`:
-    the tree of another version of the file, already `edit()`ed into this version's
-    coordinates; tree-sitter then re-parses only what the edits touched."""
+    reuse: Memo | None = None,
+    tree: Any | None = None,
+) -> Parsed:
+    """`extract_units`, with the tree-sitter tree (None without a grammar). `starts`: the
+    source's `line_starts`, when already known. `base`: the tree of another version of the
+    file, already `edit()`ed into this version's coordinates; tree-sitter then re-parses only
+    what the edits touched. `reuse`: that version's memo; pass it only when the bytes outside
+    the edits are exactly that version's (the reused subtrees then hold the same text).
+    `tree`: this source's own tree, parsed before (with `reuse`, its memo): nothing to parse."""
     try:
-        lines = _split_lines(source)
+        if starts is None:
+            starts = line_starts(source)
         if language == "Markdown":
-            return _sections(lines), None
+            return Parsed(_sections(source, starts, _split_lines(source)))
         grammar = grammar_for(language, path)
         parser = _parser(grammar.grammar) if grammar is not None else None
         if grammar is not None and parser is not None:
-            return _code_units(source, lines, grammar, parser, path, base)
+            return _code_units(source, starts, grammar, parser, path, base, reuse, tree)
     except Exception:  # a bad file must never stop the stage; it still gets windows
         log.debug("unit extraction failed for %s; using windows", path, exc_info=True)
     try:
-        return _windows(_split_lines(source), window_lines), None
+        starts = starts if starts is not None else line_starts(source)
+        return Parsed(_windows(source, starts, _split_lines(source), window_lines))
     except Exception:
         log.debug("windowing failed for %s", path, exc_info=True)
-        return [], None
+        return Parsed([])
+
+
+def line_starts(data: bytes) -> np.ndarray:
+    """Byte offset of each line start, then len(data): one entry per line, plus one (an array:
+    most versions need only a few of the offsets)."""
+    newlines = (np.frombuffer(data, np.uint8) == 10).nonzero()[0]
+    starts = np.empty(len(newlines) + 2, np.int64)
+    starts[0] = 0
+    starts[1:-1] = newlines + 1
+    starts[-1] = len(data)  # the last line has no newline after it...
+    return starts[:-1] if starts[-2] == len(data) else starts  # ...unless it has
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -94,13 +154,19 @@ def _parser(grammar: str) -> Any | None:
 
 
 def _split_lines(source: bytes) -> list[str]:
-    """Lines with their newlines, split on b"\\n" only, as tree-sitter counts rows (decoding
+    """Lines without their newlines, split on b"\\n" only, as tree-sitter counts rows (decoding
     with replacement keeps every newline byte, so rows and lines agree)."""
     parts = source.decode("utf-8", "replace").split("\n")
-    lines = [p + "\n" for p in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
+    return parts if parts[-1] else parts[:-1]
+
+
+def _make_unit(source: bytes, starts: np.ndarray, kind: str, name: str, qualified: str,
+               start: int, end: int, parent: str | None) -> Unit:  # fmt: skip
+    """A unit of lines `start`..`end`; its text is those whole lines (none past the last)."""
+    last = len(starts) - 1
+    a = int(starts[start - 1 if start <= last else last])
+    b = int(starts[end if end <= last else last])
+    return Unit(kind, name, qualified, start, end, parent, source, a, b)
 
 
 def _first(node: Node) -> int:
@@ -113,34 +179,49 @@ def _last(node: Node) -> int:
     return row + 1 if column or row == node.start_point[0] else row
 
 
-def _unit(lines: list[str], kind: str, name: str, qualified: str, start: int, end: int,
-          parent: str | None) -> Unit:  # fmt: skip
-    return Unit(kind, name, qualified, start, end, "".join(lines[start - 1 : end]), parent)
-
-
 @dataclass(slots=True)
 class _File:
     grammar: Grammar
-    lines: list[str]
+    source: bytes
+    starts: np.ndarray
     out: list[tuple[int, int, Unit]]  # (start_line, depth, unit): sorted at the end
+    memo: Memo  # this version's: what each declaration node emitted
+    reuse: Memo  # the base version's, for the subtrees tree-sitter reused from it
 
     def emit(self, kind: str, name: str, qualified: str, start: int, end: int,
              parent: str | None, depth: int) -> int:  # fmt: skip
-        unit = _unit(self.lines, kind, name, qualified, start, end, parent)
+        unit = _make_unit(self.source, self.starts, kind, name, qualified, start, end, parent)
         self.out.append((start, depth, unit))
         return len(self.out) - 1
 
+    def replay(self, key: Any, entry: Entry, row: int) -> None:
+        """Emit what the same subtree emitted in the base version, moved to `row`, in the same
+        order; carry its entry (and those of the declarations inside it) over to this
+        version's memo."""
+        self.memo[key] = entry
+        own, nested = entry[1], entry[2]
+        if own is not None:
+            s, depth, kind, name, qualified, e, parent = own
+            s += row
+            unit = _make_unit(self.source, self.starts, kind, name, qualified, s, e + row, parent)
+            self.out.append((s, depth, unit))
+        for offset, inner, inner_key in nested:
+            self.replay(inner_key, inner, row + offset)
 
-def _code_units(source: bytes, lines: list[str], grammar: Grammar, parser: Any, path: str,
-                base: Any | None = None) -> tuple[list[Unit], Any]:  # fmt: skip
-    tree = parser.parse(source, base) if base is not None else parser.parse(source)
+
+def _code_units(source: bytes, starts: np.ndarray, grammar: Grammar, parser: Any, path: str,
+                base: Any | None, reuse: Memo | None, tree: Any | None) -> Parsed:  # fmt: skip
+    if tree is None and base is None:
+        tree, reuse = parser.parse(source), None  # a memo is only good for its own tree's kin
+    elif tree is None:
+        tree = parser.parse(source, base)
     root = tree.root_node
-    f = _File(grammar, lines, [])
+    f = _File(grammar, source, starts, [], {}, reuse or {})
     children = root.named_children
     skip = _module_doc(f, children, path)
-    _walk(f, children[skip:], Scope(sep=grammar.sep, file=path), 0, 0)
-    f.out.sort(key=lambda item: (item[0], item[1]))
-    return [unit for _, _, unit in f.out], tree
+    _walk(f, children[skip:], Scope(sep=grammar.sep, file=path), 0, 0, [])
+    f.out.sort(key=itemgetter(0, 1))
+    return Parsed([unit for _, _, unit in f.out], tree, f.memo)
 
 
 def _module_doc(f: _File, children: list[Node], path: str) -> int:
@@ -184,61 +265,90 @@ def _module_name(path: str) -> str:
     return stem or "(module)"
 
 
-def _walk(f: _File, nodes: list[Node], scope: Scope, depth: int, after: int) -> bool:
+def _walk(f: _File, nodes: list[Node], scope: Scope, depth: int, after: int,
+          walked: list[tuple[int, Entry, Any]]) -> bool:  # fmt: skip
     """Emit the units among a container's children (`after`: the container's first line).
     Comments and attributes collect as a prefix for the next declaration when no blank line
-    separates them; True if any unit emitted is (or holds) a test."""
+    separates them; True if any unit emitted is (or holds) a test. Each declaration walked is
+    added to `walked` as (first line, entry, key); one the base version walked in the same
+    context is replayed, not walked again."""
     g = f.grammar
+    prefixes, test_prefixes, memo, reuse = g.prefixes, g.test_prefixes, f.memo, f.reuse
+    context = repr((depth, *scope))  # a str: hashed once, however many lookups
     prefix: list[Node] = []
+    prefix_end = 0  # last line of prefix[-1]
     prev_end = after
     found = False
     for node in nodes:
-        start = _first(node)
-        if prefix and start > _last(prefix[-1]) + 1:
+        row = node.start_point.row
+        start = row + 1
+        if prefix and start > prefix_end + 1:
             prefix = []
-        if node.type in g.prefixes:
+        if node.type in prefixes:
             if prefix or start > prev_end:  # not a trailing comment of the line above
                 prefix.append(node)
+                end_row, column = node.end_point
+                prefix_end = end_row + 1 if column or end_row == row else end_row
             continue
-        inner = g.unwrap(node)
-        decl = g.classify(inner, scope) if inner is not None else None
-        if decl is None:
-            pass
-        elif decl.role == "group":
-            found |= _walk(f, decl.body.named_children, scope, depth, prev_end)
-        elif decl.role == "namespace":
-            path = scope.join(decl.name) if decl.name else scope.path
-            inside = replace(scope, path=path, sep=g.sep)
-            if decl.body is None:  # C# `namespace X;`: the rest of the file
-                scope = inside
-            else:
-                found |= _walk(f, decl.body.named_children, inside, depth, start)
+        # Node ids are subtree slots: equal ids are one subtree while the base tree lives. Of
+        # the prefix, a unit takes its first line and what the test rule reads.
+        if prefix:
+            tested = [p.text for p in prefix if p.type in test_prefixes] if test_prefixes else ()
+            key: Any = (node.id, context, prefix[0].start_point.row - row, *tested)
         else:
-            found |= _emit(f, decl, node, inner, prefix, scope, depth)
+            key = (node.id, context)
+        entry = reuse.get(key) if reuse else None
+        if entry is not None:
+            f.replay(key, entry, start)
+        else:
+            inner = g.unwrap(node)
+            decl = g.classify(inner, scope) if inner is not None else None
+            if decl is None:
+                entry = memo[key] = _NOTHING
+            elif decl.role == "group":
+                found |= _walk(f, decl.body.named_children, scope, depth, prev_end, walked)
+            elif decl.role == "namespace":
+                path = scope.join(decl.name) if decl.name else scope.path
+                inside = scope._replace(path=path, sep=g.sep)
+                if decl.body is None:  # C# `namespace X;`: the rest of the file
+                    scope, context = inside, repr((depth, *inside))
+                else:
+                    found |= _walk(f, decl.body.named_children, inside, depth, start, walked)
+            else:
+                entry = memo[key] = _emit(f, decl, node, inner, prefix, scope, depth)
+        if entry is not None:
+            walked.append((start, entry, key))
+            found |= entry[0]
         prefix = []
-        prev_end = _last(node)
+        end_row, column = node.end_point
+        prev_end = end_row + 1 if column or end_row == row else end_row
     return found
 
 
 def _emit(f: _File, decl: Decl, node: Node, inner: Node, prefix: list[Node], scope: Scope,
-          depth: int) -> bool:  # fmt: skip
-    """Emit one unit and, for a container, its members; True if it is or holds a test."""
+          depth: int) -> Entry:  # fmt: skip
+    """Emit one unit and, for a container, its members; return its entry."""
     g = f.grammar
-    start, end = _first(prefix[0] if prefix else node), _last(node)
+    row = _first(node)
+    start, end = _first(prefix[0]) if prefix else row, _last(node)
     qualified = decl.qualified or scope.join(decl.name)
     test = decl.test or g.is_test(decl, inner, prefix, scope)
     method = decl.role == "method" or (decl.role == "function" and scope.in_type)
     kind = "test" if test else "method" if method else decl.role
     index = f.emit(kind, decl.name, qualified, start, end, scope.parent, depth)
-    if decl.body is None:
-        return test
-    members = Scope(decl.members or qualified, decl.sep or g.sep, qualified,
-                    in_type=decl.role == "type", in_test=test, file=scope.file)  # fmt: skip
-    found = _walk(f, decl.body.named_children, members, depth + 1, _first(inner))
-    if found and not test and decl.role == "type" and g.test_class(decl.name):
-        at, level, unit = f.out[index]
-        f.out[index] = (at, level, replace(unit, kind="test"))
-    return test or found
+    found = test
+    walked: list[tuple[int, Entry, Any]] = []
+    if decl.body is not None:
+        members = Scope(decl.members or qualified, decl.sep or g.sep, qualified,
+                        in_type=decl.role == "type", in_test=test, file=scope.file)  # fmt: skip
+        inside = _walk(f, decl.body.named_children, members, depth + 1, _first(inner), walked)
+        if inside and not test and decl.role == "type" and g.test_class(decl.name):
+            kind = "test"
+            at, level, unit = f.out[index]
+            f.out[index] = (at, level, unit._replace(kind=kind))
+        found = test or inside
+    own = (start - row, depth, kind, decl.name, qualified, end - row, scope.parent)
+    return found, own, tuple((s - row, entry, key) for s, entry, key in walked)
 
 
 # -- Markdown ---------------------------------------------------------------------------------
@@ -246,6 +356,7 @@ def _emit(f: _File, decl: Decl, node: Node, inner: Node, prefix: list[Node], sco
 _ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _SETEXT = re.compile(r" {0,3}(=+|-+)[ \t]*$")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_MARKS = "`~#=-"  # what those three can start with, after up to three spaces
 
 
 def _headings(lines: list[str]) -> list[tuple[int, int, str]]:
@@ -256,12 +367,19 @@ def _headings(lines: list[str]) -> list[tuple[int, int, str]]:
     paragraph = 0  # first line of the paragraph a setext underline would make a heading
     i = _front_matter_end(lines)
     while i < len(lines):
-        line = lines[i].rstrip("\r\n")
+        line = lines[i].rstrip("\r")
         i += 1
         if fence:
             closing = line.strip()
             if closing.startswith(fence) and not closing.strip(fence[0]):
                 fence = ""
+            continue
+        lead = line.lstrip(" ")[:1]
+        if lead and lead not in _MARKS:  # no fence, heading or underline: the usual line
+            if not line.strip():
+                paragraph = 0
+            elif not paragraph and not line.startswith(("    ", "\t")):
+                paragraph = i
             continue
         if m := _FENCE.match(line):
             fence, paragraph = m.group(1), 0
@@ -288,14 +406,16 @@ def _front_matter_end(lines: list[str]) -> int:
     return 0
 
 
-def _sections(lines: list[str]) -> list[Unit]:
+def _sections(source: bytes, starts: np.ndarray, lines: list[str]) -> list[Unit]:
     """One section per heading, to the line before the next heading; text before the first
     heading is the "(preamble)". Qualified names follow the outline: `Intro > Install`."""
     headings = _headings(lines)
     units = []
     first = headings[0][0] if headings else len(lines) + 1
     if any(line.strip() for line in lines[: first - 1]):
-        units.append(_unit(lines, "section", "(preamble)", "(preamble)", 1, first - 1, None))
+        units.append(
+            _make_unit(source, starts, "section", "(preamble)", "(preamble)", 1, first - 1, None)
+        )
     outline: list[tuple[int, str]] = []  # (level, qualified) of the open headings
     for k, (start, level, title) in enumerate(headings):
         end = headings[k + 1][0] - 1 if k + 1 < len(headings) else len(lines)
@@ -304,7 +424,7 @@ def _sections(lines: list[str]) -> list[Unit]:
         parent = outline[-1][1] if outline else None
         name = title or "(untitled)"
         qualified = f"{parent} > {name}" if parent else name
-        units.append(_unit(lines, "section", name, qualified, start, end, parent))
+        units.append(_make_unit(source, starts, "section", name, qualified, start, end, parent))
         outline.append((level, qualified))
     return units
 
@@ -312,7 +432,7 @@ def _sections(lines: list[str]) -> list[Unit]:
 # -- windows ----------------------------------------------------------------------------------
 
 
-def _windows(lines: list[str], size: int) -> list[Unit]:
+def _windows(source: bytes, starts: np.ndarray, lines: list[str], size: int) -> list[Unit]:
     """Consecutive `size`-line windows (the last one shorter), skipping all-blank ones."""
     size = max(1, size)
     units = []
@@ -320,5 +440,6 @@ def _windows(lines: list[str], size: int) -> list[Unit]:
         chunk = lines[start : start + size]
         if any(line.strip() for line in chunk):
             name = f"lines {start + 1}-{start + len(chunk)}"
-            units.append(_unit(lines, "window", name, name, start + 1, start + len(chunk), None))
+            end = start + len(chunk)
+            units.append(_make_unit(source, starts, "window", name, name, start + 1, end, None))
     return units
