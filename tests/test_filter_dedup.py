@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 
-from repolm.filter.dedup import Deduper, shingle_hashes, signature
+from repolm.filter.dedup import (
+    Deduper,
+    lsh_bands,
+    permutations,
+    shingle_hashes,
+    signature,
+    signatures,
+)
 
 
 def source(n: int = 200, changed: range | set[int] = range(0), tag: str = "x") -> str:
@@ -140,3 +147,65 @@ def test_repeated_key_and_bad_settings_are_rejected() -> None:
     for bad in ({"threshold": 0.0}, {"threshold": 1.5}, {"shingle": 0}, {"num_perm": 1}):
         with pytest.raises(ValueError):
             Deduper(**bad)
+
+
+def test_permutations_are_datasketchs() -> None:
+    for num_perm, seed in ((128, 1), (64, 7), (3, 0)):
+        reference = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+        assert np.array_equal(permutations(num_perm, seed), reference)
+
+
+def test_lsh_bands_are_datasketchs() -> None:
+    from datasketch.lsh import _optimal_param
+
+    for num_perm in (16, 64, 128):
+        for threshold in (0.05, 0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0):
+            ours = lsh_bands(threshold, num_perm)
+            assert ours == _optimal_param(threshold, num_perm, 0.5, 0.5), (threshold, num_perm)
+    assert lsh_bands(0.85, 128) == (8, 16)
+
+
+def test_lsh_candidates_are_datasketchs() -> None:
+    """Our band tables propose the same candidates as `MinHashLSH` for the same signatures."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    from repolm.filter.dedup import _TOKEN
+
+    d = Deduper(threshold=0.5)
+    lsh = MinHashLSH(threshold=0.5, num_perm=128)
+    docs = [source(changed=set(range(i, 200, 3 + i)), tag=f"t{i % 2}") for i in range(8)]
+    for i, text in enumerate(docs):
+        d.check(f"d{i}", text)
+        _, minhash = d._kept.get(f"d{i}", (0, None))
+        if minhash is not None:
+            lsh.insert(f"d{i}", LeanMinHash(seed=1, hashvalues=minhash, scheme="affine32"))
+    probe = d._minhashes([_TOKEN.findall(source(changed={3, 4}).encode())])[0]
+    ours = set()
+    for table, (start, end) in zip(d._index, d._bands, strict=True):
+        ours.update(table.get(probe[start:end].tobytes(), ()))
+    theirs = set(lsh.query(LeanMinHash(seed=1, hashvalues=probe, scheme="affine32")))
+    assert ours == theirs and ours
+
+
+def test_signatures_of_many_sets_at_once() -> None:
+    rng = np.random.default_rng(1)
+    sets = [rng.integers(0, 2**32, size=n, dtype=np.uint32) for n in (1, 5, 3000, 9000, 17, 2)]
+    perms = permutations(128, 1)
+    together = signatures(sets, perms)
+    for row, hashes in zip(together, sets, strict=True):
+        reference = MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
+        reference.update_batch(hashes.tolist())
+        assert np.array_equal(row, reference.hashvalues)
+
+
+def test_check_many_decides_as_check_one_by_one() -> None:
+    docs = [(f"d{i}", source(changed=set(range(i, 200, 7 + i % 4)), tag=f"t{i % 3}"))
+            for i in range(10)]  # fmt: skip
+    docs += [("copy", docs[2][1]), ("short", "x = 1"), ("short copy", "x = 1\n")]
+    docs += [("tiny", "a b"), ("near copy", docs[0][1].replace("value_7 ", "value_7x "))]
+    one = Deduper(threshold=0.6, min_tokens=2, shingle=3)
+    many = Deduper(threshold=0.6, min_tokens=2, shingle=3)
+    expected = [one.check(k, t) for k, t in docs]
+    assert many.check_many(docs[:4]) + many.check_many(docs[4:]) == expected
+    assert one.stats == many.stats
+    assert {"unique", "exact", "near"} <= {v for v, _ in expected}

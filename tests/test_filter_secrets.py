@@ -7,9 +7,11 @@ Secret values are assembled at runtime from pieces, so this file itself trips no
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -274,3 +276,330 @@ print(len(events))
 def test_workflow_permissions_are_not_secrets() -> None:
     text = "permissions:\n  contents: read\n  id-token: write # provenance\n  pages: write\n"
     assert scrub_text(text) == (text, Counter())
+
+
+# -- keys in paths, values on the next line -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "one/pass:foobar\n",
+        '    eqnice!("one/pass:far\\n", cmd.stdout());\n',  # ripgrep's tests: path:match
+        '    let expected = path("./one/pass:far\\n");\n',
+        "see https://example.com/a/pass:word here\n",
+        "GET /api/users/password:reset\n",
+        "src/auth/token=abc123def\n",
+    ],
+)
+def test_a_key_inside_a_path_is_no_assignment(text: str) -> None:
+    assert scrub_text(text) == (text, Counter())
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "type_"),
+    [
+        ("cmdkey /user:bob /pass:{v}\n", "hunter22x", "password"),  # a switch, not a path
+        ('// password = "{v}"\n', "hunter2-Xyz!", "password"),  # commented-out code
+        ('//password = "{v}"\n', "hunter2-Xyz!", "password"),
+        ("https://bob:{v}@db.internal/app\n", "Sup3rS3cret", "basic_auth_url"),  # URL userinfo
+    ],
+)
+def test_real_credential_forms_around_slashes_still_match(
+    text: str, value: str, type_: str
+) -> None:
+    one(text.format(v=value), type_, value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("password:\n  {v}\n", "hunter2secret"),  # YAML: a plain scalar on the next line
+        ("db:\n  password:\n    {v}\n  user: bob\n", "hunter2secret"),  # nested, then a sibling
+        ("password: |\n  {v}\n", "hunter2secret"),  # a block scalar of one line
+        ("token: >-\n    {v}\n", "k9Lm2Nq8Rs"),
+        ("password:\n  '{v}'\n", "s3cr3t-value"),
+        ("users:\n  - password:\n      {v}\n", "hunter2secret"),  # in a sequence item
+        ('{{\n  "password":\n    "{v}"\n}}\n', "s3cr3t-value"),  # JSON
+        ('{{\n  "api_key":\n  "{v}",\n  "user": "bob"\n}}\n', "k9Lm2Nq8Rs"),
+        ("[db]\npassword =\n    {v}\n", "iniSecret42"),  # INI continuation line
+        ("@@ -1,2 +1,2 @@\n+password:\n+  {v}\n", "hunter2secret"),  # added in a diff
+        ("password:\r\n  {v}\r\n", "hunter2secret"),
+    ],
+)
+def test_value_on_the_line_below_its_key(text: str, value: str) -> None:
+    one(text.format(v=value), "password", value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password:\n  min_length: 8\n  required: true\n",  # a nested mapping
+        "password:\n  policy:\n    hunter2secret\n",  # its first line is a key
+        "password:\n  - hunter2secret\n",  # a sequence
+        "password:\n  [hunter2secret]\n",  # a flow sequence
+        "password:\nhunter2secret\n",  # not indented: YAML null, then another document line
+        "password:\n\n  hunter2secret\n",  # a blank line first
+        "password:\n  hunter2\n  secret\n",  # a scalar of two lines
+        "password: |\n  line one of\n  a certificate\n",
+        "password:\n  Enter your password here\n",  # prose
+        "password:\n  ${DB_PASSWORD}\n",
+        "password:\n  changeme\n",
+        "password:\n  !vault |\n",  # a tag
+        "password:\n  &pw\n",  # an anchor
+        'password:\n  "<your-password>"\n',
+        "    password:\n        String,\n",  # a Rust field's type on the next line
+        '"password":\n  null,\n',  # JSON: only a string is a value
+        '"password" =\n  "hunter2secret"\n',  # a quoted key with `=`: no syntax we know
+        "username:\n  hunter2secret\n",  # not a credential key
+    ],
+)
+def test_lines_below_a_key_that_are_no_value(text: str) -> None:
+    assert scrub_text(text) == (text, Counter())
+
+
+def test_value_below_is_idempotent() -> None:
+    text = 'password:\n  hunter2secret\n{\n  "token":\n    "k9Lm2Nq8Rs"\n}\n'
+    once, counts = scrub_text(text)
+    assert counts == Counter({"password": 2})
+    assert scrub_text(once) == (once, Counter())
+
+
+def test_email_decision_does_not_depend_on_what_comes_before_its_line() -> None:
+    local = "a" * 64  # the longest local part an address may have
+    email = f"{local}@corp-internal.io"
+    for before in ("", "x\n", "note: " * 20 + "\n", "<"):
+        assert scrub_text(before + email)[0] == before + "<EMAIL>"
+    assert scrub_text("x" + email) == ("x" + email, Counter())  # 65 characters: not an address
+
+
+# -- suspect lines --------------------------------------------------------------------------------
+
+
+def _can_match_newline(pattern: re.Pattern[bytes]) -> list[str]:
+    """What in `pattern`'s syntax tree could match (or look at) a "\\n": nothing, for a regex
+    whose matches all lie within one line (and behave the same at a line's ends as at a text's)."""
+    from re import _constants as C  # noqa: N812
+    from re import _parser
+
+    safe_categories = {C.CATEGORY_DIGIT, C.CATEGORY_WORD, C.CATEGORY_NOT_SPACE,
+                       C.CATEGORY_NOT_LINEBREAK}  # fmt: skip
+
+    def in_set(items: list) -> bool:
+        negate, hit = False, False
+        for op, av in items:
+            if op is C.NEGATE:
+                negate = True
+            elif op is C.LITERAL:
+                hit |= av == 10
+            elif op is C.RANGE:
+                hit |= av[0] <= 10 <= av[1]
+            elif op is C.CATEGORY:
+                hit |= av not in safe_categories
+            else:
+                raise AssertionError(op)
+        return hit != negate
+
+    def walk(seq: _parser.SubPattern, flags: int) -> list[str]:
+        bad = []
+        for op, av in seq:
+            if op is C.LITERAL:
+                bad += ["\\n"] if av == 10 else []
+            elif op is C.NOT_LITERAL:
+                bad += [] if av == 10 else [f"not {av}"]
+            elif op is C.ANY:
+                bad += ["." + " with DOTALL"] if flags & re.DOTALL else []
+            elif op is C.IN:
+                bad += [f"set {av}"] if in_set(av) else []
+            elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
+                bad += walk(av[2], flags)
+            elif op is C.SUBPATTERN:
+                bad += walk(av[3], flags)
+            elif op is C.BRANCH:
+                bad += [b for s in av[1] for b in walk(s, flags)]
+            elif op in (C.ASSERT, C.ASSERT_NOT):
+                bad += walk(av[1], flags)
+            elif op is C.AT:  # \b is the same next to "\n" as at a text's ends; ^ and $ are not
+                bad += [] if av in (C.AT_BOUNDARY, C.AT_NON_BOUNDARY) else [str(av)]
+            elif op is not C.GROUPREF:
+                bad.append(str(op))
+        return bad
+
+    parsed = _parser.parse(pattern.pattern, pattern.flags)
+    return walk(parsed, parsed.state.flags)
+
+
+def _first_bytes(pattern: re.Pattern[bytes]) -> set[int]:
+    """Every byte a match of `pattern` can start with (a superset: lookarounds are ignored)."""
+    from re import _constants as C  # noqa: N812
+    from re import _parser
+
+    every = set(range(256))
+    categories = {
+        C.CATEGORY_DIGIT: set(b"0123456789"),
+        C.CATEGORY_WORD: set(b"0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+        C.CATEGORY_SPACE: set(b" \t\n\r\f\v"),
+    }
+    categories[C.CATEGORY_NOT_DIGIT] = every - categories[C.CATEGORY_DIGIT]
+    categories[C.CATEGORY_NOT_WORD] = every - categories[C.CATEGORY_WORD]
+    categories[C.CATEGORY_NOT_SPACE] = every - categories[C.CATEGORY_SPACE]
+
+    def in_set(items: list) -> set[int]:
+        out, negate = set(), False
+        for op, av in items:
+            if op is C.NEGATE:
+                negate = True
+            elif op is C.LITERAL:
+                out.add(av)
+            elif op is C.RANGE:
+                out.update(range(av[0], av[1] + 1))
+            else:
+                out |= categories[av]
+        return every - out if negate else out
+
+    def first(seq: _parser.SubPattern) -> tuple[set[int], bool]:  # (bytes, can be empty)
+        out: set[int] = set()
+        for op, av in seq:
+            if op is C.LITERAL:
+                return out | {av}, False
+            if op is C.NOT_LITERAL:
+                return out | (every - {av}), False
+            if op is C.ANY:
+                return out | every, False
+            if op is C.IN:
+                return out | in_set(av), False
+            if op is C.BRANCH:
+                alternatives = [first(alt) for alt in av[1]]
+                out |= set().union(*(f for f, _ in alternatives))
+                if not any(empty for _, empty in alternatives):
+                    return out, False
+            elif op is C.SUBPATTERN:
+                f, empty = first(av[3])
+                out |= f
+                if not empty:
+                    return out, False
+            elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
+                f, empty = first(av[2])
+                out |= f
+                if av[0] > 0 and not empty:
+                    return out, False
+            elif op not in (C.AT, C.ASSERT, C.ASSERT_NOT):
+                return out | every, False
+        return out, True
+
+    parsed = _parser.parse(pattern.pattern, pattern.flags)
+    found, _ = first(parsed)
+    if parsed.state.flags & re.IGNORECASE:
+        found |= {ord(chr(b).swapcase()) for b in found if b < 128}
+    return found
+
+
+def _looks_behind(pattern: re.Pattern) -> bool:
+    """Whether `pattern` has a lookbehind anywhere in its syntax tree."""
+    from re import _constants as C  # noqa: N812
+    from re import _parser
+
+    def walk(seq: _parser.SubPattern) -> bool:
+        for op, av in seq:
+            if op in (C.ASSERT, C.ASSERT_NOT) and (av[0] < 0 or walk(av[1])):
+                return True
+            if op is C.SUBPATTERN and walk(av[3]):
+                return True
+            if op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT) and walk(av[2]):
+                return True
+            if op is C.BRANCH and any(walk(alt) for alt in av[1]):
+                return True
+        return False
+
+    return walk(_parser.parse(pattern.pattern, pattern.flags))
+
+
+def test_no_trigger_needs_what_line_content_leaves_out() -> None:
+    """`Scrubber.is_suspect` checks a line by the triggers that matched its content
+    (`line_content`): exact only if no trigger looks behind its match or can start in the
+    blanks, + and - left out, but for two whose tails after their dashes are triggers too."""
+    from repolm.filter import patterns as P
+
+    regexes = [regex for regex, _, _ in Scrubber()._triggers]
+    for regex in regexes:
+        assert not _looks_behind(regex), regex.pattern
+        starts = _first_bytes(regex)
+        assert not starts & set(b" \t+"), regex.pattern
+        if ord("-") in starts:
+            assert regex in (P.PEM_BEGIN, P.FLAG_ASSIGNMENT_BYTES), regex.pattern
+    assert P.PEM_BEGIN_TAIL in regexes and set(P.FLAG_TAILS) <= set(regexes)
+    assert _first_bytes(P.PEM_BEGIN) == {ord("-")}
+    assert _first_bytes(re.compile(rb"a*[+b]")) == set(b"a+b")
+    assert _looks_behind(P.ASSIGNMENT)
+
+
+def test_every_trigger_regex_stays_within_one_line() -> None:
+    """`Scrubber.suspect_lines` is exact only if no trigger regex can match across lines."""
+    triggers = Scrubber()._triggers
+    assert len(triggers) > 40
+    for regex, _, _ in triggers:
+        assert _can_match_newline(regex) == [], regex.pattern
+    assert _can_match_newline(re.compile(rb"a\sb")) == ["set [(CATEGORY, CATEGORY_SPACE)]"]
+    assert _can_match_newline(re.compile(rb"[^x]")) != []
+    assert _can_match_newline(re.compile(rb"x$")) != []
+
+
+SUSPECT_TEXTS = [
+    f"AWS_ACCESS_KEY_ID={AWS_ID}\nregion = us-east-1\n",
+    f"aws_secret_access_key = {AWS_SECRET}\n",
+    f"x = 1\ntoken: '{GITHUB}'\ny = 2\n",
+    "\n".join([BEGIN, *PEM_BODY, END]),  # only the BEGIN line finds it
+    "\n".join(["+" + line for line in [BEGIN, *PEM_BODY[:2]]]),  # a hunk cut inside a key
+    f'{{"private_key": "{BEGIN}\\n{PEM_BODY[0]}\\n{END}\\n"}}\n',
+    "password:\n  hunter2secret\n",  # the key's line holds no value
+    "mail jane.doe@acme.io from 93.184.216.34 and 2a03:2880::25de\n",
+    f"PRIVATE_KEY={ETH_KEY}\n{WIF}\n",
+    "mysql --password flagPass99 -u root\n",
+    "-  --password flagPass99 \\\n",  # a removed line: its dashes run into the flag's
+    "@@ -1 +1 @@\n------BEGIN EC PRIVATE KEY-----\n-" + PEM_BODY[0] + "\n",
+]
+
+
+def test_a_text_with_no_suspect_line_scrubs_to_itself() -> None:
+    """Every line of texts with findings, alone or mixed with harmless lines: a text is left as
+    it is exactly when it has no suspect line, or scrubbing leaves it unchanged anyway."""
+    s = Scrubber()
+    harmless = ["fn main() {", "    let key = map.get(&id);", "}", "", "x = a.b.c", "# 1.2.3"]
+    texts = SUSPECT_TEXTS + harmless
+    lines = {line for t in texts for line in t.split("\n")}
+    suspect = s.suspect_lines(lines)
+    assert not suspect & set(harmless)
+    for text in texts:
+        for piece in (text, "\n".join(harmless[:3]) + "\n" + text, text + "\n".join(harmless)):
+            out, counts = s.scrub(piece)
+            if suspect.isdisjoint(piece.split("\n")):
+                assert (out, counts) == (piece, Counter()), piece
+    for text in SUSPECT_TEXTS:
+        assert not suspect.isdisjoint(text.split("\n")), text
+        assert s.scrub(text)[1], text
+    # Context on the line above can only drop a finding: the address's line stays suspect.
+    assert s.scrub("version:\n  93.184.216.34\n")[1] == Counter()
+    assert s.suspect_lines(["version:", "  93.184.216.34"]) == {"  93.184.216.34"}
+
+
+def test_suspect_lines_of_a_real_history() -> None:
+    """This repository's own history: every patch that scrubbing changes has a suspect line."""
+    proc = subprocess.run(
+        ["git", "log", "-p", "-n", "300", "--format=%H%n%B"],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    if proc.returncode != 0 or not proc.stdout:
+        pytest.skip("not a git checkout")
+    texts = proc.stdout.split("\ndiff --git ")
+    s = Scrubber()
+    suspect = s.suspect_lines({line for t in texts for line in t.split("\n")})
+    changed = 0
+    for text in texts:
+        out, counts = s.scrub(text)
+        if counts or out != text:
+            changed += 1
+            assert not suspect.isdisjoint(text.split("\n"))
+    assert changed > 0

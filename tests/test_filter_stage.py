@@ -26,6 +26,7 @@ def planted() -> dict[str, str]:
         + "aBcDeFgHiJkLmNoPqRsTuVwX",
         "key_body": "MIIEowIBAAKCAQEA"
         + "u1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0",
+        "yaml_password": "pl4in-" + "yaml-value9",  # on the line below its key
         "email": "jane.doe" + "@corp-internal.io",
         "author_email": "dev.person" + "@private-mail.net",
     }
@@ -44,6 +45,7 @@ def secret_repo(git_repo):
         f'SLACK_WEBHOOK = "{s["slack"]}"\n',
     )
     r.write(".env", f"DB_PASSWORD={s['db_password']}\n")
+    r.write("config/db.yaml", f"db:\n  user: app\n  password:\n    {s['yaml_password']}\n")
     r.write(
         "deploy/id_rsa",
         "-----BEGIN RSA PRIVATE KEY-----\n"

@@ -121,6 +121,7 @@ PEM_TRUNCATED_BODY = re.compile(
         rf"(?:{_SEP}{_B64_LINE})+"
     ).encode()
 )
+PUTTY_START = re.compile(rb"PuTTY-User-Key-File-\d:")  # PUTTY_KEY's first line
 PUTTY_KEY = re.compile(
     rb"PuTTY-User-Key-File-\d:[^\n]*(?:\n[^\n]*){0,80}?\n[+\- ]?Private-(?:MAC|Hash): [0-9a-fA-F]+"
 )
@@ -152,6 +153,14 @@ _FLAG = (
 )
 FLAG_ASSIGNMENT = re.compile(_FLAG, re.IGNORECASE)
 FLAG_ASSIGNMENT_BYTES = re.compile(_FLAG.encode(), re.IGNORECASE)
+# What is left of a PEM_BEGIN or FLAG_ASSIGNMENT match once its leading dashes are cut off with
+# a line's indentation and diff marker (`secrets.line_content`): `-----BEGIN RSA PRIVATE KEY`,
+# `--password x` on a removed line. The flag words run on lower-cased text.
+PEM_BEGIN_TAIL = re.compile(rb"BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY")
+FLAG_TAILS = tuple(
+    re.compile(rb"%s\b[ =]" % word)
+    for word in (rb"pass(?:word|wd)?", rb"token", rb"secret", rb"api-?key")
+)
 # XML/HTML elements: <password>VALUE</password>.
 XML_ELEMENT = re.compile(
     r"<([\w:\-]*(?:password|passwd|secret|token|api[_\-]?key)[\w:\-]*)>([^<>\n]{4,256})</\1>",
@@ -160,9 +169,11 @@ XML_ELEMENT = re.compile(
 
 # `key op value` in any of the syntaxes we scrub: code (=, :=, ==, =>, kwargs, type-annotated
 # Rust/TS/Python constants), config (YAML/TOML/INI/.env/JSON, connection strings `Password=x;`).
+# A key right after a path segment's "/" (`one/pass:word`, `https://host/a/pass:word`) is part of
+# a path; after "//" (a comment) or a lone "/" (`cmdkey /pass:x`) it is a key.
 ASSIGNMENT = re.compile(
     r"""
-    (?<![\w.<$])(?P<key>[A-Za-z_][\w.\-]{0,80})(?P<close>["'\]]{0,2})[ \t]*
+    (?<![\w.<$])(?<![^/\s]/)(?P<key>[A-Za-z_][\w.\-]{0,80})(?P<close>["'\]]{0,2})[ \t]*
     (?::[ \t]*(?P<ann>&?(?:'\w+[ \t]+)?[\w:<>\[\]\.,& ]{1,40}?)[ \t]*(?==))?
     (?P<op>:=|=>|===?|!==?|=|:)[ \t]*@?(?:[brfuBRFU]{1,2}(?=["']))?
     (?:"(?P<dq>[^"\\\n]*(?:\\.[^"\\\n]*)*)"
@@ -170,6 +181,26 @@ ASSIGNMENT = re.compile(
       |`(?P<bq>[^`\n]*)`
       |(?P<uq>[^\s"'`,;)}\]]+))
     """,
+    re.VERBOSE,
+)
+
+# A key alone on its line, its value on the next: YAML `password:` (or `secret: |`, a block
+# scalar), INI `password =` (a continuation line), JSON `"password":`. Matched against the line
+# without a diff's leading +/-; `lead` is the key's column.
+KEY_ALONE = re.compile(
+    r"""(?P<lead>[ \t]*(?:-[ \t]+)?)(?P<q>["']?)(?P<key>[A-Za-z_][\w.\-]{0,80})(?P=q)[ \t]*
+    (?:(?P<colon>:)[ \t]*(?:[|>][+\-1-9]{0,2}[ \t]*)?|(?P<equals>=)[ \t]*)\r?""",
+    re.VERBOSE,
+)
+# The value line below it: a quoted string, or one plain word that starts no YAML structure
+# (a sequence, a mapping, a flow collection, an anchor, a tag, a comment). No control
+# characters: the scrubber's batch separator is never a value.
+VALUE_BELOW = re.compile(
+    r"""(?P<indent>[ \t]*)
+    (?:"(?P<dq>[^"\\\n]*(?:\\.[^"\\\n]*)*)"[ \t]*,?
+      |'(?P<sq>[^'\n]*)'[ \t]*,?
+      |(?P<uq>[^\x00-\x20"'#\-\[\]{}&*!|>%@`?,:](?:[^\x00-\x20]*[^\x00-\x20,])?)[ \t]*,?)
+    [ \t]*\r?""",
     re.VERBOSE,
 )
 
@@ -377,6 +408,7 @@ EMAIL_DOMAIN = re.compile(
     rb"@((?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24}))(?![\w\-]|\.\w)"
 )
 EMAIL_LOCAL = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}\Z")
+LOCAL_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 # A top-level domain longer than two letters must be one of these: `x@self.weight` is Python.
 GTLDS = frozenset(
     [

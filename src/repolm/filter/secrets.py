@@ -8,8 +8,13 @@ Works on whole files and on unified diffs alike. Three passes, in order of cost:
 1. precise formats (`patterns.TOKEN_PATTERNS`, PEM/PuTTY blocks, WIF keys, emails, IPs): compiled
    regexes over the whole text, each starting with a literal so that `re` skips ahead fast;
 2. key-value assignments, on the few lines where a key-ish word meets `=`/`:` (our own parser for
-   exact spans, then detect-secrets' KeywordDetector for syntaxes it knows and we don't);
+   exact spans, then detect-secrets' KeywordDetector for syntaxes it knows and we don't), and
+   values on the line below a key alone on its line (YAML, INI continuations, JSON);
 3. detect-secrets' high-entropy plugins on those same lines, for long random strings near a key.
+
+A key right after a path segment (`one/pass:word`) is no assignment. `suspect_lines` tells,
+line by line, which lines can take part in a finding at all: the filter stage scrubs only the
+texts that hold one (`repolm.filter.batch`).
 
 The whole-text passes run on the UTF-8 bytes (`re` on a str holding any non-ASCII character is
 ~10x slower); every pattern is ASCII, so every span starts and ends on a character boundary.
@@ -32,7 +37,8 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
+from functools import partial
 from typing import NamedTuple
 
 from repolm.filter import patterns as P
@@ -119,6 +125,25 @@ class Scrubber:
         )
         self._entropy_plugins = (HexHighEntropyString(), Base64HighEntropyString())
         self._heuristic = heuristic
+        # Where findings start: (regex, whether it runs on the lower-cased text, whether a line
+        # with a match has a finding when taken alone). `_find` makes no finding that does not
+        # start from a match of one of these regexes; `suspect_lines` relies on it.
+        self._triggers: list[tuple[re.Pattern[bytes], bool, Callable[[bytes], bool]]] = [
+            *((pat.regex, False, partial(_has_token, pat)) for pat in P.TOKEN_PATTERNS),
+            *((regex, False, _has_wif_key) for regex in P.WIF_CANDIDATES),
+            (P.PEM_BEGIN, False, _opens_block),
+            (P.PEM_BEGIN_TAIL, False, _opens_block),
+            (P.PUTTY_START, False, _opens_block),
+            (P.FLAG_ASSIGNMENT_BYTES, False, self._has_assignment),
+            *((regex, True, self._has_assignment) for regex in P.FLAG_TAILS),
+            *((regex, True, self._has_assignment) for regex in P.CANDIDATE_LINE),
+        ]
+        if emails:
+            self._triggers.append((P.EMAIL_DOMAIN, False, _has_email))
+        if ips:
+            self._triggers += [
+                (regex, False, _has_ip) for regex in (P.IPV4_TAIL, *P.IPV6_CANDIDATES)
+            ]
 
     def scrub(self, text: str) -> tuple[str, Counter[str]]:
         """Return text with every finding replaced by a typed placeholder, and counts by type.
@@ -143,19 +168,62 @@ class Scrubber:
         out.append(text[char_pos:])
         return "".join(out), counts
 
+    def suspect_lines(self, lines: Iterable[str]) -> set[str]:
+        """The lines, of `lines`, that can take part in a finding in some text: a text none of
+        whose lines (split on "\n") is suspect scrubs to itself with no findings.
+
+        Why that holds: every finding `_find` makes starts from a match of one of its trigger
+        regexes, and those can match no "\n" (`tests/test_filter_secrets.py` checks their
+        syntax trees), so each match lies in one line and is found in that line taken alone.
+        What follows a match reads only its line, except what can only drop a finding (the
+        version context before an IP address, overlaps) and the formats that go on over later
+        lines, whose first line always counts as suspect (`_opens_block`). So a line that has no
+        finding when taken alone and opens no block takes part in no finding of any text.
+
+        Done in two steps, so that callers can keep the first one's results: `line_triggers`
+        scans the lines' contents (`line_content`) together, one pass per trigger regex, and
+        `is_suspect` checks a line with the finders of the triggers its content matched."""
+        lines = set(lines)
+        hits = self.line_triggers({line_content(line) for line in lines})
+        return {line for line in lines if self.is_suspect(line, hits.get(line_content(line), ()))}
+
+    def line_triggers(self, contents: Collection[str]) -> dict[str, tuple[int, ...]]:
+        """The trigger regexes (indices into `_triggers`) that match each of `contents`, for
+        those that some trigger matches."""
+        if not contents:
+            return {}
+        data = "\n".join(contents).encode("utf-8", "surrogatepass")
+        lowered = data.lower()
+        found: dict[int, list[int]] = {}  # a line's start in data -> its triggers
+        for i, (regex, lower, _) in enumerate(self._triggers):
+            for m in regex.finditer(lowered if lower else data):
+                triggers = found.setdefault(data.rfind(b"\n", 0, m.start()) + 1, [])
+                if not triggers or triggers[-1] != i:
+                    triggers.append(i)
+        hits = {}
+        for start, triggers in found.items():
+            end = data.find(b"\n", start)
+            line = data[start : len(data) if end < 0 else end].decode("utf-8", "surrogatepass")
+            hits[line] = tuple(triggers)
+        return hits
+
+    def is_suspect(self, line: str, triggers: Iterable[int]) -> bool:
+        """Whether `line` has a finding when taken alone, or opens a block, given the triggers
+        its content matched (`line_triggers`). A trigger match in the line is one in its content:
+        no trigger looks behind its match (`\b` sees a blank, + or - as a line's start) and none
+        can start with a blank or +; the two that can start with - (`--password`,
+        `-----BEGIN`) have what follows their dashes as triggers of their own (the tests check
+        all three)."""
+        data = line.encode("utf-8", "surrogatepass")
+        return any(has_finding(data) for has_finding in {self._triggers[i][2] for i in triggers})
+
     # -- finding --------------------------------------------------------------------------------
 
     def _find(self, data: bytes) -> list[Finding]:
         """All findings in UTF-8 `data`: disjoint, in order."""
         found = _private_keys(data)
         for pat in P.TOKEN_PATTERNS:
-            for m in pat.regex.finditer(data):
-                s, e = m.span(pat.group)
-                if pat.boundary and s and _is_word_byte(data[s - 1]):
-                    continue
-                if pat.group and _is_placeholder(data[s:e].decode("utf-8", "replace")):
-                    continue
-                found.append(Finding(s, e, pat.type))
+            found += _tokens(data, pat)
         found += _wif_keys(data)
         if self.emails:
             found += _emails(data)
@@ -166,7 +234,52 @@ class Scrubber:
         # Key-value findings come after the precise ones and never split them.
         for start, end in _candidate_lines(data):
             spans.add_all(self._scan_line(data, start, end))
+            spans.add_all(self._value_below(data, start, end))
         return spans.items
+
+    def _value_below(self, data: bytes, start: int, end: int) -> list[Finding]:
+        """The value of a key alone on the line data[start:end] (`_key_alone`), when the next
+        line holds it alone: YAML (a scalar more indented than the key, the value's only line;
+        a block scalar `|` or `>` of one line), INI (`key =` and an indented continuation line)
+        or JSON (`"key":` and a string). It is judged as it would be on the key's line."""
+        key_line = data[start:end].decode("utf-8", "surrogatepass")
+        key = _key_alone(key_line)
+        if key is None or end >= len(data):
+            return []
+        lines = _next_lines(data, end + 1, 2)  # the value line and the one after it
+        # A diff's +/- (or a YAML sequence dash) before the key: one column off every line.
+        strip = 1 if key_line[:1] in ("+", "-") else 0
+        value_line = lines[0].decode("utf-8", "surrogatepass")[strip:]
+        m = P.VALUE_BELOW.fullmatch(value_line)
+        if m is None:
+            return []
+        group = next(g for g in ("dq", "sq", "uq") if m.group(g) is not None)
+        value, column = m.group(group), len(key.group("lead"))
+        if key.group("q") == '"' and key.group("colon"):
+            if group != "dq":  # JSON: a string, on a line of any indentation
+                return []
+        elif key.group("q") and key.group("equals"):
+            return []
+        elif len(m.group("indent")) <= column or value.endswith(":"):
+            return []  # YAML, INI: no value, or a mapping below the key
+        elif len(lines) > 1:
+            after = lines[1].decode("utf-8", "surrogatepass")[strip:]
+            if after.strip() and len(after) - len(after.lstrip(" \t")) > column:
+                return []  # a value of several lines: prose, a list, a certificate
+        op = key.group("colon") or key.group("equals")
+        type_ = _classify_value(key.group("key"), op, value, group != "uq", value_line,
+                                m.end(group))  # fmt: skip
+        if type_ is None or (type_ == "high_entropy" and not self.entropy):
+            return []
+        enc = _utf8_offsets(value_line)
+        offset = end + 1 + len(lines[0][:strip])
+        return [Finding(offset + enc(m.start(group)), offset + enc(m.end(group)), type_)]
+
+    def _has_assignment(self, line: bytes) -> bool:
+        """Whether one line alone holds a key-value finding, or is a key whose value is below."""
+        if _key_alone(line.decode("utf-8", "surrogatepass")) is not None:
+            return True
+        return bool(self._scan_line(line, 0, len(line)))
 
     def _scan_line(self, data: bytes, start: int, end: int) -> list[Finding]:
         line = data[start:end].decode("utf-8", "surrogatepass")
@@ -244,6 +357,49 @@ def _utf8_offsets(line: str) -> Callable[[int], int]:
     return lambda i: len(line[:i].encode("utf-8", "surrogatepass"))
 
 
+LINE_PREFIX = " \t+-"  # what `line_content` leaves out
+
+
+def line_content(line: str) -> str:
+    """What trigger regexes are run on for `line`: without its leading blanks and a diff's +
+    or -, so that a line shared by versions, patches and units at any indentation is scanned
+    once."""
+    return line.lstrip(LINE_PREFIX)
+
+
+def _tokens(data: bytes, pat: P.TokenPattern) -> list[Finding]:
+    found = []
+    for m in pat.regex.finditer(data):
+        s, e = m.span(pat.group)
+        if pat.boundary and s and _is_word_byte(data[s - 1]):
+            continue
+        if pat.group and _is_placeholder(data[s:e].decode("utf-8", "replace")):
+            continue
+        found.append(Finding(s, e, pat.type))
+    return found
+
+
+def _has_token(pat: P.TokenPattern, line: bytes) -> bool:
+    return bool(_tokens(line, pat))
+
+
+def _has_wif_key(line: bytes) -> bool:
+    return bool(_wif_keys(line))
+
+
+def _has_email(line: bytes) -> bool:
+    return bool(_emails(line))
+
+
+def _has_ip(line: bytes) -> bool:
+    return bool(_ipv4s(line) or _ipv6s(line))
+
+
+def _opens_block(line: bytes) -> bool:
+    """Whether `line` can start a finding that ends on a later line: a PEM or PuTTY key."""
+    return bool(P.PEM_BEGIN.search(line) or P.PUTTY_START.search(line))
+
+
 # -- key-value classification ---------------------------------------------------------------
 
 
@@ -267,8 +423,13 @@ def _credential_key(key: str) -> bool:
 
 def _classify(m: re.Match[str], group: str, line: str) -> str | None:
     """The finding type of one `key op value` match, or None when the value is no secret."""
-    key, op, value = m.group("key"), m.group("op"), m.group(group)
-    quoted = group != "uq"
+    return _classify_value(m.group("key"), m.group("op"), m.group(group), group != "uq", line,
+                           m.end(group))  # fmt: skip
+
+
+def _classify_value(key: str, op: str, value: str, quoted: bool, line: str, end: int) -> str | None:
+    """The finding type of `value` assigned to `key` with `op`, or None when it is no secret;
+    `end` is where the value ends in `line`, the line it is on."""
     if op in ("==", "!=", "===", "!==") and not quoted:
         return None
     if _is_placeholder(value) or P.SCRUBBED.search(value):
@@ -279,12 +440,32 @@ def _classify(m: re.Match[str], group: str, line: str) -> str | None:
     if _is_crypto_key(words, value):
         return "crypto_private_key"
     if _credential_key(key):
-        if not quoted and _is_code(value, op, line, m.end(group), key):
+        if not quoted and _is_code(value, op, line, end, key):
             return None
         return "password" if _looks_literal(value, words, quoted) else None
     if P.ENTROPY_CONTEXT.search(key) and _is_high_entropy(value, line):
         return "high_entropy"
     return None
+
+
+def _key_alone(line: str) -> re.Match[str] | None:
+    """`line` (a diff's +/- left out) as a key with no value, of a name that can hold a secret."""
+    m = P.KEY_ALONE.fullmatch(line[1:] if line[:1] in ("+", "-") else line)
+    if m is None:
+        return None
+    key = m.group("key")
+    return m if _credential_key(key) or P.ENTROPY_CONTEXT.search(key) else None
+
+
+def _next_lines(data: bytes, start: int, n: int) -> list[bytes]:
+    """Up to `n` lines of `data` from offset `start` (the start of a line)."""
+    lines = []
+    while len(lines) < n and start <= len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        lines.append(data[start:end])
+        start = end + 1
+    return lines
 
 
 def _is_crypto_key(words: list[str], value: str) -> bool:
@@ -422,7 +603,7 @@ def _emails(data: bytes) -> list[Finding]:
     for m in P.EMAIL_DOMAIN.finditer(data):
         at = m.start()
         local = P.EMAIL_LOCAL.search(data, max(0, at - 64), at)
-        if not local or (at > 64 and local.start() == at - 64):
+        if not local or (local.start() == at - 64 and at > 64 and data[at - 65] in P.LOCAL_BYTES):
             continue  # no local part, or one longer than an address allows
         domain, tld = m.group(1).lower().decode(), m.group(2).lower().decode()
         if len(tld) > 2 and tld not in P.GTLDS:
