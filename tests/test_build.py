@@ -439,3 +439,14 @@ def test_build_with_a_base_models_tokenizer(history, tmp_path: Path) -> None:
     # the structural tokens are single ids in the sequences
     ids = {i for r in train for i in r["input_ids"]}
     assert tok.convert_tokens_to_ids(sp.COMMIT) in ids and tok.convert_tokens_to_ids(sp.FILE) in ids
+
+
+def test_diffs_too_large_become_line_counts(history, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    stats = run_build(history, out, "build.max_diff_bytes=150")
+    assert stats["counts"]["diffs_too_large"] > 0
+    text = "".join(r["text"] for part in ("train", "val", "test") for r in rows(out, part))
+    assert "lines; the diff is too large to show)" in text
+    # the evaluation sets keep every patch whole
+    patches = pq.read_table(out / "dataset/eval/future_patches.parquet").column("patch")
+    assert max(len(p.as_py()) for p in patches) > 150

@@ -41,10 +41,12 @@ def commit_header(author: str | None, when: datetime, message: str) -> list[Segm
 
 
 def file_head(
-    path: str, old_path: str | None, status: str, module: str, change_types: list[str]
-) -> list[Segment]:
+    path: str, old_path: str | None, status: str, module: str, change_types: list[str],
+    omitted: tuple[int, int] | None = None,
+) -> list[Segment]:  # fmt: skip
     """A file's part of a commit record before its hunks: path (and what happened to it),
-    module, and one token per change type of its units."""
+    module, and one token per change type of its units; for a diff too large to show, the
+    (added, deleted) line counts that stand in for it."""
     line = path
     if status == "renamed" and old_path and old_path != path:
         line = f"{path} (renamed from {old_path})"
@@ -54,6 +56,8 @@ def file_head(
     if module:
         out += [Tok(sp.MODULE), module + "\n"]
     out += [Tok(sp.change_token(t)) for t in change_types]
+    if omitted:
+        out.append(f"(+{omitted[0]} -{omitted[1]} lines; the diff is too large to show)\n")
     return out
 
 

@@ -248,7 +248,7 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
         spool = Spool(tmp / "sections.tmp")
         corpus = Corpus(commits, spool)
         with _InstructionWriter(tmp / "instructions") as instructions:
-            _encode_commits(enc, corpus, filter_dir, instructions)
+            _encode_commits(enc, corpus, filter_dir, instructions, cfg.max_diff_bytes)
             _encode_files(enc, corpus, filter_dir, cfg, rng)
             _encode_qa(enc, corpus, filter_dir, cfg, instructions, split)
         spool.seal()
@@ -306,8 +306,12 @@ def _change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
 
 
 def _encode_commits(
-    enc: Encoder, corpus: Corpus, filter_dir: Path, instructions: _InstructionWriter
-) -> None:
+    enc: Encoder, corpus: Corpus, filter_dir: Path, instructions: _InstructionWriter,
+    max_diff: int,
+) -> None:  # fmt: skip
+    """Commit headers and messages; every kept file change as a spooled section. File diffs over
+    `max_diff` bytes (generated files, data dumps: fragments without context when cut into
+    sequences) are replaced by their line counts."""
     c = corpus.commits
     heads = [dm.commit_header(a, t, m) for a, t, m in zip(c.author, c.time, c.message,
                                                            strict=True)]  # fmt: skip
@@ -315,7 +319,7 @@ def _encode_commits(
     corpus.messages = enc.docs([[dm.Tok(sp.MESSAGE), m + "\n"] for m in c.message])
     types = _change_types(filter_dir)
     pf = pq.ParquetFile(filter_dir / "changes.parquet")
-    columns = ["sha", "path", "old_path", "status", "patch", "language"]
+    columns = ["sha", "path", "old_path", "status", "patch", "language", "additions", "deletions"]
     pending: list[tuple[int, str]] = []  # (commit, rendered section) of the commit being read
     with progress("build: encode history", total=pf.metadata.num_rows, unit="changes") as bar:
         for g in range(pf.num_row_groups):
@@ -325,11 +329,18 @@ def _encode_commits(
             corpus.counts["merge_changes_skipped"] += len(rows) - len(keep)
             segs = []
             for r in keep:
+                patch = r["patch"]
+                omitted = None
+                # (a UTF-8 character is at most 4 bytes: most patches skip the encode)
+                if max_diff and patch and len(patch) * 4 > max_diff and \
+                        len(patch.encode()) > max_diff:  # fmt: skip
+                    omitted, patch = (r["additions"] or 0, r["deletions"] or 0), None
+                    corpus.counts["diffs_too_large"] += 1
                 head = dm.file_head(r["path"], r["old_path"], r["status"],
                                     dm.module_of(r["path"], r["language"]),
-                                    types.get((r["sha"], r["path"]), []))  # fmt: skip
+                                    types.get((r["sha"], r["path"]), []), omitted)  # fmt: skip
                 segs.append([head, [[dm.Tok(sp.HUNK), h, dm.Tok(sp.HUNK_END)]
-                                    for h in dm.hunks(r["patch"])]])  # fmt: skip
+                                    for h in dm.hunks(patch)]])  # fmt: skip
             flat = [d for head, hs in segs for d in (head, *hs)]
             ids = iter(enc.docs(flat))
             for r, (head, hs) in zip(keep, segs, strict=True):

@@ -210,6 +210,12 @@ class BuildConfig(Section):
         description="Lowest recency weight, so old history is sampled less but never dropped "
         "by weight alone.",
     )
+    max_diff_bytes: int = Field(
+        default=32_000,
+        ge=0,
+        description="A file diff larger than this enters the training and validation data as its "
+        "line counts only (the evaluation sets keep it whole); 0 keeps every diff.",
+    )
     max_repeats: int = Field(
         default=4, ge=1, description="Most copies of one document in one epoch of training data."
     )
