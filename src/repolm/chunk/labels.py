@@ -93,18 +93,43 @@ _HUNK = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
 
 class UnitIndex:
-    """What labelling needs of one file version's units, built once per version (a version is
-    the new side of one change and the old side of the next)."""
+    """What labelling needs of one file version's units, each part built on first use and
+    kept (a version is the new side of one change and the old side of the next)."""
 
-    __slots__ = ("by_key", "children", "parents", "spans", "span_starts", "units")
+    __slots__ = ("_by_key", "_children", "_parents", "_spans", "units")
 
     def __init__(self, units: list[Unit]) -> None:
         self.units = units
-        self.by_key = _keyed(units)
-        self.children = _children(units)
-        self.parents = {u.parent for u in units if u.parent}
-        self.spans = _spans(units)
-        self.span_starts = [a for a, _ in self.spans]
+        self._by_key: dict[tuple[str, str, int], Unit] | None = None
+        self._children: dict[str, list[Unit]] | None = None
+        self._parents: set[str] | None = None
+        self._spans: tuple[list[list[int]], list[int]] | None = None
+
+    @property
+    def by_key(self) -> dict[tuple[str, str, int], Unit]:
+        if self._by_key is None:
+            self._by_key = _keyed(self.units)
+        return self._by_key
+
+    @property
+    def children(self) -> dict[str, list[Unit]]:
+        if self._children is None:
+            self._children = _children(self.units)
+        return self._children
+
+    @property
+    def parents(self) -> set[str]:
+        if self._parents is None:
+            self._parents = {u.parent for u in self.units if u.parent}
+        return self._parents
+
+    @property
+    def spans(self) -> tuple[list[list[int]], list[int]]:
+        """The units' line ranges, merged, and their first lines."""
+        if self._spans is None:
+            spans = _spans(self.units)
+            self._spans = spans, [a for a, _ in spans]
+        return self._spans
 
 
 def label_code_changes(old: UnitIndex, new: UnitIndex) -> list[tuple[Unit, str]]:
@@ -139,7 +164,9 @@ def touched(index: UnitIndex, lines: set[int]) -> list[Unit]:
 
 def uncovered(index: UnitIndex, lines: set[int]) -> list[int]:
     """The lines no unit holds, sorted."""
-    spans, starts = index.spans, index.span_starts
+    if not lines:
+        return []
+    spans, starts = index.spans
     out = []
     for n in sorted(lines):
         i = bisect.bisect_right(starts, n) - 1
@@ -196,20 +223,46 @@ def _same_text(a: bytes, b: bytes) -> bool:
 
 def _own_bytes(u: Unit, kids: dict[str, list[Unit]]) -> bytes:
     """A unit's bytes with its children's lines taken out, so that an edit inside a method does
-    not also count as an edit of its class (split and joined on newlines, which decoding
-    keeps)."""
+    not also count as an edit of its class: the unit's lines, split and joined on newlines
+    (which decoding keeps), without those any child spans."""
     inner = kids.get(u.qualified_name)
+    raw = u.raw
     if not inner:
-        return u.raw
-    pieces = u.raw.split(b"\n")
-    first = at = u.start_line  # first: the line of pieces[0]
-    kept: list[bytes] = []
-    for lo, hi in _merged((k.start_line, k.end_line) for k in inner):
+        return raw
+    first, last = u.start_line, u.end_line
+    hidden = _merged((k.start_line, k.end_line) for k in inner)
+    near = [(lo, hi) for lo, hi in hidden if hi >= first and lo <= last + 1]
+    if raw.count(b"\n") == last - first + 1 and all(first <= lo and hi <= last for lo, hi in near):
+        # Whole lines, each with its newline, and the children's inside: cut their bytes out.
+        kept, at = [], u.start_byte
+        for lo, hi in _merged_bytes(
+            k for k in inner if first <= k.start_line <= k.end_line <= last
+        ):
+            kept.append(u.source[at:lo])
+            at = hi
+        kept.append(u.source[at : u.end_byte])
+        return b"".join(kept)
+    pieces = raw.split(b"\n")
+    at = first  # the line of the next piece to keep
+    out: list[bytes] = []
+    for lo, hi in hidden:
         if hi >= at:
-            kept += pieces[at - first : max(lo, at) - first]
+            out += pieces[at - first : max(lo, at) - first]
             at = hi + 1
-    kept += pieces[at - first :]
-    return b"\n".join(kept)
+    out += pieces[at - first :]
+    return b"\n".join(out)
+
+
+def _merged_bytes(units: Iterable[Unit]) -> list[tuple[int, int]]:
+    """The units' byte spans, sorted and merged where they overlap or touch."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted((k.start_byte, k.end_byte) for k in units):
+        if out and lo <= out[-1][1]:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def _merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

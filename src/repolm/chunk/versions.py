@@ -19,18 +19,16 @@ from repolm.mine.git import BlobReader, open_repo
 from repolm.mine.model import looks_binary
 
 CACHE_BLOBS = 4096
-# Trees (and their memos) of the most recent versions. Neighbouring versions share most of
-# their subtrees, so many cost little more than one; a cache that holds every file of a
-# repository's working set keeps each version's old side incremental.
-CACHE_TREES = 2048
+# Trees are large; a tree whose older neighbour is parsed goes first (see `pair`), so these
+# hold about one version per recently changed file: its next, older change parses from it.
+CACHE_TREES = 512
 PREFETCH_BYTES = 64 << 20  # blobs read ahead for one batch, at most (then one by one)
 _UNREAD = b"\0unread"
 
 
 @dataclass(slots=True)
 class Version:
-    """A parsed file version: its units, and what an incremental re-parse of a neighbouring
-    version needs (its bytes and line offsets)."""
+    """A parsed file version: its units, its bytes and line offsets (units are cut from them)."""
 
     units: list[Unit] | None  # None: unreadable, binary or too large
     data: bytes = b""
