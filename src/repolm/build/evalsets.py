@@ -15,7 +15,7 @@ from the object store (the completion context) is scrubbed like everything in OU
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 FUTURE = ("val", "test")
 COMPLETION_TYPES = ("new_function", "modified_function", "new_test", "modified_test")
 TIME = pa.timestamp("ms", tz="UTC")
+TEXTS = (11, 12, 13)  # prefix, target, suffix in a completion row
 
 SCHEMAS = {
     "future_patches": pa.schema([
@@ -146,7 +147,7 @@ def next_change_rows(
 def _completion(
     repo: Repo, filter_dir: Path, eval_dir: Path, config: Config, commits: Commits
 ) -> dict[str, Any]:
-    from repolm.filter.secrets import Scrubber
+    from repolm.filter.batch import LineScrubber
     from repolm.mine.git import BlobReader
 
     cfg = config.build
@@ -171,15 +172,7 @@ def _completion(
             ),
         )[: cfg.max_completions]
     rows.sort(key=lambda r: (commits.index[r["sha"]], r["path"], r["start_line"]))
-    scrubber = Scrubber(emails=config.filter.emails, ips=config.filter.ips)
-    found: Counter[str] = Counter()
-
-    def scrub(text: str) -> str:
-        clean, hits = scrubber.scrub(text)
-        found.update(hits)
-        return clean
-
-    out = []
+    out: list[list[Any]] = []
     keep = cfg.max_context_chars
     with BlobReader(repo) as blobs, progress("build: completion set", total=len(rows),
                                              unit="functions") as bar:  # fmt: skip
@@ -199,14 +192,19 @@ def _completion(
                 cut = suffix.rfind("\n", 0, keep)
                 suffix = suffix[: cut + 1] if cut >= 0 else ""
             i = commits.index[r["sha"]]
-            out.append((
+            out.append([
                 r["sha"], commits.time[i], r["split"], r["path"], r["language"], r["kind"],
                 r["name"], r["qualified_name"], r["change_type"], r["start_line"], r["end_line"],
-                scrub(prefix), scrub("".join(lines[a:b])), scrub(suffix),
-                _digest(r["text"] or "") in snapshot,
-            ))  # fmt: skip
+                prefix, "".join(lines[a:b]), suffix, _digest(r["text"] or "") in snapshot,
+            ])  # fmt: skip
+    # read from the object store, so scrubbed here like everything in OUT/filter/ (one pass:
+    # the same lines recur across a file's versions)
+    pieces = [row[k] for row in out for k in TEXTS]
+    changed, clean, found = LineScrubber(config.filter.emails, config.filter.ips).scrub(pieces)
+    for n, text in zip(changed, clean, strict=True):
+        out[n // len(TEXTS)][TEXTS[n % len(TEXTS)]] = text
     return {
-        "completion": _write(eval_dir, "completion", out),
+        "completion": _write(eval_dir, "completion", [tuple(row) for row in out]),
         "completion_candidates": total,
         "completion_secrets_scrubbed": dict(sorted(found.items())),
     }
