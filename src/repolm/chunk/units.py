@@ -64,7 +64,9 @@ class Unit(NamedTuple):
 # from this one's tree, can reuse it: (is or holds a test, its own unit as (start, depth, kind,
 # name, qualified name, end, parent) with lines relative to the node's first line (None for a
 # node that is no unit), and for each declaration walked inside it: (its first line relative to
-# this node's, its entry, its key)). Keyed by the node's subtree slot and its context.
+# this node's, its entry, its key)). Keyed by the node's id and its context. A node id is the
+# address of its subtree's slot, so equal ids are one subtree only while both trees live: a
+# memo is kept with its tree and read only for that tree or one parsed from (a copy of) it.
 Entry = tuple[bool, tuple[int, int, str, str, str, int, str | None] | None, tuple[Any, ...]]
 Memo = dict[Any, Entry]
 _NOTHING: Entry = (False, None, ())
