@@ -90,13 +90,3 @@ class Packer:
             "doc_lengths": lengths,
             "meta": [d.meta for d in b.docs],
         }
-
-
-def fits(lengths: list[int], budget: int) -> int:
-    """How many of `lengths`, taken in order, fit in `budget` tokens."""
-    total = 0
-    for i, n in enumerate(lengths):
-        total += n
-        if total > budget:
-            return i
-    return len(lengths)
