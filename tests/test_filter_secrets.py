@@ -379,8 +379,9 @@ def test_email_decision_does_not_depend_on_what_comes_before_its_line() -> None:
 def _can_match_newline(pattern: re.Pattern[bytes]) -> list[str]:
     """What in `pattern`'s syntax tree could match (or look at) a "\\n": nothing, for a regex
     whose matches all lie within one line (and behave the same at a line's ends as at a text's)."""
-    from re import _constants as C  # noqa: N812
-    from re import _parser
+    C, _parser = _sre()  # noqa: N806
+    # possessive repeats (a++) exist from Python 3.11
+    repeats = (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", C.MAX_REPEAT))
 
     safe_categories = {C.CATEGORY_DIGIT, C.CATEGORY_WORD, C.CATEGORY_NOT_SPACE,
                        C.CATEGORY_NOT_LINEBREAK}  # fmt: skip
@@ -411,7 +412,7 @@ def _can_match_newline(pattern: re.Pattern[bytes]) -> list[str]:
                 bad += ["." + " with DOTALL"] if flags & re.DOTALL else []
             elif op is C.IN:
                 bad += [f"set {av}"] if in_set(av) else []
-            elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
+            elif op in repeats:
                 bad += walk(av[2], flags)
             elif op is C.SUBPATTERN:
                 bad += walk(av[3], flags)
@@ -431,8 +432,9 @@ def _can_match_newline(pattern: re.Pattern[bytes]) -> list[str]:
 
 def _first_bytes(pattern: re.Pattern[bytes]) -> set[int]:
     """Every byte a match of `pattern` can start with (a superset: lookarounds are ignored)."""
-    from re import _constants as C  # noqa: N812
-    from re import _parser
+    C, _parser = _sre()  # noqa: N806
+    # possessive repeats (a++) exist from Python 3.11
+    repeats = (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", C.MAX_REPEAT))
 
     every = set(range(256))
     categories = {
@@ -478,7 +480,7 @@ def _first_bytes(pattern: re.Pattern[bytes]) -> set[int]:
                 out |= f
                 if not empty:
                     return out, False
-            elif op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
+            elif op in repeats:
                 f, empty = first(av[2])
                 out |= f
                 if av[0] > 0 and not empty:
@@ -496,8 +498,9 @@ def _first_bytes(pattern: re.Pattern[bytes]) -> set[int]:
 
 def _looks_behind(pattern: re.Pattern) -> bool:
     """Whether `pattern` has a lookbehind anywhere in its syntax tree."""
-    from re import _constants as C  # noqa: N812
-    from re import _parser
+    C, _parser = _sre()  # noqa: N806
+    # possessive repeats (a++) exist from Python 3.11
+    repeats = (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", C.MAX_REPEAT))
 
     def walk(seq: _parser.SubPattern) -> bool:
         for op, av in seq:
@@ -505,7 +508,7 @@ def _looks_behind(pattern: re.Pattern) -> bool:
                 return True
             if op is C.SUBPATTERN and walk(av[3]):
                 return True
-            if op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT) and walk(av[2]):
+            if op in repeats and walk(av[2]):
                 return True
             if op is C.BRANCH and any(walk(alt) for alt in av[1]):
                 return True
@@ -603,3 +606,14 @@ def test_suspect_lines_of_a_real_history() -> None:
             changed += 1
             assert not suspect.isdisjoint(text.split("\n"))
     assert changed > 0
+
+
+def _sre():  # noqa: ANN202
+    """The regex compiler's constants and parser (`re._constants`/`re._parser` from Python
+    3.11, `sre_constants`/`sre_parse` before)."""
+    try:
+        from re import _constants, _parser
+    except ImportError:  # Python 3.10
+        import sre_constants as _constants
+        import sre_parse as _parser
+    return _constants, _parser
