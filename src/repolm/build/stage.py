@@ -518,8 +518,9 @@ def _copies(corpus: Corpus, cfg: BuildConfig, split: Split, enc: Encoder) -> Cop
         raise RepolmError("build.mix gives no weight to any kind with data",
                           "set build.mix.files / commits / instructions / qa above 0")  # fmt: skip
     size = sum(natural[k] for k in KINDS if wanted[k] > 0)
-    scale = {k: (wanted[k] / total_share) * size / weighted[k] if wanted[k] else 0.0
-             for k in KINDS}  # fmt: skip
+    # (weighted is 0 only when every weight underflowed: floor 0 and ancient history)
+    scale = {k: (wanted[k] / total_share) * size / weighted[k] if wanted[k] and weighted[k] > 0
+             else 0.0 for k in KINDS}  # fmt: skip
     gen = np.random.default_rng(cfg.seed)
 
     def draw(expected: np.ndarray) -> list[int]:
