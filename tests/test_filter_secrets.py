@@ -617,3 +617,25 @@ def _sre():  # noqa: ANN202
         import sre_constants as _constants
         import sre_parse as _parser
     return _constants, _parser
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("https://api.example.com/login?user=bob&password=hunter2secret", "hunter2secret"),
+        ('url = "https://x.io/a?password=Sup3rS3cretPw&user=bob"', "Sup3rS3cretPw"),
+        ("GET /hook?access_token=9f8e7d6c5b4a3210&page=2", "9f8e7d6c5b4a3210"),
+    ],
+)
+def test_credentials_in_url_query_parameters(text: str, scrubbed: str) -> None:
+    clean, found = Scrubber().scrub(text)
+    assert scrubbed not in clean and found
+    assert "&user=bob" in clean or "&page=2" in clean or "user=bob" in clean
+
+
+@pytest.mark.parametrize(
+    "text", ["https://x.io/search?q=password&page=2", "?passwordless=true&key=value",
+             "if a && password == x", "https://x.io/a?token=abc"],
+)  # fmt: skip
+def test_query_parameters_that_are_not_credentials(text: str) -> None:
+    assert Scrubber().scrub(text)[0] == text

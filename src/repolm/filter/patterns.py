@@ -184,6 +184,11 @@ ASSIGNMENT = re.compile(
     re.VERBOSE,
 )
 
+# A URL query parameter (`?user=bob&password=x`): ASSIGNMENT reads `bob&password=x` as the value
+# of `user`, so a credential key after `?` or `&` is matched on its own; the value ends at the
+# next parameter.
+QUERY_PARAM = re.compile(r"[?&](?P<key>[A-Za-z_][\w.\-]{0,40})=(?P<value>[^&#\s\"'<>]+)")
+
 # A key alone on its line, its value on the next: YAML `password:` (or `secret: |`, a block
 # scalar), INI `password =` (a continuation line), JSON `"password":`. Matched against the line
 # without a diff's leading +/-; `lead` is the key's column.

@@ -291,6 +291,12 @@ class Scrubber:
             type_ = _classify(m, group, line)
             if type_ and (type_ != "high_entropy" or self.entropy):
                 found.append((*m.span(group), type_))
+        if "=" in line and ("?" in line or "&" in line):
+            for m in P.QUERY_PARAM.finditer(line):
+                value = m.group("value")
+                if len(value) >= 4 and _credential_key(m.group("key")) and \
+                        not _is_placeholder(value) and not P.SCRUBBED.search(value):  # fmt: skip
+                    found.append((*m.span("value"), "password"))
         for m in P.XML_ELEMENT.finditer(line):
             if not _is_placeholder(m.group(2)) and _credential_key(m.group(1)):
                 found.append((*m.span(2), "password"))

@@ -96,7 +96,7 @@ REGISTRY: dict[str, Stage] = {
         Stage(
             name="filter",
             entry="repolm.filter.stage:run_stage",
-            version=2,  # 2: values below their key scrubbed; no password in path segments
+            version=3,  # 2: values below their key, no password in paths; 3: URL query credentials
             inputs=("mine", "chunk"),
             outputs=(
                 "filter/files.parquet",
