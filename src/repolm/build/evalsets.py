@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from repolm.config.schema import Config
@@ -151,17 +150,15 @@ def _completion(
     from repolm.mine.git import BlobReader
 
     cfg = config.build
-    chunks = pq.read_table(filter_dir / "chunks.parquet", columns=[
+    path = filter_dir / "chunks.parquet"
+    # read only the rows needed (the units' texts are most of the file)
+    snapshot = {_digest(t) for t in pq.read_table(path, columns=["text"], filters=[
+        ("source", "=", "snapshot")]).column("text").to_pylist() if t}  # fmt: skip
+    chunks = pq.read_table(path, columns=[
         "sha", "path", "language", "kind", "name", "qualified_name", "change_type",
-        "start_line", "end_line", "text", "source", "split", "blob",
-    ])  # fmt: skip
-    snapshot = {_digest(t) for t in pc.filter(chunks.column("text"),
-                pc.equal(chunks.column("source"), "snapshot")).to_pylist() if t}  # fmt: skip
-    wanted = pc.and_(
-        pc.is_in(chunks.column("split"), pa.array(FUTURE)),
-        pc.is_in(chunks.column("change_type"), pa.array(COMPLETION_TYPES)),
-    )
-    rows = [r for r in chunks.filter(wanted).to_pylist()
+        "start_line", "end_line", "text", "split", "blob",
+    ], filters=[("split", "in", FUTURE), ("change_type", "in", COMPLETION_TYPES)])  # fmt: skip
+    rows = [r for r in chunks.to_pylist()
             if (i := commits.index.get(r["sha"])) is not None and not commits.merge[i]]  # fmt: skip
     total = len(rows)
     if len(rows) > cfg.max_completions:  # a deterministic sample, spread over the future

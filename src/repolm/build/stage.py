@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 _NAMES = {"train": "training", "val": "validation", "test": "test"}
 KINDS = ("files", "commits", "instructions", "qa")  # the mix's kinds
+BATCH_CHARS = 2_000_000  # text encoded per library call
 MARGIN = 8  # tokens kept free in a file piece: FIM's three tokens and re-encoding at its cuts
 
 SEQUENCE_SCHEMA = pa.schema([
@@ -117,10 +118,17 @@ class Encoder:
         return self.tok.token_to_id(content) if content else None
 
     def texts(self, texts: list[str]) -> list[np.ndarray]:
-        if not texts:
-            return []
-        out = self.tok.encode_batch_fast(texts, add_special_tokens=False)
-        return [np.asarray(e.ids, dtype=np.int32) for e in out]
+        """Ids of each text, encoded in batches of about BATCH_CHARS: a library `Encoding` holds
+        tens of bytes per token, so a whole row group at once would cost gigabytes."""
+        out: list[np.ndarray] = []
+        start, size = 0, 0
+        for end, text in enumerate(texts, 1):
+            size += len(text)
+            if size >= BATCH_CHARS or end == len(texts):
+                batch = self.tok.encode_batch_fast(texts[start:end], add_special_tokens=False)
+                out += [np.asarray(e.ids, dtype=np.int32) for e in batch]
+                start, size = end, 0
+        return out
 
     def docs(self, docs: list[list[dm.Segment]]) -> list[np.ndarray]:
         """Each document's segments as one id array."""
