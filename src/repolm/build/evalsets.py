@@ -171,11 +171,12 @@ def _completion(
     rows.sort(key=lambda r: (commits.index[r["sha"]], r["path"], r["start_line"]))
     out: list[list[Any]] = []
     keep = cfg.max_context_chars
-    with BlobReader(repo) as blobs, progress("build: completion set", total=len(rows),
-                                             unit="functions") as bar:  # fmt: skip
+    with BlobReader(repo) as reader:
+        blobs = reader.read_many(sorted({r["blob"] for r in rows if r["blob"]}))
+    with progress("build: completion set", total=len(rows), unit="functions") as bar:
         for r in rows:
             bar.advance()
-            data = blobs.read(r["blob"]) if r["blob"] else None
+            data = blobs.get(r["blob"]) if r["blob"] else None
             if data is None:
                 continue
             lines = data.decode("utf-8", "replace").splitlines(keepends=True)

@@ -61,7 +61,7 @@ class VersionCache:
 
     def __init__(self, repo_path: str, cfg: ChunkConfig) -> None:
         self.cfg = cfg
-        self.reader = _BatchReader(open_repo(repo_path))
+        self.reader = BlobReader(open_repo(repo_path))
         self.cache: OrderedDict[str, Version] = OrderedDict()
         self.trees: OrderedDict[str, _Tree] = OrderedDict()
         self.prefetched: dict[str, bytes | None] = {}
@@ -214,35 +214,6 @@ def edit_tree(
             new_end_point=(bi + tl, 0),
         )
     return tree, memo if _same_outside(base, bs, target, ts, hunks) else None
-
-
-class _BatchReader(BlobReader):
-    """A `BlobReader` that can also ask for many blobs at once."""
-
-    def read_many(
-        self, shas: list[str], max_bytes: int, group: int = 64
-    ) -> dict[str, bytes | None]:
-        """Blobs by sha (None: missing), a group of requests written at a time (well under a
-        pipe's buffer, so writing never waits for git); stops after `max_bytes`."""
-        proc = self._proc
-        assert proc.stdin is not None and proc.stdout is not None
-        out: dict[str, bytes | None] = {}
-        total = 0
-        for i in range(0, len(shas), group):
-            if total > max_bytes:
-                break
-            part = shas[i : i + group]
-            proc.stdin.write("".join(f"{sha}\n" for sha in part).encode())
-            proc.stdin.flush()
-            for sha in part:
-                header = proc.stdout.readline().split()
-                if len(header) != 3:
-                    out[sha] = None
-                    continue
-                out[sha] = proc.stdout.read(int(header[2]))
-                proc.stdout.read(1)  # the newline after the contents
-                total += int(header[2])
-        return out
 
 
 def _same_outside(

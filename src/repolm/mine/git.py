@@ -73,16 +73,32 @@ class BlobReader:
 
     def read(self, sha: str) -> bytes | None:
         """The blob's bytes, or None if the object is missing."""
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(sha.encode() + b"\n")
-        self._proc.stdin.flush()
-        header = self._proc.stdout.readline().split()
-        if len(header) != 3:
-            return None
-        size = int(header[2])
-        data = self._proc.stdout.read(size)
-        self._proc.stdout.read(1)  # the newline after the contents
-        return data
+        return self.read_many([sha])[sha]
+
+    def read_many(
+        self, shas: list[str], max_bytes: int | None = None, group: int = 64
+    ) -> dict[str, bytes | None]:
+        """Blobs by sha (None: missing), a group of requests written at a time (well under a
+        pipe's buffer, so writing never waits for git); stops after `max_bytes`, if given."""
+        proc = self._proc
+        assert proc.stdin is not None and proc.stdout is not None
+        out: dict[str, bytes | None] = {}
+        total = 0
+        for i in range(0, len(shas), group):
+            if max_bytes is not None and total > max_bytes:
+                break
+            part = shas[i : i + group]
+            proc.stdin.write("".join(f"{sha}\n" for sha in part).encode())
+            proc.stdin.flush()
+            for sha in part:
+                header = proc.stdout.readline().split()
+                if len(header) != 3:
+                    out[sha] = None
+                    continue
+                out[sha] = proc.stdout.read(int(header[2]))
+                proc.stdout.read(1)  # the newline after the contents
+                total += int(header[2])
+        return out
 
     def close(self) -> None:
         if self._proc.stdin is not None:
