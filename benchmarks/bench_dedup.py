@@ -34,10 +34,10 @@ import platform
 import re
 import subprocess
 import sys
-import time
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
+
+from timing import best_of
 
 MB = 1e6
 
@@ -93,15 +93,6 @@ def load_versions(repo: str, mb: float) -> list[tuple[str, str]]:
             if size >= mb * MB:
                 break
     return docs
-
-
-def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
 
 
 def naive_check(docs: list[tuple[str, str]]) -> object:

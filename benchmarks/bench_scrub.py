@@ -32,10 +32,10 @@ import platform
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
+
+from timing import best_of
 
 MB = 1e6
 
@@ -81,15 +81,6 @@ def load_text(paths: list[str], repo: str, run: str | None, mb: float) -> tuple[
     proc.wait()
     pieces = re.split(r"(?=\ndiff --git )", data.decode("utf-8", "replace"))
     return pieces, f"git log --all -p of {repo} (first {mb:g} MB)"
-
-
-def best_of(runs: int, fn: Callable[[], object]) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
 
 
 def main(argv: list[str] | None = None) -> int:

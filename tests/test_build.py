@@ -300,6 +300,9 @@ def test_build_end_to_end(history, tmp_path: Path) -> None:
         for name, digest in shards.items():
             assert file_digest(out / "dataset" / part / name) == digest
 
+    sft = pq.read_table(out / "dataset/instructions/train.parquet").column("kind").to_pylist()
+    assert stats["instructions"]["train/qa"] == sft.count("qa") > 0
+
     # evaluation sets: only the future
     ev = out / "dataset" / "eval"
     for name in ("future_patches", "completion", "next_change", "commit_messages"):

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from repolm.config.schema import Config
 from repolm.logs import progress
+from repolm.mine.tables import rows_table
 from repolm.split import Split
 
 if TYPE_CHECKING:
@@ -82,10 +83,8 @@ def write_eval_sets(
 
 
 def _write(eval_dir: Path, name: str, rows: list[tuple[Any, ...]]) -> int:
-    schema = SCHEMAS[name]
-    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in schema.names]
-    pq.write_table(pa.table(dict(zip(schema.names, cols, strict=True)), schema=schema),
-                   eval_dir / f"{name}.parquet", compression="zstd")  # fmt: skip
+    pq.write_table(rows_table(rows, SCHEMAS[name]), eval_dir / f"{name}.parquet",
+                   compression="zstd")  # fmt: skip
     return len(rows)
 
 
@@ -116,9 +115,7 @@ def _patches(
                                  patch))  # fmt: skip
                     diffs[i].append(patch or "")
             if rows:
-                cols = list(zip(*rows, strict=True))
-                writer.write_table(pa.table(dict(zip(schema.names, cols, strict=True)),
-                                            schema=schema))  # fmt: skip
+                writer.write_table(rows_table(rows, schema))
                 n += len(rows)
     return n, {i: "".join(d) for i, d in diffs.items()}, files
 

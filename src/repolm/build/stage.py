@@ -42,6 +42,7 @@ from repolm.config.schema import BuildConfig, Config
 from repolm.errors import RepolmError
 from repolm.fsutil import atomic_dir, file_digest
 from repolm.logs import log, progress
+from repolm.mine.tables import rows_table
 from repolm.pipeline.stage import StageContext, StageResult
 from repolm.split import Split, run_split
 from repolm.tokenize import special as sp
@@ -265,7 +266,7 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
         seqs, tokens, docs, shards = {}, {}, {}, {}
         for part in SPLITS:
             with (
-                _ShardWriter(tmp / part, part, enc, cfg.shard_sequences) as writer,
+                _ShardWriter(tmp / part, enc, cfg.shard_sequences) as writer,
                 progress(f"build: pack {part}", unit="documents") as bar,
             ):
                 packer = Packer(cfg.seq_len, enc.eos_id, enc.pad_id, cfg.pack_window)
@@ -291,6 +292,7 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
             part: {name: file_digest(tmp / part / name) for name in names}
             for part, names in shards.items()
         }
+        stats["instructions"] = dict(sorted(instructions.count.items()))
         stats["seconds"] = round(time.monotonic() - t0, 3)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     log.info(
@@ -633,8 +635,8 @@ def _stream(
 class _ShardWriter:
     """Sequences of one split into `DIR/shard-NNNNN.parquet`, `per_shard` at a time."""
 
-    def __init__(self, out: Path, part: str, enc: Encoder, per_shard: int) -> None:
-        self.out, self.part, self.enc, self.per_shard = out, part, enc, per_shard
+    def __init__(self, out: Path, enc: Encoder, per_shard: int) -> None:
+        self.out, self.enc, self.per_shard = out, enc, per_shard
         self.rows: list[dict[str, Any]] = []
         self.sequences = 0
         self.tokens: Counter[str] = Counter()
@@ -715,9 +717,7 @@ class _InstructionWriter:
         if not rows and not (final and part not in self.writers):
             return
         self.rows[part] = []
-        cols = list(zip(*rows, strict=True)) if rows else [[]] * 5
-        table = pa.table(dict(zip(INSTRUCTION_SCHEMA.names, cols, strict=True)),
-                         schema=INSTRUCTION_SCHEMA)  # fmt: skip
+        table = rows_table(rows, INSTRUCTION_SCHEMA)
         if part not in self.writers:
             path = self.out / f"{part}.parquet"
             self.writers[part] = pq.ParquetWriter(path, INSTRUCTION_SCHEMA, compression="zstd")
