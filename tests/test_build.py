@@ -453,3 +453,11 @@ def test_diffs_too_large_become_line_counts(history, tmp_path: Path) -> None:
     # the evaluation sets keep every patch whole
     patches = pq.read_table(out / "dataset/eval/future_patches.parquet").column("patch")
     assert max(len(p.as_py()) for p in patches) > 150
+
+
+def test_a_mix_without_weight_is_a_config_error() -> None:
+    from repolm.errors import ConfigError
+
+    zero = [f"build.mix.{k}=0" for k in ("files", "commits", "instructions", "qa")]
+    with pytest.raises(ConfigError, match="build.mix"):
+        load_config(overrides=zero)

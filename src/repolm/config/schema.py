@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -180,6 +180,12 @@ class MixConfig(Section):
     qa: float = Field(
         default=0.1, ge=0.0, description="Repository Q&A drawn from docs and doc comments."
     )
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> MixConfig:
+        if not (self.files or self.commits or self.instructions or self.qa):
+            raise ValueError("every kind has weight 0; give at least one a weight above 0")
+        return self
 
 
 class BuildConfig(Section):
