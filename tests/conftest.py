@@ -60,7 +60,12 @@ GLOBAL_GITCONFIG = """\
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """HOME and XDG config in a fresh temporary directory, no system git config, a fixed git
     identity and dates, and no network for Hugging Face. Returns the HOME directory."""
-    home = tmp_path_factory.mktemp("home")
+    return isolate(tmp_path_factory.mktemp("home"), monkeypatch)
+
+
+def isolate(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The environment of `isolated_env`, for fixtures of a wider scope (with
+    `pytest.MonkeyPatch.context()`)."""
     (home / ".gitconfig").write_text(GLOBAL_GITCONFIG)
     xdg = home / ".config"
     xdg.mkdir()

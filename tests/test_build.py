@@ -348,10 +348,42 @@ def test_dataset_loads_with_hugging_face_datasets(history, tmp_path: Path) -> No
     assert set(sft.column_names) >= {"prompt", "completion"}
 
 
+def mix(name: str, **shares: float) -> list[str]:
+    """--set overrides for a named mix; kinds not given get 0."""
+    return [f"build.mixes.{name}.{k}={shares.get(k, 0)}"
+            for k in ("files", "commits", "instructions", "qa")]  # fmt: skip
+
+
 def test_build_is_deterministic_and_follows_the_mix(history, tmp_path: Path) -> None:
     a = run_build(history, tmp_path / "a")
-    b = run_build(history, tmp_path / "b")
+    # the same build with named mixes: the default dataset is byte for byte the same
+    b = run_build(history, tmp_path / "b", *mix("reasoning", instructions=0.7, qa=0.3),
+                  *mix("same", files=0.4, commits=0.35, instructions=0.15, qa=0.1))  # fmt: skip
     assert a["shards"] == b["shards"]
+    assert a["mixes"] == {} and not (tmp_path / "a/dataset/mixes").exists()
+    unchanged = lambda s: {k: v for k, v in s.items() if k not in ("mixes", "seconds")}  # noqa: E731
+    assert unchanged(a) == unchanged(b)  # counts included: a named mix counts on its own
+
+    # a named mix: its own training split, loadable, of its kinds only, from the past
+    cutoff = datetime.fromisoformat(b["cutoff"]["cutoff_time"])
+    reasoning = b["mixes"]["reasoning"]
+    train = rows(tmp_path / "b", "mixes/reasoning/train")
+    assert reasoning["sequences"] == len(train) > 0
+    assert sorted(p.name for p in (tmp_path / "b/dataset/mixes").iterdir()) == ["reasoning", "same"]
+    assert [p.name for p in (tmp_path / "b/dataset/mixes/reasoning").iterdir()] == ["train"]
+    kinds = {k for r in train for k in r["kind"]}
+    assert "qa" in kinds and kinds <= {"implement", "describe", "qa"}
+    assert all(t <= cutoff for r in train for t in r["time"])
+    assert reasoning["tokens"]["total"] == sum(sum(r["doc_lengths"]) for r in train)
+    assert reasoning["mix"]["realised"]["files"] == reasoning["mix"]["realised"]["commits"] == 0
+    assert reasoning["plan"]["train_sequences"] == len(train)
+    assert reasoning["plan"]["train_tokens"] == reasoning["tokens"]["total"]
+    assert reasoning["counts"] == {}  # no files: no FIM
+    for name, digest in reasoning["shards"].items():
+        assert file_digest(tmp_path / "b/dataset/mixes/reasoning/train" / name) == digest
+    # the default's shares draw the default's copies: the same training shards
+    assert b["mixes"]["same"]["shards"] == b["shards"]["train"]
+    assert b["mixes"]["same"]["counts"]["fim_psm"] == b["counts"]["fim_psm"]
     only_commits = run_build(history, tmp_path / "c", "build.mix.files=0", "build.mix.qa=0",
                              "build.mix.instructions=0")  # fmt: skip
     assert set(only_commits["tokens"]["train"]) == {"total", "commit"}
@@ -453,6 +485,29 @@ def test_diffs_too_large_become_line_counts(history, tmp_path: Path) -> None:
     # the evaluation sets keep every patch whole
     patches = pq.read_table(out / "dataset/eval/future_patches.parquet").column("patch")
     assert max(len(p.as_py()) for p in patches) > 150
+
+
+def test_a_named_mix_without_data_is_a_clear_error(git_repo, tmp_path: Path) -> None:
+    r = git_repo("nodocs")  # no documentation or doc comments: no Q&A
+    for i in range(16):
+        r.write(f"src/m{i}.py", f"def f{i}():\n    return {i}\n")
+        r.commit(f"c{i}")
+    with pytest.raises(RepolmError, match="build.mixes.ask gives weight only to kinds with no "
+                       r"documents in this repository \(qa\)") as e:  # fmt: skip
+        run_build(r, tmp_path / "run", *mix("ask", qa=1))
+    assert "build.mixes.ask.files" in e.value.hint
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["default", "Code", "_code", "co de", "código", ""])
+def test_a_bad_mix_name_is_a_config_error(name: str, tmp_path: Path) -> None:
+    from repolm.errors import ConfigError
+
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps({"build": {"mixes": {name: {"qa": 1}}}}))  # JSON is YAML
+    with pytest.raises(ConfigError, match=r"'build\.mixes' in .*config\.yaml: .*mix name"):
+        load_config(config_file=path)
+    assert set(BuildConfig(mixes={"code": {}, "r2-x_y": {}}).mixes) == {"code", "r2-x_y"}
 
 
 def test_a_mix_without_weight_is_a_config_error() -> None:

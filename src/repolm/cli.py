@@ -155,7 +155,55 @@ def _stage_command(name: str, describe: str) -> None:
 
 
 for _stage in REGISTRY.values():
-    _stage_command(_stage.name, _stage.describe)
+    if _stage.name != "train":
+        _stage_command(_stage.name, _stage.describe)
+
+
+@app.command()
+def train(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue from the latest checkpoint; fail if there is none."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over: discard checkpoints of this run.")
+    ] = False,
+) -> None:
+    """The train stage: train each configured model (from scratch, full, LoRA or QLoRA).
+
+    Without flags it continues from a checkpoint of the same configuration when one exists.
+    For several processes: accelerate launch [--config_file configs/accelerate/ddp.yaml]
+    -m repolm train (run 'repolm run --until build' first)."""
+    if resume and force:
+        raise RepolmError("--resume and --force contradict each other", "choose one")
+    _pipeline(repo, out, config, preset, set_, "train", only=["train"], force=force,
+              options={"resume": "require" if resume else "auto"})  # fmt: skip
+
+
+@app.command()
+def plan(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    measure: Annotated[
+        bool,
+        typer.Option("--measure/--no-measure", help="Time a few real training steps."),
+    ] = True,
+) -> None:
+    """Before training: parameters, tokens, steps, estimated memory against this device's, and
+    time per epoch, per model; warns and suggests a change when a config will not fit."""
+    from repolm.train.plan import print_plan
+
+    resolved = _resolve(preset, config, set_)
+    _, out_dir = _default_out(repo, out)
+    print_plan(out_dir, resolved.config, measure=measure)
 
 
 @app.command()

@@ -9,15 +9,16 @@ diff repeats their branch's commits, which may predate the cutoff).
    that fit a sequence, half of them turned fill-in-the-middle; repository Q&A. Instruction
    pairs (prompt/completion text) and the evaluation sets are written on the way.
 2. Weigh: each training document gets a recency weight, each kind a share of the tokens; the
-   number of copies of a document in one epoch follows from both.
+   number of copies of a document in one epoch follows from both (`weigh.py`).
 3. Pack: commit records in chronological order, the other kinds interleaved at random
    positions, into sequences of `seq_len` tokens; written as Parquet shards per split.
+   Each named mix (`build.mixes`) then packs a training split of its own from the same encoded
+   documents with its own copies; validation and test are shared.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import random
@@ -37,6 +38,7 @@ from repolm.build import documents as dm
 from repolm.build.assemble import EMPTY, describe_doc, implement_doc, record_pieces
 from repolm.build.evalsets import write_eval_sets
 from repolm.build.pack import Doc, Packer
+from repolm.build.weigh import KINDS, Copies, draw_copies, measure
 from repolm.chunk.labels import CHANGE_TYPES
 from repolm.config.schema import BuildConfig, Config
 from repolm.errors import RepolmError
@@ -52,7 +54,6 @@ if TYPE_CHECKING:
 
 SPLITS = ("train", "val", "test")
 _NAMES = {"train": "training", "val": "validation", "test": "test"}
-KINDS = ("files", "commits", "instructions", "qa")  # the mix's kinds
 BATCH_CHARS = 2_000_000  # text encoded per library call
 MARGIN = 8  # tokens kept free in a file piece: FIM's three tokens and re-encoding at its cuts
 
@@ -82,6 +83,10 @@ def run_stage(ctx: StageContext) -> StageResult:
         f"(train/val/test); {stats['tokens']['train']['total']:,} training tokens, "
         f"plan {plan['epochs']} epochs, {plan['total_steps']:,} steps"
     )
+    if stats["mixes"]:
+        summary += "; mixes " + ", ".join(
+            f"{name} {m['sequences']:,}" for name, m in stats["mixes"].items()
+        )
     return StageResult(stats=stats, summary=summary)
 
 
@@ -262,20 +267,13 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
             _encode_qa(enc, corpus, filter_dir, cfg, instructions, split)
         spool.seal()
         eval_stats = write_eval_sets(repo, out, tmp / "eval", config, split, commits)
-        copies = _copies(corpus, cfg, split, enc)
+        sizes = measure(corpus, cfg, split, enc)
+        copies = draw_copies(sizes, cfg.mix, cfg, "build.mix")
+        # every named mix's copies first: a mix without data fails before anything is packed
+        named = {n: draw_copies(sizes, m, cfg, f"build.mixes.{n}") for n, m in cfg.mixes.items()}
         seqs, tokens, docs, shards = {}, {}, {}, {}
         for part in SPLITS:
-            with (
-                _ShardWriter(tmp / part, enc, cfg.shard_sequences) as writer,
-                progress(f"build: pack {part}", unit="documents") as bar,
-            ):
-                packer = Packer(cfg.seq_len, enc.eos_id, enc.pad_id, cfg.pack_window)
-                for doc in _stream(corpus, enc, cfg, part, copies, split):
-                    bar.advance()
-                    for seq in packer.add(doc):
-                        writer.add(seq)
-                for seq in packer.flush():
-                    writer.add(seq)
+            writer = _pack(corpus, enc, cfg, split, part, copies, tmp / part, corpus.counts)
             seqs[part], tokens[part], docs[part] = writer.sequences, writer.tokens, writer.docs
             shards[part] = writer.shards
             if not writer.sequences:
@@ -286,12 +284,14 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
                     "move split.cutoff or change split.test_fraction / split.val_fraction so "
                     "that non-merge commits with kept changes fall on each side",
                 )
+        mixes = {n: _pack_mix(corpus, enc, cfg, split, n, c, tmp) for n, c in named.items()}
         spool.path.unlink()
         stats = _stats(cfg, enc, split, corpus, copies, seqs, tokens, docs, eval_stats)
         stats["shards"] = {
             part: {name: file_digest(tmp / part / name) for name in names}
             for part, names in shards.items()
         }
+        stats["mixes"] = mixes
         stats["instructions"] = dict(sorted(instructions.count.items()))
         stats["seconds"] = round(time.monotonic() - t0, 3)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
@@ -300,7 +300,60 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
         f"({sum(tokens['train'].values()):,} tokens), {seqs['val']:,} validation, "
         f"{seqs['test']:,} test"
     )
+    for name, m in mixes.items():
+        log.info(f"build: mix {name}: {m['sequences']:,} training sequences "
+                 f"({m['tokens']['total']:,} tokens)")  # fmt: skip
     return stats
+
+
+def _pack(
+    corpus: Corpus, enc: Encoder, cfg: BuildConfig, split: Split, part: str, copies: Copies,
+    out: Path, tally: Counter[str], label: str = "",
+) -> _ShardWriter:  # fmt: skip
+    """One split's documents, packed and written as shards into `out`; FIM modes and documents
+    left out are counted in `tally`."""
+    with (
+        _ShardWriter(out, enc, cfg.shard_sequences) as writer,
+        progress(f"build: pack {label or part}", unit="documents") as bar,
+    ):
+        packer = Packer(cfg.seq_len, enc.eos_id, enc.pad_id, cfg.pack_window)
+        for doc in _stream(corpus, enc, cfg, part, copies, split, tally):
+            bar.advance()
+            for seq in packer.add(doc):
+                writer.add(seq)
+        for seq in packer.flush():
+            writer.add(seq)
+    return writer
+
+
+def _pack_mix(
+    corpus: Corpus, enc: Encoder, cfg: BuildConfig, split: Split, name: str, copies: Copies,
+    stage_tmp: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """A named mix's training split into `mixes/NAME/train/`, from the encoded corpus; its
+    stats. Its counts are its own: the corpus's stay those of the default dataset."""
+    out = stage_tmp / "mixes" / name / "train"
+    out.mkdir(parents=True)
+    counts: Counter[str] = Counter()
+    writer = _pack(corpus, enc, cfg, split, "train", copies, out, counts, f"train (mix {name})")
+    if not writer.sequences:
+        raise RepolmError(
+            f"the training split of build.mixes.{name} is empty",
+            f"give build.mixes.{name} more weight on files / commits / instructions / qa that "
+            "this repository has, or remove the mix",
+        )
+    total = sum(writer.tokens.values())
+    copies.shares["realised"] = _realised(writer.tokens)
+    return {
+        "sequences": writer.sequences,
+        "tokens": {"total": total, **dict(sorted(writer.tokens.items()))},
+        "documents": dict(sorted(writer.docs.items())),
+        "padding": round(1 - total / max(writer.sequences * cfg.seq_len, 1), 4),
+        "mix": copies.shares,
+        "counts": dict(sorted(counts.items())),
+        "plan": training_plan(cfg, total, writer.sequences),
+        "shards": {n: file_digest(out / n) for n in writer.shards},
+    }
 
 
 def _change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
@@ -474,93 +527,18 @@ def _encode_qa(
         corpus.qa.append((np.concatenate([p, a]), len(p)))
 
 
-# -- pass 2: weigh --------------------------------------------------------------------------
-
-
-@dataclass
-class Copies:
-    """Copies of each training document in one epoch, and what the weighting decided."""
-
-    records: dict[int, int]  # training commit -> copies of its record
-    instructions: dict[int, int]  # training commit -> copies of its instruction pairs
-    files: list[int]
-    qa: list[int]
-    shares: dict[str, dict[str, float]]
-    weights: dict[str, float]
-
-
-def _record_tokens(corpus: Corpus, i: int) -> int:
-    return len(corpus.headers[i]) + sum(s.head + sum(s.hunks) for s in corpus.sections[i])
-
-
-def _instruction_tokens(corpus: Corpus, i: int, prompts: tuple[int, int], budget: int) -> int:
-    """Tokens of a commit's two instruction pairs as they will be packed (0 for one left out:
-    see `implement_doc` and `describe_doc`)."""
-    files = [s.head + sum(s.hunks) for s in corpus.sections[i]]
-    msg = len(corpus.messages[i])
-    implement = prompts[0] + msg + sum(files)
-    room = budget - prompts[1] - msg
-    kept = max(itertools.takewhile(lambda n: n <= room, itertools.accumulate(files)), default=0)
-    return (implement if implement <= budget else 0) + (prompts[1] + kept + msg if kept else 0)
-
-
-def _copies(corpus: Corpus, cfg: BuildConfig, split: Split, enc: Encoder) -> Copies:
-    c = corpus.commits
-    prompts = tuple(len(p) for p in enc.texts([dm.IMPLEMENT_PROMPT, dm.DESCRIBE_PROMPT]))
-    train = [i for i in range(len(c.sha)) if c.split[i] == "train" and corpus.sections.get(i)]
-    cutoff = split.cutoff_time.timestamp()
-    w = np.asarray([dm.recency_weight((cutoff - c.time[i].timestamp()) / 86400,
-                                      cfg.recency_half_life_days, cfg.recency_floor)
-                    for i in train], dtype=np.float64)  # fmt: skip
-    n_commit = np.asarray([_record_tokens(corpus, i) for i in train], dtype=np.float64)
-    n_instr = np.asarray([_instruction_tokens(corpus, i, prompts, cfg.seq_len - 1)
-                          for i in train], dtype=np.float64)  # fmt: skip
-    n_file = np.asarray([len(ids) for ids, _ in corpus.files], dtype=np.float64)
-    n_qa = np.asarray([len(ids) for ids, _ in corpus.qa], dtype=np.float64)
-    # natural tokens (each document once) and recency-weighted tokens of each kind
-    natural = {"files": n_file.sum(), "commits": n_commit.sum(), "instructions": n_instr.sum(),
-               "qa": n_qa.sum()}  # fmt: skip
-    weighted = {"files": n_file.sum(), "commits": (w * n_commit).sum(),
-                "instructions": (w * n_instr).sum(), "qa": n_qa.sum()}  # fmt: skip
-    wanted = {k: getattr(cfg.mix, k) if natural[k] > 0 else 0.0 for k in KINDS}
-    total_share = sum(wanted.values())
-    if total_share <= 0:
-        raise RepolmError("build.mix gives no weight to any kind with data",
-                          "set build.mix.files / commits / instructions / qa above 0")  # fmt: skip
-    size = sum(natural[k] for k in KINDS if wanted[k] > 0)
-    # (weighted is 0 only when every weight underflowed: floor 0 and ancient history)
-    scale = {k: (wanted[k] / total_share) * size / weighted[k] if wanted[k] and weighted[k] > 0
-             else 0.0 for k in KINDS}  # fmt: skip
-    gen = np.random.default_rng(cfg.seed)
-
-    def draw(expected: np.ndarray) -> list[int]:
-        base = np.floor(expected)
-        extra = gen.random(len(expected)) < (expected - base)
-        return np.minimum(base + extra, cfg.max_repeats).astype(int).tolist()
-
-    return Copies(
-        records=dict(zip(train, draw(scale["commits"] * w), strict=True)),
-        instructions=dict(zip(train, draw(scale["instructions"] * w), strict=True)),
-        files=draw(np.full(len(n_file), scale["files"])),
-        qa=draw(np.full(len(n_qa), scale["qa"])),
-        shares={"wanted": {k: round(wanted[k] / total_share, 4) for k in KINDS}},
-        weights={
-            "min": float(w.min()) if len(w) else 1.0,
-            "mean": float(w.mean()) if len(w) else 1.0,
-        },  # fmt: skip
-    )
-
-
 # -- pass 3: stream and pack ----------------------------------------------------------------
 
 
 def _stream(
     corpus: Corpus, enc: Encoder, cfg: BuildConfig, part: str, copies: Copies, split: Split,
+    tally: Counter[str],
 ) -> Iterator[Doc]:  # fmt: skip
     """The documents of one split in packing order. Training: round r holds the documents with
     at least r copies; in each round commit records run oldest to newest and the other kinds
     sit at random positions among them. Validation and test: each commit once, in order, with
-    file diffs that also occur in training left out."""
+    file diffs that also occur in training left out. FIM modes and documents left out are
+    counted in `tally` (the corpus's for the default mix, one of its own for a named one)."""
     c = corpus.commits
     order = [i for i in c.chronological() if c.split[i] == part and corpus.sections.get(i)]
     budget = cfg.seq_len - 1
@@ -576,7 +554,7 @@ def _stream(
         if part != "train":
             kept = [s for s in sections if not (s.hunks and s.key in train_keys)]
             if what == "record":
-                corpus.counts[f"{part}_diffs_seen_in_train"] += len(sections) - len(kept)
+                tally[f"{part}_diffs_seen_in_train"] += len(sections) - len(kept)
             sections = kept
             if not sections:
                 return
@@ -595,7 +573,7 @@ def _stream(
         if doc is None:
             if (what, i) not in dropped:  # counted once, not once per copy
                 dropped.add((what, i))
-                corpus.counts[f"{what}_too_long"] += 1
+                tally[f"{what}_too_long"] += 1
         else:
             yield doc
 
@@ -623,7 +601,7 @@ def _stream(
             _, what, i = refs[n]
             if what == "file":
                 ids, mode = corpus.files[i]
-                corpus.counts[f"fim_{mode}"] += 1
+                tally[f"fim_{mode}"] += 1
                 yield Doc(ids, 0, ("file", *cutoff))
             elif what == "qa":
                 ids, prompt = corpus.qa[i]
@@ -748,18 +726,24 @@ def training_plan(cfg: BuildConfig, train_tokens: int, train_sequences: int) -> 
     }
 
 
+def _realised(tokens: Counter[str]) -> dict[str, float]:
+    """Each mix kind's share of a training split's tokens (document kinds -> mix kinds)."""
+    kind_of = {"file": "files", "commit": "commits", "implement": "instructions",
+               "describe": "instructions", "qa": "qa"}  # fmt: skip
+    realised: Counter[str] = Counter()
+    for kind, n in tokens.items():
+        realised[kind_of[kind]] += n
+    total = max(sum(tokens.values()), 1)
+    return {k: round(realised[k] / total, 4) for k in KINDS}
+
+
 def _stats(
     cfg: BuildConfig, enc: Encoder, split: Split, corpus: Corpus, copies: Copies,
     seqs: dict[str, int], tokens: dict[str, Counter[str]], docs: dict[str, Counter[str]],
     eval_stats: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     train_tokens = sum(tokens["train"].values())
-    kind_of = {"file": "files", "commit": "commits", "implement": "instructions",
-               "describe": "instructions", "qa": "qa"}  # fmt: skip
-    realised: Counter[str] = Counter()
-    for kind, n in tokens["train"].items():
-        realised[kind_of[kind]] += n
-    copies.shares["realised"] = {k: round(realised[k] / max(train_tokens, 1), 4) for k in KINDS}
+    copies.shares["realised"] = _realised(tokens["train"])
     return {
         "cutoff": split.summary(),
         "seq_len": cfg.seq_len,

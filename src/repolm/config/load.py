@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from repolm.config.schema import Config
+from repolm.config.schema import Config, deep_merge
 from repolm.errors import ConfigError
 from repolm.fsutil import json_digest
 
@@ -67,7 +67,7 @@ def load_config(
     merged: dict[str, Any] = {}
     for source, data in layers:
         _validate(data, source)
-        merged = _deep_merge(merged, data)
+        merged = deep_merge(merged, data)
     config = _validate(merged, "the merged configuration")
     return ResolvedConfig(config=config, preset=preset, sources=[s for s, _ in layers])
 
@@ -104,16 +104,6 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise ConfigError(f"bad --set '{item}': '{part}' is set twice")
         node[parts[-1]] = value
-    return out
-
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
     return out
 
 

@@ -6,6 +6,7 @@ so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Literal
 
@@ -194,6 +195,12 @@ class BuildConfig(Section):
 
     seq_len: int = Field(default=1024, ge=32, description="Tokens per packed sequence.")
     mix: MixConfig = Field(default_factory=MixConfig)
+    mixes: dict[str, MixConfig] = Field(
+        default={},
+        description="Named training mixes besides `mix` (the default one): each packs a training "
+        "split of its own into dataset/mixes/NAME/train/ from the same encoded documents; "
+        "validation and test are shared. A kind a named mix leaves unset gets weight 0.",
+    )
     fim_rate: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Share of file samples turned fill-in-the-middle."
     )
@@ -268,6 +275,188 @@ class BuildConfig(Section):
     )
     seed: int = Field(default=0, description="Seed of FIM, repeats and ordering.")
 
+    @field_validator("mixes", mode="before")
+    @classmethod
+    def _unset_kinds_are_zero(cls, value: object) -> object:
+        # a named mix says what it is made of: {instructions: 0.7, qa: 0.3} means only those
+        if isinstance(value, dict):
+            kinds = MixConfig.model_fields
+            return {name: {**dict.fromkeys(kinds, 0.0), **mix} if isinstance(mix, dict) else mix
+                    for name, mix in value.items()}  # fmt: skip
+        return value
+
+    @field_validator("mixes")
+    @classmethod
+    def _mix_names(cls, value: dict[str, MixConfig]) -> dict[str, MixConfig]:
+        for name in value:
+            if name == "default":
+                raise ValueError("the mix name 'default' is build.mix's; choose another name")
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+                raise ValueError(
+                    f"bad mix name {name!r}: use lower-case letters, digits, '_' and '-', "
+                    "starting with a letter or digit"
+                )
+        return value
+
+
+class LoraConfig(Section):
+    """LoRA adapters (peft), for method lora and qlora."""
+
+    rank: int = Field(default=16, ge=1, description="Adapter rank r.")
+    alpha: int = Field(default=32, ge=1, description="Scaling numerator: updates are × alpha/r.")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="Dropout on adapter inputs.")
+    target_modules: list[str] | Literal["auto"] = Field(
+        default="auto",
+        description="Module names that get adapters; auto: every linear layer of the decoder "
+        "but the output head (peft's all-linear), whatever the architecture names them.",
+    )
+
+
+class TrainConfig(Section):
+    """How a model is trained. The top-level `train` section holds every model's defaults;
+    a model's own `train` keys override them."""
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="auto: bf16 on GPUs and CPUs that support it natively, fp16 on older GPUs, "
+        "else fp32 (bf16 emulated on a CPU is many times slower than fp32).",
+    )
+    micro_batch: int = Field(default=8, ge=1, description="Sequences per device per forward pass.")
+    grad_accum: int = Field(
+        default=1, ge=1, description="Micro-batches accumulated into one optimizer step."
+    )
+    lr: float | None = Field(
+        default=None,
+        gt=0,
+        description="Peak learning rate at lr_reference_batch sequences per step; none: 6e-4 "
+        "from scratch, 2e-5 full fine-tuning, 2e-4 LoRA/QLoRA.",
+    )
+    lr_reference_batch: int = Field(
+        default=32,
+        ge=1,
+        description="The effective batch (sequences per optimizer step, all devices) that lr "
+        "is meant for; lr is scaled by sqrt(effective batch / this).",
+    )
+    min_lr_ratio: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="The cosine schedule ends at lr × this."
+    )
+    warmup_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="none: the build plan's rule on the real step count: clamp(build."
+        "warmup_fraction × steps, build.min_warmup_steps, build.max_warmup_steps), at most "
+        "a tenth of the steps when the run is short.",
+    )
+    weight_decay: float = Field(default=0.1, ge=0.0, description="AdamW decay of matrices.")
+    beta1: float = Field(default=0.9, ge=0.0, lt=1.0, description="AdamW beta1.")
+    beta2: float = Field(default=0.95, ge=0.0, lt=1.0, description="AdamW beta2.")
+    grad_clip: float = Field(
+        default=1.0, ge=0.0, description="Clip the gradient norm to this; 0 turns it off."
+    )
+    epochs: int | None = Field(
+        default=None, ge=1, description="none: the build stage's plan (stats.json)."
+    )
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps."
+    )
+    max_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="Wall-clock budget: training stops cleanly at the first step past it, "
+        "then evaluates and saves.",
+    )
+    eval_every: int = Field(
+        default=200, ge=1, description="Validation every this many steps (and at the end)."
+    )
+    eval_sequences: int = Field(
+        default=512, ge=1, description="Validation sequences per evaluation (a fixed subset)."
+    )
+    patience: int = Field(
+        default=5,
+        ge=0,
+        description="Early stopping: evaluations without a better validation loss before "
+        "training stops; 0 never stops early.",
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0.0, description="Early stopping: improvement smaller than this counts as none."
+    )
+    checkpoint_every: int = Field(
+        default=500, ge=1, description="Checkpoint every this many steps."
+    )
+    checkpoint_minutes: float = Field(
+        default=15.0, gt=0, description="…and at least this often by the clock."
+    )
+    keep_checkpoints: int = Field(default=2, ge=1, description="Checkpoints kept (newest).")
+    gradient_checkpointing: bool = Field(
+        default=False, description="Recompute activations in backward: less memory, ~30% slower."
+    )
+    save: Literal["merged", "adapter", "both"] = Field(
+        default="both",
+        description="LoRA/QLoRA: save the adapter, the base with the adapter merged in, or both.",
+    )
+    log_every: int = Field(default=10, ge=1, description="Log a line every this many steps.")
+    hardware_every_s: float = Field(
+        default=5.0, gt=0, description="Sample CPU, RAM and GPU every this many seconds."
+    )
+    seed: int = Field(default=0, description="Seeds Python, NumPy, torch and the data order.")
+    deterministic: bool = Field(
+        default=False, description="Deterministic kernels (slower; bit-reproducible runs)."
+    )
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        default="auto", description="Attention kernel; auto: sdpa."
+    )
+
+
+class ModelConfig(Section):
+    """One model to train: where it starts, how it is trained, on which data mix."""
+
+    base: str | None = Field(
+        default=None,
+        description="A Hugging Face causal LM to fine-tune: local directory (or hub id, "
+        "read from the local cache); none trains `architecture` from scratch.",
+    )
+    architecture: str = Field(
+        default="tiny-cpu",
+        description="From scratch: a Llama architecture preset (tiny-cpu, small, "
+        "blueprint-700m).",
+    )
+    layers: int | None = Field(default=None, ge=1, description="Override the preset's layers.")
+    hidden: int | None = Field(default=None, ge=8, description="Override its hidden size.")
+    heads: int | None = Field(default=None, ge=1, description="Override its attention heads.")
+    kv_heads: int | None = Field(
+        default=None, ge=1, description="Override its key/value heads (GQA when fewer than heads)."
+    )
+    intermediate: int | None = Field(default=None, ge=8, description="Override its MLP width.")
+    context: int | None = Field(
+        default=None, ge=32, description="Override its context length (RoPE positions)."
+    )
+    method: Literal["full", "lora", "qlora"] = Field(
+        default="full", description="full: every weight; lora: adapters; qlora: adapters on a "
+        "4- or 8-bit base (CUDA only)."
+    )
+    quant_bits: Literal[4, 8] = Field(default=4, description="QLoRA: bits of the frozen base.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    mix: str = Field(
+        default="default",
+        description="Training data: default (build.mix) or a name from build.mixes.",
+    )
+    trust_remote_code: bool = Field(
+        default=False, description="Run a base model's own Python code (only if you trust it)."
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _method_needs_base(self) -> ModelConfig:
+        if self.method != "full" and self.base is None:
+            raise ValueError(
+                f"method {self.method} trains adapters on a base model; set base, or use "
+                "method full to train from scratch"
+            )
+        return self
+
+
+MODEL_NAME = r"^[a-z0-9][a-z0-9_-]*$"
+
 
 class Config(Section):
     """The resolved configuration of a run."""
@@ -278,3 +467,53 @@ class Config(Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict,
+        description="The models to train, by name (each saved under OUT/models/<name>/).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_defaults(cls, data: object) -> object:
+        """Each model's `train` keys override the top-level `train` section's."""
+        if not isinstance(data, dict):
+            return data
+        if "models" not in data:
+            data = {**data, "models": {"main": {}}}
+        if not isinstance(data["models"], dict):
+            return data
+        defaults = data.get("train") or {}
+        if not isinstance(defaults, dict):
+            return data
+        models = {}
+        for name, spec in data["models"].items():
+            if isinstance(spec, dict):
+                own = spec.get("train") or {}
+                spec = {**spec, "train": deep_merge(defaults, own) if isinstance(own, dict)
+                        else own}  # fmt: skip
+            models[name] = spec
+        return {**data, "models": models}
+
+    @model_validator(mode="after")
+    def _model_names(self) -> Config:
+        if not self.models:
+            raise ValueError("models is empty; declare at least one model")
+        for name in self.models:
+            if not re.match(MODEL_NAME, name):
+                raise ValueError(
+                    f"model name {name!r} must be lower-case letters, digits, '-' or '_'"
+                )
+        return self
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """`top` over `base`, recursively for mappings."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+

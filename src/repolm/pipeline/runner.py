@@ -9,6 +9,7 @@ fingerprint and untouched outputs is reported as cached and not run again.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -158,8 +159,11 @@ def run_pipeline(
     force: bool = False,
     continue_on_error: bool = False,
     registry: dict[str, Stage] = REGISTRY,
+    options: dict[str, Any] | None = None,
 ) -> list[Outcome]:
     stages = select_stages(only, until, registry)
+    rank, world = launch_rank()
+    main = rank == 0
     out.mkdir(parents=True, exist_ok=True)
     config = resolved.config.model_dump(mode="json")
     manifest = mf.load(out)
@@ -173,8 +177,10 @@ def run_pipeline(
     }
     manifest["repo_path"] = str(repo_path)
     manifest.setdefault("stages", {})
-    write_text_atomic(out / CONFIG_FILE, resolved.to_yaml())
-    ctx = StageContext(out=out, config=resolved.config, repo_path=repo_path)
+    if main:
+        write_text_atomic(out / CONFIG_FILE, resolved.to_yaml())
+    ctx = StageContext(out=out, config=resolved.config, repo_path=repo_path,
+                       options=dict(options or {}))  # fmt: skip
     # --force reruns the stages asked for; their upstream stages run only if stale
     forced = ({*only} if only else {s.name for s in stages}) if force else set()
     refs = refs_digest(repo_path) if any(s.reads_repo for s in stages) else None
@@ -191,9 +197,12 @@ def run_pipeline(
         if failed and not continue_on_error:
             break
         ctx.force = stage.name in forced
+        if world > 1 and not stage.distributed:
+            _require_cached(stage, ctx, config, manifest, refs)
         outcome = _run_one(stage, ctx, config, manifest, refs)
         outcomes.append(outcome)
-        mf.save(out, manifest)
+        if main:
+            mf.save(out, manifest)
         if outcome.status == "failed":
             failed.add(stage.name)
             if not continue_on_error:
@@ -205,6 +214,28 @@ def run_pipeline(
         names = ", ".join(o.stage for o in outcomes if o.status == "failed")
         raise StageFailed(f"stages failed: {names}", "see the log in OUT/logs/ and manifest.json")
     return outcomes
+
+
+def launch_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun / accelerate launch; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _require_cached(
+    stage: Stage, ctx: StageContext, config: dict[str, Any], manifest: dict[str, Any],
+    refs: str | None,
+) -> None:  # fmt: skip
+    """Under a multi-process launch only distributed stages run; the others must be cached."""
+    entry = manifest["stages"].get(stage.name) or {}
+    fp = fingerprint(stage, config, manifest["stages"], refs)
+    if ctx.force or entry.get("fingerprint") != fp or not outputs_intact(
+        ctx.out, entry.get("outputs")
+    ):
+        raise RepolmError(
+            f"stage '{stage.name}' must run before a multi-process launch (it runs in one "
+            "process)",
+            "run 'repolm run --until build' with the same options first, then launch training",
+        )
 
 
 def _run_one(

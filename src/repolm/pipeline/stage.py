@@ -42,6 +42,7 @@ class Stage:
     reads_repo: bool = False  # its fingerprint includes the repository's refs
     path_inputs: tuple[PathInput, ...] = ()  # local files named in the config (a base model)
     version: int = 1  # bump when a code change alters the outputs
+    distributed: bool = False  # runs on every process of a multi-process launch
     describe: str = ""
 
     def load(self) -> Callable[[StageContext], StageResult]:
@@ -62,6 +63,7 @@ class StageContext:
     config: Config
     repo_path: Path
     force: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # a stage's own CLI flags
 
     def stage_dir(self, name: str) -> Path:
         return self.out / name
@@ -136,6 +138,16 @@ REGISTRY: dict[str, Stage] = {
             reads_repo=True,  # the completion set's file context comes from the object store
             describe="packed train/val/test sequences (FIM, commit records, instruction pairs, "
             "Q&A) and evaluation sets from the commits after the cutoff",
+        ),
+        Stage(
+            name="train",
+            entry="repolm.train.stage:run_stage",
+            inputs=("build", "tokenize"),
+            outputs=("train/report.json",),  # each model's files are listed in the report
+            config=("tokenize", "build", "models"),  # `train` is merged into each model
+            distributed=True,
+            describe="train each configured model (from scratch, full, LoRA or QLoRA) with "
+            "checkpoints, early stopping and a report; resumes after a crash",
         ),
     )
 }

@@ -1,0 +1,1 @@
+"""The train stage: fine-tune a model on the built dataset, within a memory plan."""

@@ -1,0 +1,539 @@
+"""The training loop: the same code on a CPU, one GPU, or many under `accelerate launch` (DDP,
+FSDP, DeepSpeed) — accelerate owns devices, precision, gradient sync and sharded state.
+
+What the loop adds: an exact, resumable data order; loss normalised by the label tokens of
+the whole global batch (so accumulation and processes change nothing); checkpoints by step and
+by clock and on SIGINT/SIGTERM; a wall-clock budget; early stopping; a report.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repolm.config.schema import BuildConfig, ModelConfig
+from repolm.errors import RepolmError
+from repolm.fsutil import write_json_atomic
+from repolm.logs import log, progress
+from repolm.train import checkpoint
+from repolm.train.data import PackedData, Schedule, unigram_loss
+from repolm.train.device import choose_precision, detect, torch_dtype
+
+DEFAULT_LR = {"scratch": 6e-4, "full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
+
+
+class TrainingInterrupted(RepolmError):
+    """SIGINT/SIGTERM: a checkpoint was written; the next run continues from it."""
+
+    exit_code = 130
+
+
+@dataclass
+class RunSpec:
+    """Everything one model's training needs, resolved by the stage."""
+
+    name: str
+    model: ModelConfig
+    build: BuildConfig
+    train_dir: Path
+    val_dir: Path
+    tokenizer_dir: Path
+    work_dir: Path  # OUT/train/<name>: checkpoints, best weights, tensorboard, report.json
+    model_dir: Path  # OUT/models/<name>: the Hugging Face model
+    plan: dict[str, Any]  # the build stage's plan for this data
+    fingerprint: str  # config + data; a checkpoint from another fingerprint is not resumed
+    resume: str = "auto"  # auto | require | never
+    added_tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Budget:
+    """The numbers a run is planned with."""
+
+    steps_per_epoch: int
+    epochs: int
+    total_steps: int
+    warmup_steps: int
+    lr: float
+    global_batch: int
+
+
+def plan_budget(spec: RunSpec, sequences: int, world: int) -> Budget:
+    tc = spec.model.train
+    sched = Schedule(sequences, tc.micro_batch, tc.grad_accum, world, tc.seed)
+    epochs = tc.epochs or int(spec.plan.get("epochs") or 1)
+    total = sched.steps_per_epoch * epochs
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    if tc.warmup_steps is not None:
+        warmup = min(tc.warmup_steps, total)
+    else:
+        b = spec.build
+        warmup = min(max(round(b.warmup_fraction * total), b.min_warmup_steps), b.max_warmup_steps)
+        warmup = min(warmup, max(total // 10, 1))
+    key = "scratch" if spec.model.base is None else spec.model.method
+    base_lr = tc.lr if tc.lr is not None else DEFAULT_LR[key]
+    lr = base_lr * math.sqrt(sched.global_batch / tc.lr_reference_batch)
+    return Budget(sched.steps_per_epoch, epochs, total, warmup, lr, sched.global_batch)
+
+
+def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
+    """Linear warm-up whose first step already learns (transformers' starts at 0), then a
+    cosine decay to `floor` at the last step."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min((step - warmup) / max(total - warmup - 1, 1), 1.0)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_model(spec: RunSpec, tokenizer: Any, precision: str, device_kind: str) -> Any:
+    """The model to train, on the CPU: from scratch, or a base model (with adapters)."""
+    from repolm.train import models
+
+    mc, tc = spec.model, spec.model.train
+    attention = "sdpa" if tc.attention == "auto" else tc.attention
+    if mc.base is None:
+        model = models.build_scratch(models.architecture(mc), tokenizer, attention)
+    else:
+        quant = None
+        if mc.method == "qlora":
+            quant = models.quantization_config(mc.quant_bits, torch_dtype(
+                precision if precision != "fp32" else "bf16"))  # fmt: skip
+        # adapters train in fp32 over a frozen base kept in the compute precision
+        dtype = torch_dtype("fp32" if mc.method == "full" else precision)
+        device_map = {"": _local_device()} if quant is not None else None
+        model = models.load_base(mc, tokenizer, dtype, attention, quant, device_map)
+    if tc.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if mc.method in ("lora", "qlora"):
+        model = models.add_adapters(model, mc, spec.added_tokens, tc.gradient_checkpointing)
+        if tc.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model
+
+
+def _local_device() -> Any:
+    import torch
+
+    from accelerate import PartialState
+
+    return torch.device("cuda", PartialState().local_process_index)
+
+
+def optimizer_for(model: Any, lr: float, tc: Any, fused: bool) -> Any:
+    """AdamW; weight decay on matrices only (not norms, biases or 1-d adapter vectors)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    other = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": tc.weight_decay},
+              {"params": other, "weight_decay": 0.0}]  # fmt: skip
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=lr, betas=(tc.beta1, tc.beta2), fused=fused
+    )
+
+
+@contextmanager
+def stop_signals() -> Iterator[dict[str, Any]]:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints at the end of the step and stops."""
+    flag: dict[str, Any] = {"signal": None}
+    if __import__("threading").current_thread() is not __import__("threading").main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag["signal"] is not None:  # a second ^C: stop now
+            raise KeyboardInterrupt
+        flag["signal"] = signal.Signals(signum).name
+        log.warning(f"{flag['signal']}: finishing this step, saving a checkpoint, then stopping")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def train_model(spec: RunSpec) -> dict[str, Any]:
+    """Train one model; returns its report (also written to work_dir/report.json)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import AutoTokenizer
+
+    from repolm.train.models import count_parameters
+    from repolm.train.monitor import HardwareMonitor
+
+    mc, tc = spec.model, spec.model.train
+    device = detect()
+    precision = choose_precision(tc.precision, device)
+    accelerator = Accelerator(
+        mixed_precision={"fp32": "no"}.get(precision, precision),
+        gradient_accumulation_steps=tc.grad_accum,
+        cpu=device.kind == "cpu",
+        step_scheduler_with_optimizer=False,
+    )
+    set_seed(tc.seed, deterministic=tc.deterministic)
+    main = accelerator.is_main_process
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
+    train = PackedData.read(spec.train_dir)
+    val = PackedData.read(spec.val_dir)
+    if train.seq_len > _context(spec):
+        raise RepolmError(
+            f"sequences of {train.seq_len} tokens exceed the model's context of "
+            f"{_context(spec)}",
+            "lower build.seq_len or raise the model's context",
+        )
+    world, rank = accelerator.num_processes, accelerator.process_index
+    budget = plan_budget(spec, len(train), world)
+    schedule = Schedule(len(train), tc.micro_batch, tc.grad_accum, world, tc.seed)
+
+    model = build_model(spec, tokenizer, precision, device.kind)
+    total_params, trainable_params = count_parameters(model)
+    optimizer = optimizer_for(model, budget.lr, tc, fused=device.kind == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        lr_factor, warmup=budget.warmup_steps, total=budget.total_steps, floor=tc.min_lr_ratio))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    checkpoint.trainable_only(accelerator)
+    ckpt_root = spec.work_dir / "checkpoints"
+
+    rec = Recorder(spec, budget, total_params, trainable_params, precision, device, world)
+    start_step = 0
+    found = None if spec.resume == "never" else checkpoint.latest(ckpt_root, spec.fingerprint)
+    if spec.resume == "require" and found is None:
+        raise RepolmError(
+            f"no checkpoint of this configuration in {ckpt_root}",
+            "run without --resume to start training",
+        )
+    if found is not None:
+        path, _ = found
+        state = checkpoint.load(accelerator, path)
+        scheduler.load_state_dict(state["scheduler"])
+        rec.restore(state["report"])
+        start_step = state["step"]
+        if main:
+            log.info(f"train {spec.name}: resumed from {path.name} (step {start_step:,})")
+    elif main and ckpt_root.exists():
+        import shutil
+
+        shutil.rmtree(ckpt_root)  # another configuration's checkpoints: never mixed with ours
+    rec.unigram = unigram_loss(train, val, len(tokenizer)) if main else None
+
+    val_index = _val_subset(len(val), tc.eval_sequences, tc.seed)
+    step = start_step
+    last_ckpt = time.monotonic()
+    t_start = time.monotonic() - rec.seconds
+    stop_reason = None
+    writer = _tensorboard(spec.work_dir / "tensorboard") if main else None
+
+    def on_sample(sample: dict[str, Any]) -> None:
+        if writer is not None:
+            for key, value in sample.items():
+                if key != "t" and isinstance(value, (int, float)):
+                    writer.add_scalar(f"hardware/{key}", value, step)
+
+    def save_checkpoint() -> None:
+        nonlocal last_ckpt
+        rec.seconds = time.monotonic() - t_start
+        state = {"fingerprint": spec.fingerprint, "scheduler": scheduler.state_dict(),
+                 "report": rec.state()}  # fmt: skip
+        checkpoint.save(accelerator, ckpt_root, step, state, tc.keep_checkpoints)
+        last_ckpt = time.monotonic()
+
+    model.train()
+    with (
+        stop_signals() as signals,
+        HardwareMonitor(interval_s=tc.hardware_every_s, on_sample=on_sample) as monitor,
+        progress(f"train {spec.name}", total=budget.total_steps, unit="steps") as bar,
+    ):
+        bar.advance(start_step)
+        while step < budget.total_steps:
+            t0 = time.monotonic()
+            micro = schedule.micro_batches(step, rank)
+            n_items = _global_sum(accelerator, sum(int((train.labels[i][:, 1:] != -100).sum())
+                                                   for i in micro))  # fmt: skip
+            loss_sum = torch.zeros((), device=accelerator.device)
+            grad_norm = None
+            for index in micro:
+                batch = _tensors(train.batch(index), accelerator.device)
+                with accelerator.accumulate(model):
+                    out = model(**batch, num_items_in_batch=n_items)
+                    # out.loss is this micro-batch's share of the global mean; accelerate divides
+                    # by grad_accum and DDP averages over processes, so undo both
+                    accelerator.backward(out.loss * tc.grad_accum * world)
+                    loss_sum += out.loss.detach()
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(
+                            model.parameters(), tc.grad_clip or float("inf")
+                        )
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            loss = float(accelerator.reduce(loss_sum, reduction="sum"))
+            seconds = time.monotonic() - t0
+            rec.step(step, loss, scheduler.get_last_lr()[0], _item(grad_norm),
+                     budget.global_batch * train.seq_len, n_items, seconds)  # fmt: skip
+            bar.advance()
+            if main:
+                rec.log(step, writer)
+            if step % tc.eval_every == 0 or step == budget.total_steps:
+                stop_reason = _evaluate_and_track(spec, accelerator, model, val, val_index, rec,
+                                                  step, writer) or stop_reason  # fmt: skip
+            stop_reason = stop_reason or _stop_requested(accelerator, signals, tc, t_start)
+            due = step % tc.checkpoint_every == 0 or (
+                time.monotonic() - last_ckpt > tc.checkpoint_minutes * 60
+            )
+            if due or stop_reason or step == budget.total_steps:
+                save_checkpoint()
+            if stop_reason:
+                break
+        rec.hardware = monitor.peaks()
+    if stop_reason not in ("patience", None) and rec.evals and rec.evals[-1]["step"] != step:
+        _evaluate_and_track(spec, accelerator, model, val, val_index, rec, step, writer)
+    rec.seconds = time.monotonic() - t_start
+    rec.stopped = stop_reason or "completed"
+    if writer is not None:
+        writer.close()
+    if stop_reason and stop_reason.startswith("SIG"):
+        report = rec.report()
+        if main:
+            write_json_atomic(spec.work_dir / "report.json", report)
+        raise TrainingInterrupted(
+            f"training of '{spec.name}' stopped by {stop_reason} at step {step:,}; "
+            "checkpoint saved",
+            "run the same command again to continue from it",
+        )
+    from repolm.train.export import export_model
+
+    export_model(spec, accelerator, model, tokenizer, rec.best_step)
+    report = rec.report()
+    if main:
+        write_json_atomic(spec.work_dir / "report.json", report)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return report
+
+
+def _context(spec: RunSpec) -> int:
+    if spec.model.base is not None:
+        return 1 << 30  # a base model's own limit is checked by transformers
+    from repolm.train.models import architecture
+
+    return architecture(spec.model).context
+
+
+def _tensorboard(path: Path) -> Any:
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(logdir=str(path), flush_secs=30)
+
+
+def _tensors(batch: dict[str, np.ndarray], device: Any) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(v).long().to(device) for k, v in batch.items()}
+
+
+def _item(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _global_sum(accelerator: Any, n: int) -> Any:
+    import torch
+
+    t = torch.tensor(n, device=accelerator.device, dtype=torch.long)
+    return accelerator.reduce(t, reduction="sum") if accelerator.num_processes > 1 else t
+
+
+def _stop_requested(accelerator: Any, signals: dict[str, Any], tc: Any, t0: float) -> str | None:
+    """Every process agrees: a signal on any of them or the clock stops all of them."""
+    import torch
+
+    code = 0
+    if signals["signal"] is not None:
+        code = 2 if signals["signal"] == "SIGTERM" else 1
+    elif tc.max_minutes and time.monotonic() - t0 > tc.max_minutes * 60:
+        code = 3
+    if accelerator.num_processes > 1:
+        t = torch.tensor(code, device=accelerator.device)
+        code = int(accelerator.reduce(t, reduction="max"))
+    return {0: None, 1: "SIGINT", 2: "SIGTERM", 3: "max_minutes"}[code]
+
+
+def _val_subset(n: int, k: int, seed: int) -> np.ndarray:
+    if n <= k:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 7]).choice(n, size=k, replace=False))
+
+
+def evaluate(accelerator: Any, model: Any, data: PackedData, index: np.ndarray, micro: int):
+    """Mean cross-entropy (nats per label token) over `index`, split across processes."""
+    import torch
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per = math.ceil(len(index) / world)
+    mine = index[rank * per : (rank + 1) * per]
+    loss = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    count = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    model.eval()
+    with torch.no_grad():
+        # the same number of forward passes on every process (FSDP needs it)
+        for start in range(0, per, micro):
+            part = mine[start : start + micro]
+            real = len(part)
+            if real == 0:
+                part = index[:1]
+            batch = _tensors(data.batch(part), accelerator.device)
+            out = model(**batch, num_items_in_batch=1)  # the sum, not the mean
+            n = (batch["labels"][:, 1:] != -100).sum()
+            if real:
+                loss += out.loss.double()
+                count += n.double()
+    model.train()
+    loss = accelerator.reduce(loss, reduction="sum")
+    count = accelerator.reduce(count, reduction="sum")
+    return float(loss / count.clamp(min=1)), int(count)
+
+
+def _evaluate_and_track(spec, accelerator, model, val, val_index, rec, step, writer) -> str | None:
+    tc = spec.model.train
+    loss, tokens = evaluate(accelerator, model, val, val_index, tc.micro_batch)
+    improved = rec.best_loss is None or loss < rec.best_loss - tc.min_delta
+    rec.evaluation(step, loss, tokens, improved)
+    if accelerator.is_main_process:
+        log.info(
+            f"train {spec.name}: step {step:,} validation loss {loss:.4f} "
+            f"(perplexity {math.exp(min(loss, 50)):.2f}){' best' if improved else ''}"
+        )
+        if writer is not None:
+            writer.add_scalar("val/loss", loss, step)
+            writer.add_scalar("val/perplexity", math.exp(min(loss, 50)), step)
+    if improved:
+        from repolm.train.export import save_best
+
+        save_best(accelerator, model, spec.work_dir / "best", step)
+    elif tc.patience and rec.bad_evals >= tc.patience:
+        return "patience"
+    return None
+
+
+class Recorder:
+    """The run's numbers: per-step series, evaluations, early stopping; the report."""
+
+    def __init__(self, spec, budget, total, trainable, precision, device, world) -> None:
+        self.spec, self.budget = spec, budget
+        self.meta = {
+            "name": spec.name,
+            "source": spec.model.base or f"scratch:{spec.model.architecture}",
+            "method": spec.model.method,
+            "mix": spec.model.mix,
+            "parameters": {"total": total, "trainable": trainable},
+            "precision": precision,
+            "device": {"kind": device.kind, "name": device.name, "processes": world},
+            "plan": budget.__dict__,
+        }
+        self.steps: list[dict[str, Any]] = []
+        self.evals: list[dict[str, Any]] = []
+        self.best_loss: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+        self.tokens = 0
+        self.label_tokens = 0
+        self.seconds = 0.0
+        self.unigram: float | None = None
+        self.hardware: dict[str, Any] = {}
+        self.stopped = ""
+        self.flops_per_token = 6 * trainable + 2 * (total - trainable) * (
+            2 if spec.model.method != "full" else 1
+        )  # backward through frozen weights: input gradients only
+        self.peak = device.peak_flops
+
+    def step(self, step, loss, lr, grad_norm, tokens, label_tokens, seconds) -> None:
+        self.tokens += tokens
+        self.label_tokens += int(label_tokens)
+        tps = tokens / max(seconds, 1e-9)
+        row = {"step": step, "loss": round(loss, 5), "lr": lr, "grad_norm": grad_norm,
+               "tokens_per_s": round(tps, 1)}  # fmt: skip
+        if self.peak:
+            row["mfu"] = round(self.flops_per_token * tps / (self.peak * self.meta["device"][
+                "processes"]), 4)  # fmt: skip
+        self.steps.append(row)
+
+    def log(self, step: int, writer: Any) -> None:
+        row = self.steps[-1]
+        if writer is not None:
+            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu"):
+                if row.get(key) is not None:
+                    writer.add_scalar(f"train/{key}", row[key], step)
+        if step % self.spec.model.train.log_every == 0 or step == 1:
+            mfu = f", MFU {row['mfu']:.1%}" if "mfu" in row else ""
+            log.info(
+                f"train {self.spec.name}: step {step:,}/{self.budget.total_steps:,} loss "
+                f"{row['loss']:.4f} lr {row['lr']:.2e} grad norm {row['grad_norm'] or 0:.2f} "
+                f"{row['tokens_per_s']:,.0f} tokens/s{mfu}"
+            )
+
+    def evaluation(self, step: int, loss: float, tokens: int, improved: bool) -> None:
+        self.evals.append({"step": step, "loss": round(loss, 5),
+                           "perplexity": round(math.exp(min(loss, 50)), 4), "tokens": tokens})  # fmt: skip
+        if improved:
+            self.best_loss, self.best_step, self.bad_evals = loss, step, 0
+        else:
+            self.bad_evals += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"steps": self.steps, "evals": self.evals, "best_loss": self.best_loss,
+                "best_step": self.best_step, "bad_evals": self.bad_evals, "tokens": self.tokens,
+                "label_tokens": self.label_tokens, "seconds": self.seconds}  # fmt: skip
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def report(self) -> dict[str, Any]:
+        losses = [s["loss"] for s in self.steps]
+        spe = self.budget.steps_per_epoch
+        per_epoch = [round(float(np.mean(losses[i : i + spe])), 5)
+                     for i in range(0, len(losses), spe)]  # fmt: skip
+        grad = [s["grad_norm"] for s in self.steps if s["grad_norm"] is not None]
+        lrs = [s["lr"] for s in self.steps]
+        tps = [s["tokens_per_s"] for s in self.steps[1:]] or [0.0]
+        final = self.evals[-1] if self.evals else None
+        best = next((e for e in self.evals if e["step"] == self.best_step), None)
+        return {
+            **self.meta,
+            "steps": len(self.steps),
+            "epochs_done": round(len(self.steps) / spe, 3),
+            "tokens_seen": self.tokens,
+            "label_tokens_seen": self.label_tokens,
+            "seconds": round(self.seconds, 2),
+            "tokens_per_s": round(float(np.median(tps)), 1),
+            "mfu": (round(float(np.median([s["mfu"] for s in self.steps[1:]])), 4)
+                    if self.peak and len(self.steps) > 1 else None),  # fmt: skip
+            "loss": {"first": losses[0] if losses else None,
+                     "last": losses[-1] if losses else None, "per_epoch": per_epoch,
+                     "per_step": losses},  # fmt: skip
+            "validation": {
+                "final": final, "best": best, "evaluations": self.evals,
+                "unigram_loss": None if self.unigram is None else round(self.unigram, 5),
+            },  # fmt: skip
+            "grad_norm": {"min": min(grad), "max": max(grad)} if grad else None,
+            "lr": {"min": min(lrs), "max": max(lrs)} if lrs else None,
+            "early_stopping": {"stopped": self.stopped, "best_step": self.best_step,
+                               "patience": self.spec.model.train.patience,
+                               "evaluations_without_gain": self.bad_evals},  # fmt: skip
+            "hardware": self.hardware,
+            "model_dir": str(self.spec.model_dir),
+        }

@@ -1,0 +1,357 @@
+"""The train stage on CPU with tiny models (2 layers, hidden 32) built from configs: parameters
+change, LoRA touches only adapters, merging is exact, a SIGKILLed run resumes to the same
+weights, early stopping, outputs that plain transformers loads, two processes with gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import GitRepo, isolate
+from repolm.config import load_config
+from repolm.pipeline.runner import run_pipeline
+from repolm.train.data import Schedule
+
+DATA = ["tokenize.vocab_size=400", "build.seq_len=64", "build.batch_size=4",
+        "split.test_fraction=0.12", "split.val_fraction=0.08"]  # fmt: skip
+TINY = ["models.main.layers=2", "models.main.hidden=32", "models.main.heads=2",
+        "models.main.kv_heads=2", "models.main.intermediate=64", "models.main.context=128",
+        "train.micro_batch=4", "train.eval_every=2", "train.eval_sequences=8",
+        "train.log_every=1", "train.hardware_every_s=0.2"]  # fmt: skip
+
+
+def make_history(path: Path) -> GitRepo:
+    r = GitRepo(path)
+    r.write("README.md", "# Calc\n\n## Usage\n\nCall add and mul from the calc module.\n")
+    for i in range(24):
+        r.write(f"calc/op{i % 6}.py", "".join(
+            f"def op_{i}_{k}(a, b):\n    \"\"\"Combine a and b, variant {k}.\"\"\"\n"
+            f"    return a * {k} + b - {i}\n\n\n" for k in range(3)))  # fmt: skip
+        r.commit(f"op {i}: add the variants of step {i}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(repository, run directory through build), shared by the module's tests."""
+    root = tmp_path_factory.mktemp("train")
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(tmp_path_factory.mktemp("home"), mp)
+        repo = make_history(root / "repo")
+        run_pipeline(root / "run", repo.path, load_config(overrides=DATA), until="build")
+    return repo.path, root / "run"
+
+
+def fresh_run(built: tuple[Path, Path], tmp_path: Path, name: str = "run") -> Path:
+    out = tmp_path / name
+    shutil.copytree(built[1], out)  # copy2 keeps mtimes: the data stages stay cached
+    return out
+
+
+def train(repo: Path, out: Path, *extra: str, options: dict | None = None) -> dict:
+    run_pipeline(out, repo, load_config(overrides=[*DATA, *TINY, *extra]), only=["train"],
+                 options=options)  # fmt: skip
+    return json.loads((out / "train" / "report.json").read_text())["models"]["main"]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_schedule_covers_every_sequence_and_splits_by_process() -> None:
+    s1 = Schedule(sequences=10, micro_batch=2, grad_accum=2, world=1, seed=3)
+    s2 = Schedule(sequences=10, micro_batch=2, grad_accum=1, world=2, seed=3)
+    assert s1.steps_per_epoch == 3 and s1.global_batch == 4
+    seen = np.concatenate([np.concatenate(s1.micro_batches(step, 0)) for step in range(3)])
+    assert set(seen.tolist()) == set(range(10))  # the last step is topped up from the start
+    for step in range(6):  # one process accumulating = two processes, the same sequences
+        one = np.sort(np.concatenate(s1.micro_batches(step, 0)))
+        two = np.sort(np.concatenate([s2.micro_batches(step, r)[0] for r in (0, 1)]))
+        assert one.tolist() == two.tolist()
+    assert not np.array_equal(s1.permutation(0), s1.permutation(1))
+
+
+def test_from_scratch_every_parameter_changes_and_outputs_load(built, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    repo, _ = built
+    out = fresh_run(built, tmp_path)
+    report = train(repo, out, "train.max_steps=1", "train.save=merged")
+    model_dir = out / "models" / "main"
+    assert {"config.json", "model.safetensors", "generation_config.json",
+            "tokenizer.json"} <= {p.name for p in model_dir.iterdir()}  # fmt: skip
+    # the initial weights: the same seed and architecture, no step taken
+    from repolm.train.models import architecture, build_scratch
+
+    torch.manual_seed(0)
+    cfg = load_config(overrides=[*DATA, *TINY]).config.models["main"]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    from accelerate.utils import set_seed
+
+    set_seed(0)
+    initial = build_scratch(architecture(cfg), tok).state_dict()
+    trained = weights(model_dir)
+    for name, tensor in trained.items():
+        assert not torch.equal(tensor, initial[name]), f"{name} did not change"
+    assert report["parameters"]["total"] == report["parameters"]["trainable"] > 0
+    assert report["steps"] == 1 and report["validation"]["final"]["loss"] > 0
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)  # plain transformers
+    assert model.config.model_type == "llama" and model.config.tie_word_embeddings
+    ids = tok("def op_1(a, b):", return_tensors="pt").input_ids
+    gen = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert gen.shape[1] == ids.shape[1] + 4
+    # the run is summarised in the manifest
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["models"]["main"]["steps"] == 1
+
+
+def test_early_stopping_on_patience(built, tmp_path: Path) -> None:
+    repo, _ = built
+    out = fresh_run(built, tmp_path)
+    # every evaluation after the first fails to improve by 100 nats
+    report = train(repo, out, "train.max_steps=20", "train.eval_every=1", "train.patience=2",
+                   "train.min_delta=100")  # fmt: skip
+    assert report["early_stopping"]["stopped"] == "patience"
+    assert report["steps"] == 3 and report["early_stopping"]["best_step"] == 1
+    assert [e["step"] for e in report["validation"]["evaluations"]] == [1, 2, 3]
+
+
+def test_learning_reduces_validation_loss_below_unigram(built, tmp_path: Path) -> None:
+    repo, _ = built
+    out = fresh_run(built, tmp_path)
+    report = train(repo, out, "train.max_steps=60", "train.eval_every=30", "train.lr=0.01")
+    v = report["validation"]
+    assert v["best"]["loss"] < v["evaluations"][0]["loss"]
+    assert v["best"]["loss"] < v["unigram_loss"]
+    assert report["lr"]["max"] > report["lr"]["min"] and report["grad_norm"]["max"] > 0
+    assert len(report["loss"]["per_step"]) == 60
+    assert list((out / "train" / "main" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def cli(repo: Path, out: Path, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "repolm", "train", "--repo", str(repo), "--out", str(out)]
+    for item in [*DATA, *TINY, *extra]:
+        args += ["--set", item]
+    return args
+
+
+def test_sigkill_then_resume_gives_the_same_weights(built, tmp_path: Path) -> None:
+    repo, _ = built
+    steps = ["train.max_steps=12", "train.checkpoint_every=3", "train.eval_every=4"]
+    whole = fresh_run(built, tmp_path, "whole")
+    subprocess.run(cli(repo, whole, *steps), check=True, capture_output=True)
+
+    cut = fresh_run(built, tmp_path, "cut")
+    proc = subprocess.Popen(cli(repo, cut, *steps), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    ckpts = cut / "train" / "main" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (ckpts / "step-00000006" / "state.json").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / "models" / "main").exists()
+    done = subprocess.run(cli(repo, cut, *steps), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resumed from step-0000000" in done.stderr
+    a, b = weights(whole / "models" / "main"), weights(cut / "models" / "main")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    ra = json.loads((whole / "train" / "report.json").read_text())["models"]["main"]
+    rb = json.loads((cut / "train" / "report.json").read_text())["models"]["main"]
+    assert ra["loss"]["per_step"] == rb["loss"]["per_step"]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_130(built, tmp_path: Path) -> None:
+    repo, _ = built
+    out = fresh_run(built, tmp_path)
+    proc = subprocess.Popen(cli(repo, out, "train.max_steps=100000", "train.eval_every=1000"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    tb = out / "train" / "main" / "tensorboard"
+    deadline = time.monotonic() + 120
+    while not tb.exists():  # training has started
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    ckpts = list((out / "train" / "main" / "checkpoints").glob("step-*"))
+    assert len(ckpts) == 1 and (ckpts[0] / "state.json").is_file()
+    assert not list((out / "train" / "main" / "checkpoints").glob(".*tmp"))
+
+
+def test_resume_requires_a_checkpoint(built, tmp_path: Path) -> None:
+    repo, _ = built
+    out = fresh_run(built, tmp_path)
+    done = subprocess.run(cli(repo, out, "train.max_steps=1") + ["--resume"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2
+    assert "no checkpoint of this configuration" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_model_configs_fail_clearly(built, tmp_path: Path) -> None:
+    from repolm.errors import ConfigError, RepolmError
+
+    repo, _ = built
+    out = fresh_run(built, tmp_path)
+    with pytest.raises(RepolmError, match="unknown architecture 'huge'"):
+        train(repo, out, "models.main.architecture=huge")
+    with pytest.raises(RepolmError, match="not a multiple of"):
+        train(repo, out, "models.main.hidden=30", "models.main.heads=4")
+    with pytest.raises(ConfigError, match="method lora trains adapters on a base model"):
+        load_config(overrides=["models.main.method=lora"])
+    with pytest.raises(RepolmError, match="the run's tokenizer is trained from scratch"):
+        train(repo, out, "models.main.base=/nonexistent")
+    with pytest.raises(RepolmError, match="mix 'chat', which the build did not make"):
+        train(repo, out, "models.main.mix=chat")
+
+
+# -- a locally saved Hugging Face base model ------------------------------------------------
+
+
+def save_base_model(path: Path) -> Path:
+    """A tiny Llama and a byte-level BPE tokenizer of its own, saved like a hub download."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator([f"def op_{i}(a, b):\n    return a * {i} + b\n" for i in range(50)],
+                            trainer)  # fmt: skip
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(path)
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=128, tie_word_embeddings=False,
+                         bos_token_id=0, eos_token_id=1)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def built_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(repository, run directory through build with the base's tokenizer, base model)."""
+    root = tmp_path_factory.mktemp("train-base")
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(tmp_path_factory.mktemp("home"), mp)
+        base = save_base_model(root / "base")
+        repo = make_history(root / "repo")
+        run_pipeline(root / "run", repo.path, load_config(overrides=base_data(base)),
+                     until="build")  # fmt: skip
+    return repo.path, root / "run", base
+
+
+def base_data(base: Path) -> list[str]:
+    return [*DATA, "tokenize.kind=base", f"tokenize.base_model={base}",
+            f"models.main.base={base}"]  # fmt: skip
+
+
+def train_base(built_base, out: Path, *extra: str) -> dict:
+    repo, _, base = built_base
+    small = ["train.micro_batch=4", "train.eval_every=2", "train.eval_sequences=8",
+             "train.hardware_every_s=0.2"]  # fmt: skip
+    run_pipeline(out, repo, load_config(overrides=[*base_data(base), *small, *extra]),
+                 only=["train"])  # fmt: skip
+    return json.loads((out / "train" / "report.json").read_text())["models"]["main"]
+
+
+def test_full_fine_tuning_of_a_local_model_resizes_embeddings(built_base, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    shutil.copytree(built_base[1], out)
+    report = train_base(built_base, out, "train.max_steps=2")
+    model_dir = out / "models" / "main"
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert "<|commit|>" in tok.get_vocab()
+    assert model.get_input_embeddings().weight.shape[0] >= len(tok) > 300
+    base = AutoModelForCausalLM.from_pretrained(built_base[2])
+    changed = [n for n, p in base.named_parameters()
+               if not torch.equal(p, model.state_dict()[n][: p.shape[0]])]  # fmt: skip
+    assert len(changed) == len(list(base.parameters()))
+    assert report["source"] == str(built_base[2]) and report["method"] == "full"
+
+
+def test_lora_changes_only_adapters_and_merging_is_exact(built_base, tmp_path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    shutil.copytree(built_base[1], out)
+    report = train_base(built_base, out, "models.main.method=lora", "models.main.lora.rank=4",
+                        "train.max_steps=3", "train.lr=0.01")  # fmt: skip
+    assert report["parameters"]["trainable"] < report["parameters"]["total"] / 4
+    model_dir = out / "models" / "main"
+    adapter = model_dir / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+    assert (adapter / "adapter_model.safetensors").is_file()
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    base = AutoModelForCausalLM.from_pretrained(built_base[2])
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    base.resize_token_embeddings(len(tok), pad_to_multiple_of=64)
+    # peft stores the resized embedding and head in the adapter (their new rows are new)
+    with_adapter = PeftModel.from_pretrained(base, str(adapter))
+    lora_b = [p for n, p in with_adapter.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # adapters trained (B starts at 0)
+    frozen = 0
+    for n, p in with_adapter.get_base_model().named_parameters():
+        if "lora_" in n or "trainable_tokens_delta" in n:
+            continue
+        old = before[n.replace(".token_adapter", "").replace(".base_layer", "")]
+        assert torch.equal(p[: old.shape[0]], old), f"frozen weight {n} changed"
+        frozen += 1
+    assert frozen >= len(before)
+
+    merged = AutoModelForCausalLM.from_pretrained(model_dir)
+    ids = torch.tensor([tok("def op_3(a, b):\n    return <|commit|>").input_ids])
+    with torch.no_grad():
+        a = with_adapter(ids).logits
+        b = merged(ids).logits
+    assert (a - b).abs().max().item() <= 1e-5
+    # the new special tokens' rows were trained through peft's trainable tokens
+    deltas = [p for n, p in with_adapter.named_parameters() if "trainable_tokens_delta" in n]
+    assert deltas and all(d.abs().sum() > 0 for d in deltas)
+
+
+def test_two_processes_with_gloo_match_one_process_accumulating(built, tmp_path: Path) -> None:
+    repo, _ = built
+    steps = ["train.max_steps=3", "train.micro_batch=2", "train.eval_every=3",
+             "train.save=merged"]  # fmt: skip
+    one = fresh_run(built, tmp_path, "one")
+    subprocess.run(cli(repo, one, *steps, "train.grad_accum=2"), check=True, capture_output=True)
+    two = fresh_run(built, tmp_path, "two")
+    args = cli(repo, two, *steps)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(29500 + os.getpid() % 1000), "-m", "repolm"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(torchrun + args[3:], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((two / "train" / "report.json").read_text())["models"]["main"]
+    assert report["device"]["processes"] == 2
+    a, b = weights(one / "models" / "main"), weights(two / "models" / "main")
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name
