@@ -180,8 +180,8 @@ def test_sigkill_then_resume_gives_the_same_weights(built, tmp_path: Path) -> No
 def test_sigterm_saves_a_checkpoint_and_exits_130(built, tmp_path: Path) -> None:
     repo, _ = built
     out = fresh_run(built, tmp_path)
-    proc = subprocess.Popen(cli(repo, out, "train.max_steps=100000", "train.eval_every=1000"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    args = cli(repo, out, "train.max_steps=100000", "train.eval_every=1000")
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     tb = out / "train" / "main" / "tensorboard"
     deadline = time.monotonic() + 120
     while not tb.exists():  # training has started
@@ -355,3 +355,22 @@ def test_two_processes_with_gloo_match_one_process_accumulating(built, tmp_path:
     a, b = weights(one / "models" / "main"), weights(two / "models" / "main")
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-5), name
+
+
+def test_every_parameter_group_follows_the_schedule() -> None:
+    from repolm.train.loop import Budget, lr_factor, set_schedule
+
+    w, b = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.AdamW([{"params": [w]}, {"params": [b], "weight_decay": 0.0}], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    budget = Budget(steps_per_epoch=10, epochs=1, total_steps=10, warmup_steps=2, lr=1.0,
+                    global_batch=1)  # fmt: skip
+    set_schedule(sched, budget, floor=0.1)
+    seen = []
+    for _ in range(10):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    assert all(a == b for a, b in seen)
+    assert [a for a, _ in seen] == [lr_factor(s, 2, 10, 0.1) for s in range(10)]
+    assert seen[0][0] > 0 and seen[-1][0] == pytest.approx(0.1)

@@ -118,6 +118,11 @@ class Progress:
             self._last = now
             log.info(self._line(now))
 
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
     def _line(self, now: float) -> str:
         rate = self.done / max(now - self.start, 1e-9)
         if self.total:
@@ -125,14 +130,23 @@ class Progress:
             eta = (self.total - self.done) / rate if rate else 0
             return (
                 f"{self.description}: {self.done}/{self.total} {self.unit} ({pct:.0f}%), "
-                f"{rate:.0f}/s, eta {eta:.0f}s"
+                f"{_rate(rate)}, eta {eta:.0f}s"
             )
-        return f"{self.description}: {self.done} {self.unit}, {rate:.0f}/s"
+        return f"{self.description}: {self.done} {self.unit}, {_rate(rate)}"
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def _rate(per_second: float) -> str:
+    """A rate that reads well both for thousands of rows and for slow training steps."""
+    if per_second >= 10:
+        return f"{per_second:.0f}/s"
+    if per_second >= 0.1:
+        return f"{per_second:.2g}/s"
+    return f"{1 / per_second:.0f} s each" if per_second > 0 else "0/s"
 
 
 @contextlib.contextmanager

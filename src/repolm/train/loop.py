@@ -74,16 +74,61 @@ def plan_budget(spec: RunSpec, sequences: int, world: int) -> Budget:
     total = sched.steps_per_epoch * epochs
     if tc.max_steps:
         total = min(total, tc.max_steps)
-    if tc.warmup_steps is not None:
-        warmup = min(tc.warmup_steps, total)
-    else:
-        b = spec.build
-        warmup = min(max(round(b.warmup_fraction * total), b.min_warmup_steps), b.max_warmup_steps)
-        warmup = min(warmup, max(total // 10, 1))
+    warmup = warmup_for(spec, total)
     key = "scratch" if spec.model.base is None else spec.model.method
     base_lr = tc.lr if tc.lr is not None else DEFAULT_LR[key]
     lr = base_lr * math.sqrt(sched.global_batch / tc.lr_reference_batch)
     return Budget(sched.steps_per_epoch, epochs, total, warmup, lr, sched.global_batch)
+
+
+FIT_AFTER = 4  # steps timed before a max_minutes budget fits the schedule to the clock
+
+
+def set_schedule(scheduler: Any, budget: Budget, floor: float) -> None:
+    fn = partial(lr_factor, warmup=budget.warmup_steps, total=budget.total_steps, floor=floor)
+    groups = scheduler.optimizer.param_groups
+    scheduler.lr_lambdas = [fn] * len(groups)  # every group: decayed and not
+    # the rate of the step about to run, under the new schedule
+    for group, base in zip(groups, scheduler.base_lrs, strict=True):
+        group["lr"] = base * fn(scheduler.last_epoch)
+
+
+def _from_main(accelerator: Any, value: int) -> int:
+    """The main process's value on every process (their clocks differ)."""
+    if accelerator.num_processes == 1:
+        return value
+    import torch
+    from accelerate.utils import broadcast
+
+    return int(broadcast(torch.tensor([value], device=accelerator.device))[0])
+
+
+def warmup_for(spec: RunSpec, total: int) -> int:
+    tc, b = spec.model.train, spec.build
+    if tc.warmup_steps is not None:
+        return min(tc.warmup_steps, total)
+    warmup = min(max(round(b.warmup_fraction * total), b.min_warmup_steps), b.max_warmup_steps)
+    return min(warmup, max(total // 10, 1))
+
+
+def fit_to_clock(
+    spec: RunSpec, budget: Budget, step: int, elapsed: float, step_seconds: float,
+    eval_seconds: float,
+) -> bool:  # fmt: skip
+    """With `max_minutes`, shorten the schedule to the steps the clock allows (measured speed,
+    evaluations included, 5% kept for the final evaluation and export), so the learning rate
+    is annealed when time is up instead of cut off at its peak. True when it changed."""
+    tc = spec.model.train
+    if not tc.max_minutes:
+        return False
+    left = tc.max_minutes * 60 * 0.95 - elapsed
+    per_step = step_seconds + eval_seconds / tc.eval_every
+    total = step + max(int(left / per_step), 1)
+    if total >= budget.total_steps:
+        return False
+    budget.total_steps = total
+    budget.warmup_steps = min(budget.warmup_steps, warmup_for(spec, total))
+    return True
 
 
 def lr_factor(step: int, warmup: int, total: int, floor: float) -> float:
@@ -123,7 +168,6 @@ def build_model(spec: RunSpec, tokenizer: Any, precision: str, device_kind: str)
 
 def _local_device() -> Any:
     import torch
-
     from accelerate import PartialState
 
     return torch.device("cuda", PartialState().local_process_index)
@@ -175,7 +219,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     from repolm.train.models import count_parameters
     from repolm.train.monitor import HardwareMonitor
 
-    mc, tc = spec.model, spec.model.train
+    tc = spec.model.train
     device = detect()
     precision = choose_precision(tc.precision, device)
     accelerator = Accelerator(
@@ -191,8 +235,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     val = PackedData.read(spec.val_dir)
     if train.seq_len > _context(spec):
         raise RepolmError(
-            f"sequences of {train.seq_len} tokens exceed the model's context of "
-            f"{_context(spec)}",
+            f"sequences of {train.seq_len} tokens exceed the model's context of {_context(spec)}",
             "lower build.seq_len or raise the model's context",
         )
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -202,8 +245,8 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     model = build_model(spec, tokenizer, precision, device.kind)
     total_params, trainable_params = count_parameters(model)
     optimizer = optimizer_for(model, budget.lr, tc, fused=device.kind == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
-        lr_factor, warmup=budget.warmup_steps, total=budget.total_steps, floor=tc.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    set_schedule(scheduler, budget, tc.min_lr_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     checkpoint.trainable_only(accelerator)
     ckpt_root = spec.work_dir / "checkpoints"
@@ -220,6 +263,8 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         path, _ = found
         state = checkpoint.load(accelerator, path)
         scheduler.load_state_dict(state["scheduler"])
+        budget.total_steps, budget.warmup_steps = state["total_steps"], state["warmup_steps"]
+        set_schedule(scheduler, budget, tc.min_lr_ratio)
         rec.restore(state["report"])
         start_step = state["step"]
         if main:
@@ -247,10 +292,12 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         nonlocal last_ckpt
         rec.seconds = time.monotonic() - t_start
         state = {"fingerprint": spec.fingerprint, "scheduler": scheduler.state_dict(),
+                 "total_steps": budget.total_steps, "warmup_steps": budget.warmup_steps,
                  "report": rec.state()}  # fmt: skip
         checkpoint.save(accelerator, ckpt_root, step, state, tc.keep_checkpoints)
         last_ckpt = time.monotonic()
 
+    durations: list[float] = []
     model.train()
     with (
         stop_signals() as signals,
@@ -260,30 +307,31 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         bar.advance(start_step)
         while step < budget.total_steps:
             t0 = time.monotonic()
-            micro = schedule.micro_batches(step, rank)
-            n_items = _global_sum(accelerator, sum(int((train.labels[i][:, 1:] != -100).sum())
-                                                   for i in micro))  # fmt: skip
-            loss_sum = torch.zeros((), device=accelerator.device)
-            grad_norm = None
-            for index in micro:
-                batch = _tensors(train.batch(index), accelerator.device)
-                with accelerator.accumulate(model):
-                    out = model(**batch, num_items_in_batch=n_items)
-                    # out.loss is this micro-batch's share of the global mean; accelerate divides
-                    # by grad_accum and DDP averages over processes, so undo both
-                    accelerator.backward(out.loss * tc.grad_accum * world)
-                    loss_sum += out.loss.detach()
-                    if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(
-                            model.parameters(), tc.grad_clip or float("inf")
-                        )
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+            loss, grad_norm, n_items = optimizer_step(
+                accelerator,
+                model,
+                optimizer,
+                train,
+                schedule.micro_batches(step, rank),
+                tc.grad_clip,
+            )
             scheduler.step()
             step += 1
-            loss = float(accelerator.reduce(loss_sum, reduction="sum"))
             seconds = time.monotonic() - t0
-            rec.step(step, loss, scheduler.get_last_lr()[0], _item(grad_norm),
+            durations.append(seconds)
+            if step == start_step + FIT_AFTER and tc.max_minutes:
+                each = float(np.mean(durations[1:]))  # the first step warms up
+                evals = each * len(val_index) / (3 * budget.global_batch)  # forward only
+                if fit_to_clock(spec, budget, step, time.monotonic() - t_start, each, evals):
+                    budget.total_steps = _from_main(accelerator, budget.total_steps)
+                    budget.warmup_steps = _from_main(accelerator, budget.warmup_steps)
+                    set_schedule(scheduler, budget, tc.min_lr_ratio)
+                    bar.set_total(budget.total_steps)
+                    if main:
+                        log.info(f"train {spec.name}: max_minutes {tc.max_minutes:g} allows "
+                                 f"{budget.total_steps:,} steps at {each:.2f} s each; the "
+                                 "schedule now ends there")  # fmt: skip
+            rec.step(step, loss, scheduler.get_last_lr()[0], grad_norm,
                      budget.global_batch * train.seq_len, n_items, seconds)  # fmt: skip
             bar.advance()
             if main:
@@ -324,6 +372,36 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return report
+
+
+def optimizer_step(
+    accelerator: Any, model: Any, optimizer: Any, data: PackedData, micro: list[np.ndarray],
+    grad_clip: float,
+) -> tuple[float, float | None, int]:  # fmt: skip
+    """One optimizer step over this process's micro-batches: (mean loss per label token of the
+    global batch, gradient norm before clipping, label tokens in the global batch)."""
+    import torch
+
+    world = accelerator.num_processes
+    n_items = _global_sum(accelerator, sum(int((data.labels[i][:, 1:] != -100).sum())
+                                           for i in micro))  # fmt: skip
+    loss_sum = torch.zeros((), device=accelerator.device)
+    grad_norm = None
+    for index in micro:
+        batch = _tensors(data.batch(index), accelerator.device)
+        with accelerator.accumulate(model):
+            out = model(**batch, num_items_in_batch=n_items)
+            # out.loss is this micro-batch's share of the global mean; accelerate divides by
+            # the accumulation steps and DDP averages over processes: undo both
+            accelerator.backward(out.loss * len(micro) * world)
+            loss_sum += out.loss.detach()
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(),
+                                                        grad_clip or float("inf"))  # fmt: skip
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    loss = float(accelerator.reduce(loss_sum, reduction="sum"))
+    return loss, _item(grad_norm), int(n_items)
 
 
 def _context(spec: RunSpec) -> int:
@@ -486,8 +564,9 @@ class Recorder:
             )
 
     def evaluation(self, step: int, loss: float, tokens: int, improved: bool) -> None:
-        self.evals.append({"step": step, "loss": round(loss, 5),
-                           "perplexity": round(math.exp(min(loss, 50)), 4), "tokens": tokens})  # fmt: skip
+        ppl = round(math.exp(min(loss, 50)), 4)
+        self.evals.append({"step": step, "loss": round(loss, 5), "perplexity": ppl,
+                           "tokens": tokens})  # fmt: skip
         if improved:
             self.best_loss, self.best_step, self.bad_evals = loss, step, 0
         else:
@@ -520,20 +599,31 @@ class Recorder:
             "label_tokens_seen": self.label_tokens,
             "seconds": round(self.seconds, 2),
             "tokens_per_s": round(float(np.median(tps)), 1),
-            "mfu": (round(float(np.median([s["mfu"] for s in self.steps[1:]])), 4)
-                    if self.peak and len(self.steps) > 1 else None),  # fmt: skip
-            "loss": {"first": losses[0] if losses else None,
-                     "last": losses[-1] if losses else None, "per_epoch": per_epoch,
-                     "per_step": losses},  # fmt: skip
+            "mfu": (
+                round(float(np.median([s["mfu"] for s in self.steps[1:]])), 4)
+                if self.peak and len(self.steps) > 1
+                else None
+            ),  # fmt: skip
+            "loss": {
+                "first": losses[0] if losses else None,
+                "last": losses[-1] if losses else None,
+                "per_epoch": per_epoch,
+                "per_step": losses,
+            },  # fmt: skip
             "validation": {
-                "final": final, "best": best, "evaluations": self.evals,
+                "final": final,
+                "best": best,
+                "evaluations": self.evals,
                 "unigram_loss": None if self.unigram is None else round(self.unigram, 5),
             },  # fmt: skip
             "grad_norm": {"min": min(grad), "max": max(grad)} if grad else None,
             "lr": {"min": min(lrs), "max": max(lrs)} if lrs else None,
-            "early_stopping": {"stopped": self.stopped, "best_step": self.best_step,
-                               "patience": self.spec.model.train.patience,
-                               "evaluations_without_gain": self.bad_evals},  # fmt: skip
+            "early_stopping": {
+                "stopped": self.stopped,
+                "best_step": self.best_step,
+                "patience": self.spec.model.train.patience,
+                "evaluations_without_gain": self.bad_evals,
+            },  # fmt: skip
             "hardware": self.hardware,
             "model_dir": str(self.spec.model_dir),
         }

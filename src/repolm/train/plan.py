@@ -1,0 +1,235 @@
+"""`repolm plan`: what each model's training will cost, before it starts — parameters, tokens,
+steps, memory against this device's, time per epoch measured on a few real steps — and what
+to change when it will not fit."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repolm.config.schema import Config
+from repolm.errors import RepolmError
+from repolm.train.device import DeviceInfo, choose_precision, detect
+
+MEASURED_STEPS = 2  # timed after one warm-up step
+
+
+@dataclass
+class ModelPlan:
+    name: str
+    source: str
+    method: str
+    total_params: int
+    trainable_params: int
+    sequences: int
+    seq_len: int
+    budget: Any  # loop.Budget
+    precision: str
+    memory: Any  # memory.MemoryEstimate
+    checkpointing: bool
+    available: int
+    suggestions: list[str] = field(default_factory=list)
+    seconds_per_step: float | None = None
+    note: str = ""
+
+    @property
+    def needed(self) -> int:
+        return self.memory.total(self.checkpointing)
+
+    @property
+    def fits(self) -> bool:
+        return self.needed <= self.available
+
+    @property
+    def epoch_seconds(self) -> float | None:
+        if self.seconds_per_step is None:
+            return None
+        return self.seconds_per_step * self.budget.steps_per_epoch
+
+
+def plan_models(out: Path, config: Config, measure: bool = True) -> list[ModelPlan]:
+    from repolm.train.stage import _dataset_stats, run_spec
+
+    if not (out / "tokenizer" / "tokenizer.json").is_file():
+        raise RepolmError(f"no tokenizer in {out}", "run 'repolm build' first (plan reads it)")
+    stats = _dataset_stats(out)
+    device = detect()
+    plans = []
+    for name, mc in config.models.items():
+        spec = run_spec(out, config, name, mc, stats, resume="never")
+        plans.append(plan_one(spec, stats, device, measure))
+    return plans
+
+
+def plan_one(spec: Any, stats: dict[str, Any], device: DeviceInfo, measure: bool) -> ModelPlan:
+    from transformers import AutoTokenizer
+
+    from repolm.train.loop import plan_budget
+    from repolm.train.memory import ModelShape, estimate_memory, suggest
+
+    mc, tc = spec.model, spec.model.train
+    sequences = (stats["mixes"][mc.mix]["sequences"] if mc.mix != "default"
+                 else stats["sequences"]["train"])  # fmt: skip
+    precision = choose_precision(tc.precision, device)
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
+    model = _meta_model(spec, tokenizer)
+    from repolm.train.models import count_parameters
+
+    total, trainable = count_parameters(model)
+    shape = ModelShape.from_config(model.config, total_params=total, trainable_params=trainable)
+    budget = plan_budget(spec, sequences, world=max(1, device.count if device.kind == "cuda"
+                                                    else 1))  # fmt: skip
+    param_bytes = 4 if mc.method == "full" else (
+        {4: 0.5, 8: 1}[mc.quant_bits] if mc.method == "qlora" else
+        (4 if precision == "fp32" else 2))  # fmt: skip
+    compute_bytes = 4 if precision == "fp32" else 2
+    memory = estimate_memory(
+        shape, tc.micro_batch, stats["seq_len"], param_bytes=param_bytes,
+        compute_bytes=compute_bytes, method=mc.method, device=device.kind,
+    )  # fmt: skip
+    plan = ModelPlan(
+        name=spec.name, source=mc.base or f"scratch:{mc.architecture}", method=mc.method,
+        total_params=total, trainable_params=trainable, sequences=sequences,
+        seq_len=stats["seq_len"], budget=budget, precision=precision, memory=memory,
+        checkpointing=tc.gradient_checkpointing, available=_available(device),
+    )  # fmt: skip
+    if not plan.fits:
+        plan.suggestions = suggest(
+            shape, tc.micro_batch, stats["seq_len"], param_bytes=param_bytes,
+            compute_bytes=compute_bytes, method=mc.method, device=device.kind,
+            available_bytes=plan.available, checkpointing=tc.gradient_checkpointing,
+        )  # fmt: skip
+    if measure and plan.fits:
+        plan.seconds_per_step = time_steps(spec)
+    elif measure:
+        plan.note = "not timed: it would not fit"
+    return plan
+
+
+def _available(device: DeviceInfo) -> int:
+    if device.kind == "cuda":
+        return device.memory_bytes
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def _meta_model(spec: Any, tokenizer: Any) -> Any:
+    """The model with its real shapes and no memory (meta tensors), adapters included."""
+    import torch
+
+    from repolm.train import models
+
+    mc = spec.model
+    with torch.device("meta"):
+        if mc.base is None:
+            model = models.build_scratch(models.architecture(mc), tokenizer)
+        else:
+            from transformers import AutoConfig, AutoModelForCausalLM
+
+            cfg = AutoConfig.from_pretrained(mc.base, trust_remote_code=mc.trust_remote_code)
+            model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=mc.trust_remote_code)
+            if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+                model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64,
+                                              mean_resizing=False)  # fmt: skip
+        if mc.method != "full":  # a quantised base has as many values: count it unquantised
+            as_lora = mc.model_copy(update={"method": "lora"})
+            model = models.add_adapters(model, as_lora, spec.added_tokens, False)
+    return model
+
+
+def time_steps(spec: Any) -> float:
+    """Seconds per optimizer step on this device, from real steps of the real model on the
+    training data (one warm-up step, then MEASURED_STEPS timed)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import AutoTokenizer
+
+    from repolm.train.data import PackedData, Schedule
+    from repolm.train.loop import build_model, optimizer_for, optimizer_step
+
+    tc = spec.model.train
+    device = detect()
+    precision = choose_precision(tc.precision, device)
+    accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
+                              gradient_accumulation_steps=tc.grad_accum,
+                              cpu=device.kind == "cpu")  # fmt: skip
+    set_seed(tc.seed)
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
+    data = PackedData.read(spec.train_dir)
+    model = build_model(spec, tokenizer, precision, device.kind)
+    optimizer = optimizer_for(model, 1e-6, tc, fused=device.kind == "cuda")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    schedule = Schedule(len(data), tc.micro_batch, tc.grad_accum, 1, tc.seed)
+    times = []
+    for step in range(MEASURED_STEPS + 1):
+        if device.kind == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        optimizer_step(accelerator, model, optimizer, data, schedule.micro_batches(step, 0),
+                       tc.grad_clip)  # fmt: skip
+        if device.kind == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    accelerator.free_memory()
+    return sum(times[1:]) / MEASURED_STEPS
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GB"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_plan(out: Path, config: Config, measure: bool = True) -> list[ModelPlan]:
+    from rich.table import Table
+
+    from repolm.logs import console
+
+    plans = plan_models(out, config, measure)
+    device = detect()
+    con = console()
+    con.print(f"device: {device.kind} {device.name}, {_gb(device.memory_bytes)}"
+              f"{' ×' + str(device.count) if device.count > 1 else ''}")  # fmt: skip
+    for p in plans:
+        t = Table(title=f"model '{p.name}': {p.source}, {p.method}, {p.precision}",
+                  show_header=False, title_justify="left")  # fmt: skip
+        t.add_column(style="bold")
+        t.add_column()
+        b, m = p.budget, p.memory
+        t.add_row("parameters", f"{p.total_params:,} total, {p.trainable_params:,} trainable")
+        t.add_row("data", f"{p.sequences:,} sequences of {p.seq_len} "
+                          f"({p.sequences * p.seq_len:,} tokens per epoch)")  # fmt: skip
+        t.add_row("steps", f"{b.total_steps:,} ({b.epochs} epochs × {b.steps_per_epoch:,}), "
+                           f"batch {b.global_batch} sequences, warm-up {b.warmup_steps:,}, "
+                           f"peak lr {b.lr:.2e}")  # fmt: skip
+        t.add_row("memory", (
+            f"weights {_gb(m.weights)}, gradients {_gb(m.gradients)}, optimizer "
+            f"{_gb(m.optimizer)}, activations {_gb(m.activations)} "
+            f"({_gb(m.activations_checkpointed)} with checkpointing), logits {_gb(m.logits)}"))
+        verdict = "fits" if p.fits else "[red]does NOT fit[/red]"
+        if p.checkpointing:
+            verdict += " (gradient checkpointing on)"
+        t.add_row("needs", f"{_gb(p.needed)} of {_gb(p.available)} available: {verdict}")
+        if p.seconds_per_step is not None:
+            total = p.seconds_per_step * b.total_steps
+            t.add_row("time", f"{p.seconds_per_step:.2f} s/step measured: "
+                              f"{_duration(p.epoch_seconds)} per epoch, {_duration(total)} "
+                              f"in all")  # fmt: skip
+        elif p.note:
+            t.add_row("time", p.note)
+        for s in p.suggestions:
+            t.add_row("[yellow]suggest[/yellow]", s)
+        con.print(t)
+    return plans
