@@ -168,7 +168,9 @@ def train(
     set_: SetOpt = None,
     resume: Annotated[
         bool,
-        typer.Option("--resume", help="Continue from the latest checkpoint; fail if there is none."),
+        typer.Option(
+            "--resume", help="Continue from the latest checkpoint; fail if there is none."
+        ),
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Start over: discard checkpoints of this run.")

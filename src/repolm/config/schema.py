@@ -378,7 +378,9 @@ class TrainConfig(Section):
         "training stops; 0 never stops early.",
     )
     min_delta: float = Field(
-        default=0.0, ge=0.0, description="Early stopping: improvement smaller than this counts as none."
+        default=0.0,
+        ge=0.0,
+        description="Early stopping: improvement smaller than this counts as none.",
     )
     checkpoint_every: int = Field(
         default=500, ge=1, description="Checkpoint every this many steps."
@@ -417,8 +419,7 @@ class ModelConfig(Section):
     )
     architecture: str = Field(
         default="tiny-cpu",
-        description="From scratch: a Llama architecture preset (tiny-cpu, small, "
-        "blueprint-700m).",
+        description="From scratch: a Llama architecture preset (tiny-cpu, small, blueprint-700m).",
     )
     layers: int | None = Field(default=None, ge=1, description="Override the preset's layers.")
     hidden: int | None = Field(default=None, ge=8, description="Override its hidden size.")
@@ -431,8 +432,9 @@ class ModelConfig(Section):
         default=None, ge=32, description="Override its context length (RoPE positions)."
     )
     method: Literal["full", "lora", "qlora"] = Field(
-        default="full", description="full: every weight; lora: adapters; qlora: adapters on a "
-        "4- or 8-bit base (CUDA only)."
+        default="full",
+        description="full: every weight; lora: adapters; qlora: adapters on a "
+        "4- or 8-bit base (CUDA only).",
     )
     quant_bits: Literal[4, 8] = Field(default=4, description="QLoRA: bits of the frozen base.")
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -516,4 +518,3 @@ def deep_merge(base: dict, top: dict) -> dict:
         else:
             out[key] = value
     return out
-

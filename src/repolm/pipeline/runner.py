@@ -228,12 +228,13 @@ def _require_cached(
     """Under a multi-process launch only distributed stages run; the others must be cached."""
     entry = manifest["stages"].get(stage.name) or {}
     fp = fingerprint(stage, config, manifest["stages"], refs)
-    if ctx.force or entry.get("fingerprint") != fp or not outputs_intact(
-        ctx.out, entry.get("outputs")
+    if (
+        ctx.force
+        or entry.get("fingerprint") != fp
+        or not outputs_intact(ctx.out, entry.get("outputs"))
     ):
         raise RepolmError(
-            f"stage '{stage.name}' must run before a multi-process launch (it runs in one "
-            "process)",
+            f"stage '{stage.name}' must run before a multi-process launch (it runs in one process)",
             "run 'repolm run --until build' with the same options first, then launch training",
         )
 

@@ -40,9 +40,8 @@ def save_best(accelerator: Any, model: Any, path: Path, step: int) -> None:
 
 
 def load_best(accelerator: Any, model: Any, path: Path) -> bool:
-    from safetensors.torch import load_file
-
     from accelerate.utils import DistributedType
+    from safetensors.torch import load_file
 
     if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         return False  # sharded weights: the final weights are exported instead

@@ -103,7 +103,9 @@ def build_scratch(
     return LlamaForCausalLM(llama_config(arch, tokenizer, attention))
 
 
-def new_token_ids(base: str, tokenizer: PreTrainedTokenizerBase, trust_remote_code: bool) -> list[int]:
+def new_token_ids(
+    base: str, tokenizer: PreTrainedTokenizerBase, trust_remote_code: bool
+) -> list[int]:
     """Ids of the tokens repolm added to a base model's tokenizer (its embeddings are new)."""
     from transformers import AutoTokenizer
 
@@ -162,9 +164,7 @@ def quantization_config(bits: int, compute_dtype: torch.dtype) -> Any:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise RepolmError(
-            "method qlora needs bitsandbytes", "pip install 'repolm[gpu]'"
-        ) from None
+        raise RepolmError("method qlora needs bitsandbytes", "pip install 'repolm[gpu]'") from None
     from transformers import BitsAndBytesConfig
 
     if bits == 8:

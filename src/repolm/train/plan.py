@@ -214,10 +214,14 @@ def print_plan(out: Path, config: Config, measure: bool = True) -> list[ModelPla
         t.add_row("steps", f"{b.total_steps:,} ({b.epochs} epochs × {b.steps_per_epoch:,}), "
                            f"batch {b.global_batch} sequences, warm-up {b.warmup_steps:,}, "
                            f"peak lr {b.lr:.2e}")  # fmt: skip
-        t.add_row("memory", (
-            f"weights {_gb(m.weights)}, gradients {_gb(m.gradients)}, optimizer "
-            f"{_gb(m.optimizer)}, activations {_gb(m.activations)} "
-            f"({_gb(m.activations_checkpointed)} with checkpointing), logits {_gb(m.logits)}"))
+        t.add_row(
+            "memory",
+            (
+                f"weights {_gb(m.weights)}, gradients {_gb(m.gradients)}, optimizer "
+                f"{_gb(m.optimizer)}, activations {_gb(m.activations)} "
+                f"({_gb(m.activations_checkpointed)} with checkpointing), logits {_gb(m.logits)}"
+            ),
+        )
         verdict = "fits" if p.fits else "[red]does NOT fit[/red]"
         if p.checkpointing:
             verdict += " (gradient checkpointing on)"

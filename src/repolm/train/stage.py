@@ -51,8 +51,11 @@ def check_model(config: Config, name: str, mc: ModelConfig, stats: dict[str, Any
     if mc.base is not None and (tk.kind != "base" or tk.base_model != mc.base):
         raise RepolmError(
             f"model '{name}' fine-tunes {mc.base!r}, but the run's tokenizer is "
-            + (f"trained from scratch ({tk.kind})" if tk.kind != "base" else
-               f"that of {tk.base_model!r}"),  # fmt: skip
+            + (
+                f"trained from scratch ({tk.kind})"
+                if tk.kind != "base"
+                else f"that of {tk.base_model!r}"
+            ),  # fmt: skip
             f"set tokenize.kind: base and tokenize.base_model: {mc.base} (models of one run "
             "share its tokenizer; fine-tune a base with another tokenizer in another run)",
         )
