@@ -213,7 +213,7 @@ def test_base_model_must_be_local(repo_and_out, tmp_path: Path) -> None:
     from repolm.tokenize.stage import tokenize_run
 
     cfg = TokenizeConfig(kind="base", base_model="gpt2")
-    with pytest.raises(RepolmError, match="not a local directory"):
+    with pytest.raises(RepolmError, match="neither a local directory nor a model in the local"):
         tokenize_run(repo_and_out[1] / "filter", tmp_path / "x", cfg)
     assert not (tmp_path / "x").exists()
 

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from repolm.config.schema import TokenizeConfig
 from repolm.errors import RepolmError
 from repolm.fsutil import atomic_dir
+from repolm.hub import local_model_dir
 from repolm.logs import log
 from repolm.pipeline.stage import StageContext, StageResult
 from repolm.tokenize.special import ENDOFTEXT, PAD, SPECIAL_TOKENS, UNK
@@ -211,13 +212,8 @@ def _save_base(cfg: TokenizeConfig, out: Path) -> int:
 
     if not cfg.base_model:
         raise RepolmError("tokenize.kind=base needs tokenize.base_model", "set a local path")
-    if not Path(cfg.base_model).is_dir():
-        raise RepolmError(
-            f"tokenize.base_model {cfg.base_model!r} is not a local directory",
-            "point it at a downloaded model or tokenizer (repolm never downloads one)",
-        )
     tok = AutoTokenizer.from_pretrained(
-        cfg.base_model, local_files_only=True, trust_remote_code=False
+        local_model_dir(cfg.base_model), local_files_only=True, trust_remote_code=False
     )
     present = set(tok.all_special_tokens)
     extra = [t for t in SPECIAL_TOKENS if t not in present and t != PAD]

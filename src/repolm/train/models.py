@@ -15,6 +15,7 @@ import yaml
 
 from repolm.config.schema import ModelConfig
 from repolm.errors import RepolmError
+from repolm.hub import local_model_dir
 
 if TYPE_CHECKING:
     import torch
@@ -109,7 +110,8 @@ def new_token_ids(
     """Ids of the tokens repolm added to a base model's tokenizer (its embeddings are new)."""
     from transformers import AutoTokenizer
 
-    original = AutoTokenizer.from_pretrained(base, trust_remote_code=trust_remote_code)
+    original = AutoTokenizer.from_pretrained(local_model_dir(base),
+                                             trust_remote_code=trust_remote_code)  # fmt: skip
     known = set(original.get_vocab())
     return sorted(i for t, i in tokenizer.get_vocab().items() if t not in known)
 
@@ -129,7 +131,7 @@ def load_base(
     assert cfg.base is not None
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.base,
+            local_model_dir(cfg.base),
             dtype=dtype,
             attn_implementation=attention,
             quantization_config=quantization,

@@ -129,7 +129,10 @@ def _meta_model(spec: Any, tokenizer: Any) -> Any:
         else:
             from transformers import AutoConfig, AutoModelForCausalLM
 
-            cfg = AutoConfig.from_pretrained(mc.base, trust_remote_code=mc.trust_remote_code)
+            from repolm.hub import local_model_dir
+
+            cfg = AutoConfig.from_pretrained(local_model_dir(mc.base),
+                                             trust_remote_code=mc.trust_remote_code)  # fmt: skip
             model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=mc.trust_remote_code)
             if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
                 model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64,
