@@ -507,7 +507,10 @@ def test_a_bad_mix_name_is_a_config_error(name: str, tmp_path: Path) -> None:
     path.write_text(json.dumps({"build": {"mixes": {name: {"qa": 1}}}}))  # JSON is YAML
     with pytest.raises(ConfigError, match=r"'build\.mixes' in .*config\.yaml: .*mix name"):
         load_config(config_file=path)
-    assert set(BuildConfig(mixes={"code": {}, "r2-x_y": {}}).mixes) == {"code", "r2-x_y"}
+    mixes = BuildConfig(mixes={"code": {"files": 1}, "r2-x_y": {"qa": 0.5}}).mixes
+    assert set(mixes) == {"code", "r2-x_y"}
+    # a named mix is made of what it names: the kinds it leaves out get 0, not the defaults
+    assert (mixes["code"].files, mixes["code"].commits, mixes["code"].qa) == (1.0, 0.0, 0.0)
 
 
 def test_a_mix_without_weight_is_a_config_error() -> None:

@@ -374,3 +374,76 @@ def test_every_parameter_group_follows_the_schedule() -> None:
     assert all(a == b for a, b in seen)
     assert [a for a, _ in seen] == [lr_factor(s, 2, 10, 0.1) for s in range(10)]
     assert seen[0][0] > 0 and seen[-1][0] == pytest.approx(0.1)
+
+
+def test_plan_counts_times_and_suggests(built, tmp_path: Path, monkeypatch) -> None:
+    from repolm.train import plan as plan_mod
+
+    _, run = built
+    config = load_config(overrides=[*DATA, *TINY]).config
+    (p,) = plan_mod.plan_models(run, config, measure=True)
+    from transformers import AutoTokenizer
+
+    from repolm.train.models import architecture, build_scratch, count_parameters
+
+    model = build_scratch(architecture(config.models["main"]), AutoTokenizer.from_pretrained(
+        run / "tokenizer"))  # fmt: skip
+    assert (p.total_params, p.trainable_params) == count_parameters(model)
+    stats = json.loads((run / "dataset" / "stats.json").read_text())
+    assert p.sequences == stats["sequences"]["train"] and p.seq_len == 64
+    assert p.budget.steps_per_epoch == -(-p.sequences // 4)
+    assert p.fits and p.seconds_per_step > 0 and p.epoch_seconds > 0 and not p.suggestions
+    # on a device with 50 MB free it does not fit, and says what would
+    monkeypatch.setattr(plan_mod, "_available", lambda device: 50 * 2**20)
+    (q,) = plan_mod.plan_models(run, config, measure=True)
+    assert not q.fits and q.seconds_per_step is None and "would not fit" in q.note
+    assert q.suggestions and all("est." in s or "smaller model" in s for s in q.suggestions)
+
+
+def test_accelerate_configs_are_valid() -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = sorted((Path(__file__).parents[1] / "configs" / "accelerate").glob("*.yaml"))
+    assert len(configs) >= 5
+    kinds = {str(load_config_from_file(str(c)).distributed_type).split(".")[-1] for c in configs}
+    assert {"MULTI_GPU", "FSDP", "DEEPSPEED", "MULTI_CPU"} <= kinds
+
+
+def test_two_named_models_from_one_build(built, tmp_path: Path) -> None:
+    repo, _ = built
+    out = fresh_run(built, tmp_path)
+    tiny = [t.replace("models.main.", "models.code.") for t in TINY if t.startswith("models.")]
+    two = [*tiny, *(t.replace("models.code.", "models.reasoning.") for t in tiny),
+           "build.mixes.reasoning.commits=0.5", "build.mixes.reasoning.qa=0.5",
+           "models.reasoning.mix=reasoning", "models.reasoning.train.max_steps=1",
+           "train.max_steps=2", "train.micro_batch=4", "train.eval_every=2",
+           "train.eval_sequences=8"]  # fmt: skip
+    run_pipeline(out, repo, load_config(overrides=[*DATA, *two]), until="train")
+    reports = json.loads((out / "train" / "report.json").read_text())["models"]
+    assert set(reports) == {"code", "reasoning"}
+    assert reports["code"]["steps"] == 2 and reports["reasoning"]["steps"] == 1
+    assert reports["reasoning"]["mix"] == "reasoning"
+    for name in reports:
+        assert (out / "models" / name / "model.safetensors").is_file()
+    stats = json.loads((out / "dataset" / "stats.json").read_text())
+    assert reports["reasoning"]["plan"]["steps_per_epoch"] == -(
+        -stats["mixes"]["reasoning"]["sequences"] // 4)  # fmt: skip
+
+
+def test_qlora_without_cuda_is_a_clear_error(built_base, tmp_path: Path) -> None:
+    from repolm.errors import RepolmError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "run"
+    shutil.copytree(built_base[1], out)
+    with pytest.raises(RepolmError, match="method qlora needs a CUDA GPU"):
+        train_base(built_base, out, "models.main.method=qlora", "train.max_steps=1")
+
+
+def test_gradient_checkpointing_gives_the_same_step(built, tmp_path: Path) -> None:
+    repo, _ = built
+    a = train(repo, fresh_run(built, tmp_path, "a"), "train.max_steps=2")
+    b = train(repo, fresh_run(built, tmp_path, "b"), "train.max_steps=2",
+              "train.gradient_checkpointing=true")  # fmt: skip
+    assert a["loss"]["per_step"] == pytest.approx(b["loss"]["per_step"], abs=1e-5)

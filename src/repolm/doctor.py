@@ -84,7 +84,9 @@ def _torch() -> list[Check]:
                 )
             )
     else:
-        cpu_bf16 = _cpu_has_native_bf16()
+        from repolm.train.device import cpu_has_bf16
+
+        cpu_bf16 = cpu_has_bf16()
         checks.append(
             Check(
                 "cuda",
@@ -95,14 +97,6 @@ def _torch() -> list[Check]:
             )
         )
     return checks
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _disk(out: Path) -> Check:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ _state = {"quiet": False, "tty": False}
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Terminal logging. Called once by the CLI; library users get plain `logging`."""
+    quiet = quiet or launch_rank() != 0  # under torchrun / accelerate launch, rank 0 speaks
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     _state["quiet"] = quiet
     _state["tty"] = sys.stderr.isatty()
@@ -45,12 +47,19 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     log.propagate = False
 
 
+def launch_rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 otherwise)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 @contextlib.contextmanager
 def log_to_file(out_dir: Path, command: str) -> Iterator[Path]:
     """Also write everything (debug included) to OUT/logs/<command>-<time>.log."""
     logs = out_dir / "logs"
+    rank = launch_rank()
     logs.mkdir(parents=True, exist_ok=True)
-    path = logs / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.log"
+    suffix = f"-rank{rank}" if rank else ""
+    path = logs / f"{command}-{datetime.now().strftime('%Y%m%d-%H%M%S')}{suffix}.log"
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
     handler.setLevel(logging.DEBUG)

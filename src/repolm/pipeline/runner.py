@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repolm import logs
 from repolm.config import ResolvedConfig
 from repolm.errors import RepolmError, StageFailed
 from repolm.fsutil import file_digest, json_digest, write_text_atomic
@@ -218,7 +219,7 @@ def run_pipeline(
 
 def launch_rank() -> tuple[int, int]:
     """(rank, world size) under torchrun / accelerate launch; (0, 1) otherwise."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return logs.launch_rank(), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _require_cached(

@@ -158,7 +158,11 @@ def build_model(spec: RunSpec, tokenizer: Any, precision: str, device_kind: str)
         device_map = {"": _local_device()} if quant is not None else None
         model = models.load_base(mc, tokenizer, dtype, attention, quant, device_map)
     if tc.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        reentrant = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=reentrant)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant)
     if mc.method in ("lora", "qlora"):
         model = models.add_adapters(model, mc, spec.added_tokens, tc.gradient_checkpointing)
         if tc.gradient_checkpointing:
@@ -307,6 +311,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         bar.advance(start_step)
         while step < budget.total_steps:
             t0 = time.monotonic()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
             loss, grad_norm, n_items = optimizer_step(
                 accelerator,
                 model,
@@ -331,7 +336,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
                         log.info(f"train {spec.name}: max_minutes {tc.max_minutes:g} allows "
                                  f"{budget.total_steps:,} steps at {each:.2f} s each; the "
                                  "schedule now ends there")  # fmt: skip
-            rec.step(step, loss, scheduler.get_last_lr()[0], grad_norm,
+            rec.step(step, loss, lr, grad_norm,
                      budget.global_batch * train.seq_len, n_items, seconds)  # fmt: skip
             bar.advance()
             if main:
@@ -395,6 +400,7 @@ def optimizer_step(
             # the accumulation steps and DDP averages over processes: undo both
             accelerator.backward(out.loss * len(micro) * world)
             loss_sum += out.loss.detach()
+            del out  # its logits (B × L × vocab) must not live through the next forward
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(),
                                                         grad_clip or float("inf"))  # fmt: skip
@@ -599,6 +605,7 @@ class Recorder:
             "label_tokens_seen": self.label_tokens,
             "seconds": round(self.seconds, 2),
             "tokens_per_s": round(float(np.median(tps)), 1),
+            "tokens_per_s_per_step": [s["tokens_per_s"] for s in self.steps],
             "mfu": (
                 round(float(np.median([s["mfu"] for s in self.steps[1:]])), 4)
                 if self.peak and len(self.steps) > 1

@@ -88,6 +88,7 @@ def plan_one(spec: Any, stats: dict[str, Any], device: DeviceInfo, measure: bool
     memory = estimate_memory(
         shape, tc.micro_batch, stats["seq_len"], param_bytes=param_bytes,
         compute_bytes=compute_bytes, method=mc.method, device=device.kind,
+        checkpointing=tc.gradient_checkpointing,
     )  # fmt: skip
     plan = ModelPlan(
         name=spec.name, source=mc.base or f"scratch:{mc.architecture}", method=mc.method,
@@ -97,9 +98,10 @@ def plan_one(spec: Any, stats: dict[str, Any], device: DeviceInfo, measure: bool
     )  # fmt: skip
     if not plan.fits:
         plan.suggestions = suggest(
-            shape, tc.micro_batch, stats["seq_len"], param_bytes=param_bytes,
-            compute_bytes=compute_bytes, method=mc.method, device=device.kind,
-            available_bytes=plan.available, checkpointing=tc.gradient_checkpointing,
+            shape, plan.available, micro_batch=tc.micro_batch, seq_len=stats["seq_len"],
+            grad_accum=tc.grad_accum, param_bytes=param_bytes, compute_bytes=compute_bytes,
+            method=mc.method, checkpointing=tc.gradient_checkpointing, device=device.kind,
+            lora_rank=mc.lora.rank,
         )  # fmt: skip
     if measure and plan.fits:
         plan.seconds_per_step = time_steps(spec)
