@@ -447,3 +447,15 @@ def test_gradient_checkpointing_gives_the_same_step(built, tmp_path: Path) -> No
     b = train(repo, fresh_run(built, tmp_path, "b"), "train.max_steps=2",
               "train.gradient_checkpointing=true")  # fmt: skip
     assert a["loss"]["per_step"] == pytest.approx(b["loss"]["per_step"], abs=1e-5)
+
+
+def test_max_minutes_fits_the_schedule_to_the_clock(built, tmp_path: Path) -> None:
+    repo, _ = built
+    out = fresh_run(built, tmp_path)
+    report = train(repo, out, "train.epochs=1000", "train.max_minutes=0.1", "train.eval_every=500")
+    planned = report["plan"]["steps_per_epoch"] * 1000
+    assert 10 < report["plan"]["total_steps"] < planned
+    assert report["steps"] <= report["plan"]["total_steps"]
+    assert report["seconds"] < 0.1 * 60 * 1.5
+    if report["early_stopping"]["stopped"] == "completed":  # the schedule ran to its end
+        assert report["lr"]["min"] < 0.2 * report["lr"]["max"]  # annealed, not cut off

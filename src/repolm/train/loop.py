@@ -81,7 +81,7 @@ def plan_budget(spec: RunSpec, sequences: int, world: int) -> Budget:
     return Budget(sched.steps_per_epoch, epochs, total, warmup, lr, sched.global_batch)
 
 
-FIT_AFTER = 4  # steps timed before a max_minutes budget fits the schedule to the clock
+FIT_AFTER = 10  # steps timed before a max_minutes budget fits the schedule to the clock
 
 
 def set_schedule(scheduler: Any, budget: Budget, floor: float) -> None:
@@ -325,7 +325,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
             seconds = time.monotonic() - t0
             durations.append(seconds)
             if step == start_step + FIT_AFTER and tc.max_minutes:
-                each = float(np.mean(durations[1:]))  # the first step warms up
+                each = float(np.median(durations[3:]))  # the first steps warm up
                 evals = each * len(val_index) / (3 * budget.global_batch)  # forward only
                 if fit_to_clock(spec, budget, step, time.monotonic() - t_start, each, evals):
                     budget.total_steps = _from_main(accelerator, budget.total_steps)
@@ -353,7 +353,8 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
             if stop_reason:
                 break
         rec.hardware = monitor.peaks()
-    if stop_reason not in ("patience", None) and rec.evals and rec.evals[-1]["step"] != step:
+    # a final evaluation unless the last step had one or a signal asks to stop now
+    if stop_reason in (None, "max_minutes") and (not rec.evals or rec.evals[-1]["step"] != step):
         _evaluate_and_track(spec, accelerator, model, val, val_index, rec, step, writer)
     rec.seconds = time.monotonic() - t_start
     rec.stopped = stop_reason or "completed"
