@@ -126,7 +126,8 @@ def _summary(reports: dict[str, Any]) -> str:
         loss = b["best_val_loss"] if b["best_val_loss"] is not None else b["val_loss"]
         uni = b["unigram_val_loss"]
         parts.append(
-            f"{name}: validation loss " + ("–" if loss is None else f"{loss:.3f}")
+            f"{name}: validation loss "
+            + ("–" if loss is None else f"{loss:.3f}")
             + (f" (unigram {uni:.3f})" if uni is not None else "")
             + f", {b['steps']:,} steps, {b['stopped']} → {b['path']}"
         )
