@@ -459,3 +459,16 @@ def test_max_minutes_fits_the_schedule_to_the_clock(built, tmp_path: Path) -> No
     assert report["seconds"] < 0.1 * 60 * 1.5
     if report["early_stopping"]["stopped"] == "completed":  # the schedule ran to its end
         assert report["lr"]["min"] < 0.2 * report["lr"]["max"]  # annealed, not cut off
+
+
+def test_a_deleted_model_makes_the_train_stage_stale(built, tmp_path: Path) -> None:
+    from repolm.pipeline.runner import outputs_intact
+
+    repo, _ = built
+    out = fresh_run(built, tmp_path)
+    train(repo, out, "train.max_steps=1")
+    entry = json.loads((out / "manifest.json").read_text())["stages"]["train"]
+    assert "models/main/model.safetensors" in entry["outputs"]
+    assert outputs_intact(out, entry["outputs"])
+    (out / "models" / "main" / "model.safetensors").unlink()
+    assert not outputs_intact(out, entry["outputs"])

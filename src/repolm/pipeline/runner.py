@@ -279,7 +279,7 @@ def _run_one(
         return Outcome(stage.name, "failed", seconds, error=e)
     seconds = time.monotonic() - t0
     outputs = {}
-    for rel in stage.outputs:
+    for rel in (*stage.outputs, *result.outputs):
         path = ctx.out / rel
         st = path.stat()
         outputs[rel] = {

@@ -55,6 +55,7 @@ class StageResult:
     stats: dict[str, Any] = field(default_factory=dict)
     summary: str = ""  # main figures in a few words, for `repolm stages`
     manifest: dict[str, Any] = field(default_factory=dict)  # top-level manifest entries
+    outputs: tuple[str, ...] = ()  # outputs known only after running (a model's weights)
 
 
 @dataclass

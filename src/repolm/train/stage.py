@@ -34,7 +34,11 @@ def run_stage(ctx: StageContext) -> StageResult:
     summary = _summary(reports)
     write_json_atomic(ctx.out / "train" / "report.json", {"models": reports})
     brief = {name: _brief(r) for name, r in reports.items()}
-    return StageResult(stats={"models": brief}, summary=summary, manifest={"models": brief})
+    # the weights are outputs too: deleting or replacing them makes the stage stale
+    files = [p for name in reports for p in (ctx.out / "models" / name).rglob("*.safetensors")]
+    weights = sorted(p.relative_to(ctx.out).as_posix() for p in files)
+    return StageResult(stats={"models": brief}, summary=summary, manifest={"models": brief},
+                       outputs=tuple(weights))  # fmt: skip
 
 
 def _dataset_stats(out: Path) -> dict[str, Any]:
