@@ -472,3 +472,20 @@ def test_a_deleted_model_makes_the_train_stage_stale(built, tmp_path: Path) -> N
     assert outputs_intact(out, entry["outputs"])
     (out / "models" / "main" / "model.safetensors").unlink()
     assert not outputs_intact(out, entry["outputs"])
+
+
+def test_auto_micro_batch_follows_the_memory(built, tmp_path: Path, monkeypatch) -> None:
+    from repolm.train import plan as plan_mod
+
+    repo, _ = built
+    auto = ["train.micro_batch=auto", "train.max_steps=1"]
+    monkeypatch.setattr(plan_mod, "_available", lambda device: 64 * 2**30)
+    big = train(repo, fresh_run(built, tmp_path, "big"), *auto)
+    monkeypatch.setattr(plan_mod, "_available", lambda device: 420 * 2**20)
+    small = train(repo, fresh_run(built, tmp_path, "small"), *auto)
+    sequences = json.loads((built[1] / "dataset" / "stats.json").read_text())["sequences"]
+    assert big["plan"]["global_batch"] == min(64, 2 ** int(np.log2(sequences["train"])))
+    assert small["plan"]["global_batch"] == 1
+    (p,) = plan_mod.plan_models(built[1], load_config(overrides=[*DATA, *TINY, *auto]).config,
+                                measure=False)  # fmt: skip
+    assert p.budget.global_batch == 1 and "micro_batch auto → 1" in p.note

@@ -321,7 +321,20 @@ class TrainConfig(Section):
         description="auto: bf16 on GPUs and CPUs that support it natively, fp16 on older GPUs, "
         "else fp32 (bf16 emulated on a CPU is many times slower than fp32).",
     )
-    micro_batch: int = Field(default=8, ge=1, description="Sequences per device per forward pass.")
+    micro_batch: int | Literal["auto"] = Field(
+        default=8,
+        description="Sequences per device per forward pass; auto: the largest power of two "
+        "(at most 64) the memory estimate fits in 90% of the device's memory, then on CUDA "
+        "halved until a real step runs without running out of memory.",
+    )
+
+    @field_validator("micro_batch")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("micro_batch must be at least 1 (or auto)")
+        return value
+
     grad_accum: int = Field(
         default=1, ge=1, description="Micro-batches accumulated into one optimizer step."
     )

@@ -243,21 +243,28 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
             "lower build.seq_len or raise the model's context",
         )
     world, rank = accelerator.num_processes, accelerator.process_index
-    budget = plan_budget(spec, len(train), world)
-    schedule = Schedule(len(train), tc.micro_batch, tc.grad_accum, world, tc.seed)
-
     model = build_model(spec, tokenizer, precision, device.kind)
     total_params, trainable_params = count_parameters(model)
+    ckpt_root = spec.work_dir / "checkpoints"
+    found = None if spec.resume == "never" else checkpoint.latest(ckpt_root, spec.fingerprint)
+    if tc.micro_batch == "auto":
+        micro = (found[1]["micro_batch"] if found else
+                 auto_micro_batch(spec, model, train, device, precision, accelerator))  # fmt: skip
+        spec.model = spec.model.model_copy(update={"train": tc.model_copy(
+            update={"micro_batch": micro})})  # fmt: skip
+        tc = spec.model.train
+        if main:
+            log.info(f"train {spec.name}: micro_batch auto → {micro}")
+    budget = plan_budget(spec, len(train), world)
+    schedule = Schedule(len(train), tc.micro_batch, tc.grad_accum, world, tc.seed)
     optimizer = optimizer_for(model, budget.lr, tc, fused=device.kind == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     set_schedule(scheduler, budget, tc.min_lr_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     checkpoint.trainable_only(accelerator)
-    ckpt_root = spec.work_dir / "checkpoints"
 
     rec = Recorder(spec, budget, total_params, trainable_params, precision, device, world)
     start_step = 0
-    found = None if spec.resume == "never" else checkpoint.latest(ckpt_root, spec.fingerprint)
     if spec.resume == "require" and found is None:
         raise RepolmError(
             f"no checkpoint of this configuration in {ckpt_root}",
@@ -297,6 +304,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         rec.seconds = time.monotonic() - t_start
         state = {"fingerprint": spec.fingerprint, "scheduler": scheduler.state_dict(),
                  "total_steps": budget.total_steps, "warmup_steps": budget.warmup_steps,
+                 "micro_batch": tc.micro_batch,
                  "report": rec.state()}  # fmt: skip
         checkpoint.save(accelerator, ckpt_root, step, state, tc.keep_checkpoints)
         last_ckpt = time.monotonic()
@@ -409,6 +417,61 @@ def optimizer_step(
             optimizer.zero_grad(set_to_none=True)
     loss = float(accelerator.reduce(loss_sum, reduction="sum"))
     return loss, _item(grad_norm), int(n_items)
+
+
+AUTO_MAX_MICRO = 64
+
+
+def auto_micro_batch(
+    spec: RunSpec, model: Any, data: PackedData, device: Any, precision: str, accelerator: Any
+) -> int:
+    """`micro_batch: auto`: the largest power of two whose estimated peak fits in 90% of this
+    device's memory (at most 64, at most the sequences one process gets), then on CUDA halved
+    by accelerate until a real forward and backward pass fits."""
+    from repolm.train.memory import ModelShape
+
+    shape = ModelShape.from_model(model)
+    sequences = max(1, len(data) // accelerator.num_processes)
+    micro = estimated_micro_batch(spec, shape, data.seq_len, sequences, device, precision)
+    if device.kind == "cuda":
+        micro = _largest_that_runs(model, data, micro, accelerator)
+    return _from_main(accelerator, micro)
+
+
+def estimated_micro_batch(
+    spec: RunSpec, shape: Any, seq_len: int, sequences: int, device: Any, precision: str
+) -> int:
+    """The largest power of two (at most 64 and `sequences`) whose estimated peak fits in 90%
+    of the device's free memory; 1 when none does."""
+    from repolm.train.memory import estimate_memory
+    from repolm.train.plan import _available, tensor_bytes
+
+    param_bytes, compute_bytes = tensor_bytes(spec.model, precision)
+    room = 0.9 * _available(device)
+    micro = 1
+    while micro * 2 <= min(AUTO_MAX_MICRO, sequences) and estimate_memory(
+        shape, micro * 2, seq_len, param_bytes, compute_bytes, spec.model.method,
+        device=device.kind, checkpointing=spec.model.train.gradient_checkpointing,
+    ).total() <= room:  # fmt: skip
+        micro *= 2
+    return micro
+
+
+def _largest_that_runs(model: Any, data: PackedData, start: int, accelerator: Any) -> int:
+    from accelerate.utils import find_executable_batch_size
+
+    model.to(accelerator.device)
+
+    @find_executable_batch_size(starting_batch_size=start)
+    def probe(batch_size: int) -> int:
+        batch = _tensors(data.batch(np.arange(batch_size) % len(data)), accelerator.device)
+        with accelerator.autocast():
+            loss = model(**batch).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return batch_size
+
+    return probe()
 
 
 def _context(spec: RunSpec) -> int:

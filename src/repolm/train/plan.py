@@ -79,12 +79,20 @@ def plan_one(spec: Any, stats: dict[str, Any], device: DeviceInfo, measure: bool
 
     total, trainable = count_parameters(model)
     shape = ModelShape.from_config(model.config, total_params=total, trainable_params=trainable)
+    note = ""
+    if tc.micro_batch == "auto":
+        from repolm.train.loop import estimated_micro_batch
+
+        micro = estimated_micro_batch(spec, shape, stats["seq_len"], sequences, device, precision)
+        spec.model = mc = mc.model_copy(update={"train": tc.model_copy(
+            update={"micro_batch": micro})})  # fmt: skip
+        tc = mc.train
+        note = f"micro_batch auto → {micro} by the estimate"
+        if device.kind == "cuda":
+            note += "; training may halve it if a real step runs out of memory"
     budget = plan_budget(spec, sequences, world=max(1, device.count if device.kind == "cuda"
                                                     else 1))  # fmt: skip
-    param_bytes = 4 if mc.method == "full" else (
-        {4: 0.5, 8: 1}[mc.quant_bits] if mc.method == "qlora" else
-        (4 if precision == "fp32" else 2))  # fmt: skip
-    compute_bytes = 4 if precision == "fp32" else 2
+    param_bytes, compute_bytes = tensor_bytes(mc, precision)
     memory = estimate_memory(
         shape, tc.micro_batch, stats["seq_len"], param_bytes=param_bytes,
         compute_bytes=compute_bytes, method=mc.method, device=device.kind,
@@ -103,11 +111,23 @@ def plan_one(spec: Any, stats: dict[str, Any], device: DeviceInfo, measure: bool
             method=mc.method, checkpointing=tc.gradient_checkpointing, device=device.kind,
             lora_rank=mc.lora.rank,
         )  # fmt: skip
+    plan.note = note
     if measure and plan.fits:
         plan.seconds_per_step = time_steps(spec)
     elif measure:
-        plan.note = "not timed: it would not fit"
+        plan.note = "; ".join(filter(None, [note, "not timed: it would not fit"]))
     return plan
+
+
+def tensor_bytes(mc: Any, precision: str) -> tuple[float, float]:
+    """Bytes per weight and per activation: fp32 weights for full training (autocast keeps
+    fp32 masters), the compute precision for a frozen LoRA base, 4 or 8 bits for QLoRA."""
+    compute = 4 if precision == "fp32" else 2
+    if mc.method == "full":
+        return 4, compute
+    if mc.method == "qlora":
+        return {4: 0.5, 8: 1}[mc.quant_bits], compute
+    return compute, compute
 
 
 def _available(device: DeviceInfo) -> int:
@@ -236,8 +256,8 @@ def print_plan(out: Path, config: Config, measure: bool = True) -> list[ModelPla
             t.add_row("time", f"{p.seconds_per_step:.2f} s/step measured: "
                               f"{_duration(p.epoch_seconds)} per epoch, {_duration(total)} "
                               f"in all")  # fmt: skip
-        elif p.note:
-            t.add_row("time", p.note)
+        if p.note:
+            t.add_row("note", p.note)
         for s in p.suggestions:
             t.add_row("[yellow]suggest[/yellow]", s)
         con.print(t)
