@@ -61,7 +61,8 @@ def save(accelerator: Any, root: Path, step: int, state: dict[str, Any], keep: i
     final = root / checkpoint_name(step)
     tmp = root / f".{final.name}.tmp"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(".step-*.tmp"):  # left by a crash while writing
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)

@@ -65,6 +65,10 @@ class Budget:
     warmup_steps: int
     lr: float
     global_batch: int
+    planned_steps: int = 0  # total_steps before a max_minutes fit
+
+    def __post_init__(self) -> None:
+        self.planned_steps = self.planned_steps or self.total_steps
 
 
 def plan_budget(spec: RunSpec, sequences: int, world: int) -> Budget:
@@ -81,7 +85,7 @@ def plan_budget(spec: RunSpec, sequences: int, world: int) -> Budget:
     return Budget(sched.steps_per_epoch, epochs, total, warmup, lr, sched.global_batch)
 
 
-FIT_AFTER = 10  # steps timed before a max_minutes budget fits the schedule to the clock
+FIT_AT = (10, 50)  # steps after which a max_minutes budget fits the schedule to the clock
 
 
 def set_schedule(scheduler: Any, budget: Budget, floor: float) -> None:
@@ -115,19 +119,20 @@ def fit_to_clock(
     spec: RunSpec, budget: Budget, step: int, elapsed: float, step_seconds: float,
     eval_seconds: float,
 ) -> bool:  # fmt: skip
-    """With `max_minutes`, shorten the schedule to the steps the clock allows (measured speed,
-    evaluations included, 5% kept for the final evaluation and export), so the learning rate
-    is annealed when time is up instead of cut off at its peak. True when it changed."""
+    """With `max_minutes`, fit the schedule to the steps the clock allows (measured speed,
+    evaluations included, 5% kept for the final evaluation and export; never more than
+    planned), so the learning rate is annealed when time is up instead of cut off at its
+    peak. True when it changed by more than 5% (a later fit corrects an early one)."""
     tc = spec.model.train
     if not tc.max_minutes:
         return False
     left = tc.max_minutes * 60 * 0.95 - elapsed
     per_step = step_seconds + eval_seconds / tc.eval_every
-    total = step + max(int(left / per_step), 1)
-    if total >= budget.total_steps:
+    total = min(step + max(int(left / per_step), 1), budget.planned_steps)
+    if abs(total - budget.total_steps) <= 0.05 * budget.total_steps:
         return False
     budget.total_steps = total
-    budget.warmup_steps = min(budget.warmup_steps, warmup_for(spec, total))
+    budget.warmup_steps = min(warmup_for(spec, budget.planned_steps), warmup_for(spec, total))
     return True
 
 
@@ -280,10 +285,12 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         start_step = state["step"]
         if main:
             log.info(f"train {spec.name}: resumed from {path.name} (step {start_step:,})")
-    elif main and ckpt_root.exists():
+    elif main and checkpoint.list_checkpoints(ckpt_root):
         import shutil
 
-        shutil.rmtree(ckpt_root)  # another configuration's checkpoints: never mixed with ours
+        log.warning(f"train {spec.name}: starting over; the checkpoints in {ckpt_root} are of "
+                    "another configuration or data (or --force) and are removed")  # fmt: skip
+        shutil.rmtree(ckpt_root)  # never mixed with this run's
     rec.unigram = unigram_loss(train, val, len(tokenizer)) if main else None
 
     val_index = _val_subset(len(val), tc.eval_sequences, tc.seed)
@@ -332,8 +339,8 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
             step += 1
             seconds = time.monotonic() - t0
             durations.append(seconds)
-            if step == start_step + FIT_AFTER and tc.max_minutes:
-                each = float(np.median(durations[3:]))  # the first steps warm up
+            if step - start_step in FIT_AT and tc.max_minutes:
+                each = float(np.median(durations[3:][-40:]))  # the first steps warm up
                 evals = each * len(val_index) / (3 * budget.global_batch)  # forward only
                 if fit_to_clock(spec, budget, step, time.monotonic() - t_start, each, evals):
                     budget.total_steps = _from_main(accelerator, budget.total_steps)
