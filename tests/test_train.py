@@ -492,3 +492,35 @@ def test_auto_micro_batch_follows_the_memory(built, tmp_path: Path, monkeypatch)
     (p,) = plan_mod.plan_models(built[1], load_config(overrides=[*DATA, *TINY, *auto]).config,
                                 measure=False)  # fmt: skip
     assert p.budget.global_batch == 1 and "micro_batch auto → 1" in p.note
+
+
+# -- CUDA only (pytest -m gpu on a machine with a GPU) ------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_bf16_training_and_auto_micro_batch_on_cuda(built, tmp_path: Path) -> None:
+    repo, _ = built
+    report = train(repo, fresh_run(built, tmp_path), "train.max_steps=3",
+                   "train.micro_batch=auto")  # fmt: skip
+    assert report["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    assert report["device"]["kind"] == "cuda" and report["plan"]["global_batch"] >= 1
+    assert report["validation"]["final"]["loss"] > 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_qlora_on_cuda(built_base, tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    shutil.copytree(built_base[1], out)
+    report = train_base(built_base, out, "models.main.method=qlora", "train.max_steps=2")
+    assert report["method"] == "qlora"
+    assert report["parameters"]["trainable"] < report["parameters"]["total"] / 4
+    assert (out / "models" / "main" / "adapter" / "adapter_model.safetensors").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out / "models" / "main")
+    assert merged.config.model_type == "llama"
