@@ -524,3 +524,20 @@ def test_qlora_on_cuda(built_base, tmp_path: Path) -> None:
     assert (out / "models" / "main" / "adapter" / "adapter_model.safetensors").is_file()
     merged = AutoModelForCausalLM.from_pretrained(out / "models" / "main")
     assert merged.config.model_type == "llama"
+
+
+def test_lora_from_the_cli_deterministic(built_base, tmp_path: Path) -> None:
+    repo, run, base = built_base
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    args = [sys.executable, "-m", "repolm", "train", "--repo", str(repo), "--out", str(out),
+            "--deterministic"]  # fmt: skip
+    small = ["train.micro_batch=4", "train.eval_every=2", "train.eval_sequences=8"]
+    for item in [*base_data(base), "models.main.method=lora", "train.max_steps=2", *small]:
+        args += ["--set", item]
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "validation loss" in done.stderr and str(out / "models" / "main") in done.stderr
+    assert (out / "models" / "main" / "adapter" / "adapter_model.safetensors").is_file()
+    config = (out / "config.yaml").read_text()
+    assert "deterministic: true" in config

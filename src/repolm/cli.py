@@ -175,6 +175,10 @@ def train(
     force: Annotated[
         bool, typer.Option("--force", help="Start over: discard checkpoints of this run.")
     ] = False,
+    deterministic: Annotated[
+        bool,
+        typer.Option("--deterministic", help="Deterministic kernels (train.deterministic)."),
+    ] = False,
 ) -> None:
     """The train stage: train each configured model (from scratch, full, LoRA or QLoRA).
 
@@ -183,6 +187,8 @@ def train(
     -m repolm train (run 'repolm run --until build' first)."""
     if resume and force:
         raise RepolmError("--resume and --force contradict each other", "choose one")
+    if deterministic:
+        set_ = [*(set_ or []), "train.deterministic=true"]
     _pipeline(repo, out, config, preset, set_, "train", only=["train"], force=force,
               options={"resume": "require" if resume else "auto"})  # fmt: skip
 

@@ -9,6 +9,7 @@ by clock and on SIGINT/SIGTERM; a wall-clock budget; early stopping; a report.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -237,6 +238,8 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         cpu=device.kind == "cpu",
         step_scheduler_with_optimizer=False,
     )
+    if tc.deterministic:  # cuBLAS needs a fixed workspace to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     set_seed(tc.seed, deterministic=tc.deterministic)
     main = accelerator.is_main_process
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
