@@ -94,7 +94,7 @@ def _pipeline(
     command: str,
     **kwargs,
 ) -> None:
-    from repolm.logs import log_to_file
+    from repolm.logs import launch_rank, log_to_file
     from repolm.pipeline.display import print_outcomes
     from repolm.pipeline.runner import run_pipeline, select_stages
 
@@ -103,7 +103,8 @@ def _pipeline(
     repo_path, out_dir = _default_out(repo, out)
     with log_to_file(out_dir, command):
         outcomes = run_pipeline(out_dir, repo_path, resolved, **kwargs)
-    print_outcomes(out_dir, outcomes)
+    if launch_rank() == 0:  # one table, not one per process of a multi-process launch
+        print_outcomes(out_dir, outcomes)
 
 
 @app.command()

@@ -242,6 +242,10 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     set_seed(tc.seed, deterministic=tc.deterministic)
     main = accelerator.is_main_process
+    sharded = [n for n in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{n}") == "true"]
+    if sharded and device.kind == "cpu" and main:
+        log.warning(f"{sharded[0]} needs CUDA GPUs: on this CPU the processes run plain data "
+                    "parallel (DDP over gloo) instead")  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
     train = PackedData.read(spec.train_dir)
     val = PackedData.read(spec.val_dir)
