@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -201,7 +202,7 @@ def optimizer_for(model: Any, lr: float, tc: Any, fused: bool) -> Any:
 def stop_signals() -> Iterator[dict[str, Any]]:
     """SIGINT/SIGTERM set a flag; the loop checkpoints at the end of the step and stops."""
     flag: dict[str, Any] = {"signal": None}
-    if __import__("threading").current_thread() is not __import__("threading").main_thread():
+    if threading.current_thread() is not threading.main_thread():  # signals need the main one
         yield flag
         return
 
