@@ -204,7 +204,7 @@ def time_steps(spec: Any) -> float:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 2**30:.2f} GB"
+    return f"{n / 2**30:.2f} GiB"
 
 
 def _duration(seconds: float | None) -> str:
