@@ -380,6 +380,7 @@ def test_every_parameter_group_follows_the_schedule() -> None:
 
 
 def test_plan_counts_times_and_suggests(built, tmp_path: Path, monkeypatch) -> None:
+    from repolm.train import device as device_mod
     from repolm.train import plan as plan_mod
 
     _, run = built
@@ -397,7 +398,7 @@ def test_plan_counts_times_and_suggests(built, tmp_path: Path, monkeypatch) -> N
     assert p.budget.steps_per_epoch == -(-p.sequences // 4)
     assert p.fits and p.seconds_per_step > 0 and p.epoch_seconds > 0 and not p.suggestions
     # on a device with 50 MB free it does not fit, and says what would
-    monkeypatch.setattr(plan_mod, "_available", lambda device: 50 * 2**20)
+    monkeypatch.setattr(device_mod, "available_memory", lambda device: 50 * 2**20)
     (q,) = plan_mod.plan_models(run, config, measure=True)
     assert not q.fits and q.seconds_per_step is None and "would not fit" in q.note
     assert q.suggestions and all("est." in s or "smaller model" in s for s in q.suggestions)
@@ -478,13 +479,14 @@ def test_a_deleted_model_makes_the_train_stage_stale(built, tmp_path: Path) -> N
 
 
 def test_auto_micro_batch_follows_the_memory(built, tmp_path: Path, monkeypatch) -> None:
+    from repolm.train import device as device_mod
     from repolm.train import plan as plan_mod
 
     repo, _ = built
     auto = ["train.micro_batch=auto", "train.max_steps=1"]
-    monkeypatch.setattr(plan_mod, "_available", lambda device: 64 * 2**30)
+    monkeypatch.setattr(device_mod, "available_memory", lambda device: 64 * 2**30)
     big = train(repo, fresh_run(built, tmp_path, "big"), *auto)
-    monkeypatch.setattr(plan_mod, "_available", lambda device: 420 * 2**20)
+    monkeypatch.setattr(device_mod, "available_memory", lambda device: 420 * 2**20)
     small = train(repo, fresh_run(built, tmp_path, "small"), *auto)
     sequences = json.loads((built[1] / "dataset" / "stats.json").read_text())["sequences"]
     assert big["plan"]["global_batch"] == min(64, 2 ** int(np.log2(sequences["train"])))

@@ -58,10 +58,6 @@ class PackedData:
             "position_ids": self.position_ids[index],
         }
 
-    def label_tokens(self) -> int:
-        """Tokens that carry a loss (labels other than -100, after the model's shift)."""
-        return int((self.labels[:, 1:] != -100).sum())
-
 
 @dataclass(frozen=True)
 class Schedule:

@@ -71,6 +71,15 @@ def detect() -> DeviceInfo:
     )
 
 
+def available_memory(device: DeviceInfo) -> int:
+    """Bytes a run may use: one GPU's memory, or the RAM free now on a CPU."""
+    if device.kind == "cuda":
+        return device.memory_bytes
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
 def choose_precision(requested: str, device: DeviceInfo) -> str:
     """fp32 | bf16 | fp16 for the run: `auto` picks what the device does natively."""
     if requested == "auto":

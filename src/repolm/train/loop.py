@@ -458,11 +458,12 @@ def estimated_micro_batch(
 ) -> int:
     """The largest power of two (at most 64 and `sequences`) whose estimated peak fits in 90%
     of the device's free memory; 1 when none does."""
+    from repolm.train import device as dev
     from repolm.train.memory import estimate_memory
-    from repolm.train.plan import _available, tensor_bytes
+    from repolm.train.plan import tensor_bytes
 
     param_bytes, compute_bytes = tensor_bytes(spec.model, precision)
-    room = 0.9 * _available(device)
+    room = 0.9 * dev.available_memory(device)
     micro = 1
     while micro * 2 <= min(AUTO_MAX_MICRO, sequences) and estimate_memory(
         shape, micro * 2, seq_len, param_bytes, compute_bytes, spec.model.method,

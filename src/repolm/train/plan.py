@@ -11,6 +11,7 @@ from typing import Any
 
 from repolm.config.schema import Config
 from repolm.errors import RepolmError
+from repolm.train import device as dev
 from repolm.train.device import DeviceInfo, choose_precision, detect
 
 MEASURED_STEPS = 2  # timed after one warm-up step
@@ -50,11 +51,11 @@ class ModelPlan:
 
 
 def plan_models(out: Path, config: Config, measure: bool = True) -> list[ModelPlan]:
-    from repolm.train.stage import _dataset_stats, run_spec
+    from repolm.train.stage import dataset_stats, run_spec
 
     if not (out / "tokenizer" / "tokenizer.json").is_file():
         raise RepolmError(f"no tokenizer in {out}", "run 'repolm build' first (plan reads it)")
-    stats = _dataset_stats(out)
+    stats = dataset_stats(out)
     device = detect()
     plans = []
     for name, mc in config.models.items():
@@ -102,7 +103,7 @@ def plan_one(spec: Any, stats: dict[str, Any], device: DeviceInfo, measure: bool
         name=spec.name, source=mc.base or f"scratch:{mc.architecture}", method=mc.method,
         total_params=total, trainable_params=trainable, sequences=sequences,
         seq_len=stats["seq_len"], budget=budget, precision=precision, memory=memory,
-        checkpointing=tc.gradient_checkpointing, available=_available(device),
+        checkpointing=tc.gradient_checkpointing, available=dev.available_memory(device),
     )  # fmt: skip
     if not plan.fits:
         plan.suggestions = suggest(
@@ -128,14 +129,6 @@ def tensor_bytes(mc: Any, precision: str) -> tuple[float, float]:
     if mc.method == "qlora":
         return {4: 0.5, 8: 1}[mc.quant_bits], compute
     return compute, compute
-
-
-def _available(device: DeviceInfo) -> int:
-    if device.kind == "cuda":
-        return device.memory_bytes
-    import psutil
-
-    return psutil.virtual_memory().available
 
 
 def _meta_model(spec: Any, tokenizer: Any) -> Any:

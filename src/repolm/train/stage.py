@@ -26,7 +26,7 @@ def run_stage(ctx: StageContext) -> StageResult:
     resume = ctx.options.get("resume", "auto")
     if ctx.force:
         resume = "never"
-    stats = _dataset_stats(ctx.out)
+    stats = dataset_stats(ctx.out)
     reports: dict[str, Any] = {}
     for name, mc in ctx.config.models.items():
         spec = run_spec(ctx.out, ctx.config, name, mc, stats, resume)
@@ -41,7 +41,7 @@ def run_stage(ctx: StageContext) -> StageResult:
                        outputs=tuple(weights))  # fmt: skip
 
 
-def _dataset_stats(out: Path) -> dict[str, Any]:
+def dataset_stats(out: Path) -> dict[str, Any]:
     path = out / "dataset" / "stats.json"
     if not path.is_file():
         raise RepolmError(f"missing {path}", "run the build stage first")
