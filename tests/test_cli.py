@@ -116,8 +116,8 @@ def test_bad_stage_names(repo) -> None:
         repolm("run", "--repo", str(repo.path), "--stage", "mien"), "unknown stage 'mien'", "mine"
     )
     assert_one_line_error(
-        repolm("run", "--repo", str(repo.path), "--until", "eval"),
-        "stage 'eval' is not built yet",
+        repolm("run", "--repo", str(repo.path), "--until", "index"),
+        "stage 'index' is not built yet",
     )
 
 

@@ -176,8 +176,8 @@ def test_select_stages() -> None:
     assert [s.name for s in select_stages(until="b", registry=reg)] == ["a", "b"]
     with pytest.raises(RepolmError, match="unknown stage 'nope'"):
         select_stages(["nope"], registry=reg)
-    with pytest.raises(RepolmError, match="stage 'eval' is not built yet"):
-        select_stages(["eval"])
+    with pytest.raises(RepolmError, match="stage 'index' is not built yet"):
+        select_stages(["index"])
     assert list(REGISTRY)[0] == "mine"
 
 

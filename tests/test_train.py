@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import GitRepo, isolate
+from conftest import GitRepo, isolate, save_base_model
 from repolm.config import load_config
 from repolm.pipeline.runner import run_pipeline
 from repolm.train.data import Schedule
@@ -226,29 +226,6 @@ def test_bad_model_configs_fail_clearly(built, tmp_path: Path) -> None:
 
 
 # -- a locally saved Hugging Face base model ------------------------------------------------
-
-
-def save_base_model(path: Path) -> Path:
-    """A tiny Llama and a byte-level BPE tokenizer of its own, saved like a hub download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    tok.train_from_iterator([f"def op_{i}(a, b):\n    return a * {i} + b\n" for i in range(50)],
-                            trainer)  # fmt: skip
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
-    fast.save_pretrained(path)
-    torch.manual_seed(1)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         max_position_embeddings=128, tie_word_embeddings=False,
-                         bos_token_id=0, eos_token_id=1)  # fmt: skip
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,19 @@ def file_head(
     return out
 
 
+def omit_large_diff(
+    patch: str | None, additions: int | None, deletions: int | None, max_diff: int
+) -> tuple[str | None, tuple[int, int] | None]:
+    """A file diff as the data shows it: (patch, None), or for a patch over `max_diff` bytes
+    (`0`: no limit) (None, its (added, deleted) line counts), which `file_head` writes instead:
+    generated files and data dumps would only be fragments without context once cut into
+    sequences."""
+    # (a UTF-8 character is at most 4 bytes: most patches skip the encode)
+    if max_diff and patch and len(patch) * 4 > max_diff and len(patch.encode()) > max_diff:
+        return None, (additions or 0, deletions or 0)
+    return patch, None
+
+
 def hunks(patch: str | None) -> list[str]:
     """A unified diff's hunks (each from its `@@` line), its `diff --git`/`index`/`---`/`+++`
     header dropped: the path is already in the record."""
@@ -96,6 +109,17 @@ def module_of(path: str, language: str | None) -> str:
     if language == "Java" and "java" in parts:
         return ".".join(parts[parts.index("java") + 1 : -1])
     return "/".join(parts[:-1])
+
+
+# -- file documents -------------------------------------------------------------------------
+
+
+def file_document_header(path: str, language: str | None) -> list[Segment]:
+    """`<|file|>PATH\n<|module|>MODULE\n`: what opens a file of the snapshot (module left out
+    when the path has none)."""
+    out: list[Segment] = [Tok(sp.FILE), path + "\n"]
+    module = module_of(path, language)
+    return out + ([Tok(sp.MODULE), module + "\n"] if module else [])
 
 
 # -- fill-in-the-middle ---------------------------------------------------------------------

@@ -356,7 +356,7 @@ def _pack_mix(
     }
 
 
-def _change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
+def change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
     """(sha, path) -> the change types of its labelled units, in CHANGE_TYPES order."""
     t = pq.read_table(filter_dir / "chunks.parquet", columns=["sha", "path", "change_type"],
                       filters=[("source", "=", "change")])  # fmt: skip
@@ -380,7 +380,7 @@ def _encode_commits(
                                                            strict=True)]  # fmt: skip
     corpus.headers = enc.docs(heads)
     corpus.messages = enc.docs([[dm.Tok(sp.MESSAGE), m + "\n"] for m in c.message])
-    types = _change_types(filter_dir)
+    types = change_types(filter_dir)
     pf = pq.ParquetFile(filter_dir / "changes.parquet")
     columns = ["sha", "path", "old_path", "status", "patch", "language", "additions", "deletions"]
     pending: list[tuple[int, str]] = []  # (commit, rendered section) of the commit being read
@@ -392,12 +392,9 @@ def _encode_commits(
             corpus.counts["merge_changes_skipped"] += len(rows) - len(keep)
             segs = []
             for r in keep:
-                patch = r["patch"]
-                omitted = None
-                # (a UTF-8 character is at most 4 bytes: most patches skip the encode)
-                if max_diff and patch and len(patch) * 4 > max_diff and \
-                        len(patch.encode()) > max_diff:  # fmt: skip
-                    omitted, patch = (r["additions"] or 0, r["deletions"] or 0), None
+                patch, omitted = dm.omit_large_diff(r["patch"], r["additions"], r["deletions"],
+                                                    max_diff)  # fmt: skip
+                if omitted is not None:
                     corpus.counts["diffs_too_large"] += 1
                 head = dm.file_head(r["path"], r["old_path"], r["status"],
                                     dm.module_of(r["path"], r["language"]),
@@ -449,7 +446,7 @@ def _encode_files(
             rows = pf.read_row_group(g, columns=["path", "language", "text"]).to_pylist()
             bar.advance(len(rows))
             rows = [r for r in rows if r["text"]]
-            headers = enc.docs([_file_header(r["path"], r["language"]) for r in rows])
+            headers = enc.docs([dm.file_document_header(r["path"], r["language"]) for r in rows])
             # with offsets, to cut long files at line ends (most of the bytes are in long files,
             # so one pass with offsets beats a fast pass and a second one for the long files)
             bodies = enc.tok.encode_batch([r["text"] for r in rows], add_special_tokens=False)
@@ -474,12 +471,6 @@ def _encode_files(
                     corpus.counts["fim_too_long"] += 1
                     ids, mode = whole, "plain"
                 corpus.files.append((np.concatenate([header, ids]), mode))
-
-
-def _file_header(path: str, language: str | None) -> list[dm.Segment]:
-    module = dm.module_of(path, language)
-    out: list[dm.Segment] = [dm.Tok(sp.FILE), path + "\n"]
-    return out + ([dm.Tok(sp.MODULE), module + "\n"] if module else [])
 
 
 def _line_pieces(text: str, encoding: Any, budget: int) -> Iterator[tuple[int, int, np.ndarray]]:

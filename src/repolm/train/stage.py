@@ -16,7 +16,7 @@ from repolm.pipeline.stage import StageContext, StageResult
 # checkpoint made with other values of these is still resumed.
 NOT_IN_FINGERPRINT = (
     "max_minutes", "checkpoint_every", "checkpoint_minutes", "keep_checkpoints", "log_every",
-    "hardware_every_s", "save",
+    "hardware_every_s", "save", "sample_prompts", "sample_tokens",
 )  # fmt: skip
 
 
@@ -99,11 +99,14 @@ def run_spec(
 
         tok = AutoTokenizer.from_pretrained(tok_dir)
         added = new_token_ids(mc.base, tok, mc.trust_remote_code)
+    from repolm.train.samples import sample_prompts
+
     return RunSpec(
         name=name, model=mc, build=config.build, train_dir=train_dir,
         val_dir=dataset / "val", tokenizer_dir=tok_dir, work_dir=out / "train" / name,
         model_dir=out / "models" / name, plan=plan, fingerprint=fingerprint, resume=resume,
         added_tokens=added,
+        sample_prompts=sample_prompts(out / "filter", mc.train.sample_prompts),
     )  # fmt: skip
 
 

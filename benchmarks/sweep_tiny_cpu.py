@@ -1,0 +1,89 @@
+"""Tune the `tiny-cpu` preset for the lowest bits per byte on the test split within its time
+budget: train each variant for the same wall-clock minutes on the same repository and print
+its test bits per byte next to xz -9e's and zstd -19's on the same bytes.
+
+    python benchmarks/sweep_tiny_cpu.py [REPO] [--minutes 4] [--out /tmp/sweep] [--only NAME]
+
+Variants that change the data (vocabulary, sequence length) rebuild from the cached mine,
+chunk and filter stages; the others share one build. Run it on an idle machine: the budget is
+wall-clock, so anything else running changes the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+VARIANTS: dict[str, list[str]] = {
+    "preset": [],
+    "lr 3e-3": ["train.lr=3e-3"],
+    "lr 1e-3": ["train.lr=1e-3"],
+    "6 layers, hidden 160": [
+        "models.main.layers=6",
+        "models.main.hidden=160",
+        "models.main.heads=5",
+        "models.main.kv_heads=5",
+    ],  # fmt: skip
+    "vocab 4096": ["tokenize.vocab_size=4096"],
+    "seq 256, batch 16": ["build.seq_len=256", "build.batch_size=16"],
+}
+FAST_EVAL = ["eval.tasks=[]", "eval.suites=[]"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repo", nargs="?", default=".")
+    parser.add_argument("--minutes", type=float, default=4.0)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/repolm-sweep"))
+    parser.add_argument("--only", action="append", help="variant name (repeatable)")
+    args = parser.parse_args()
+
+    from repolm.config import load_config
+    from repolm.pipeline.runner import run_pipeline
+
+    base = args.out / "base"
+    budget = [f"train.max_minutes={args.minutes}"]
+    run_pipeline(base, Path(args.repo), load_config(preset="tiny-cpu"), until="filter")
+    rows = []
+    for name, sets in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
+        out = args.out / name.replace(" ", "_").replace(",", "")
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(base, out)  # mine, chunk and filter stay cached
+        config = load_config(preset="tiny-cpu", overrides=[*sets, *budget, *FAST_EVAL])
+        t0 = time.monotonic()
+        run_pipeline(out, Path(args.repo), config, until="eval")
+        seconds = time.monotonic() - t0
+        report = json.loads((out / "eval" / "report.json").read_text())
+        train = json.loads((out / "train" / "report.json").read_text())["models"]["main"]
+        test = report["baselines"]["test"]
+        rows.append({
+            "variant": name,
+            "parameters": train["parameters"]["total"],
+            "steps": train["steps"],
+            "tokens_per_s": train["tokens_per_s"],
+            "val_loss": train["validation"]["final"]["loss"],
+            "test_bpb": report["models"]["main"]["bits_per_byte"]["test"]["bits_per_byte"],
+            "val_bpb": report["models"]["main"]["bits_per_byte"]["val"]["bits_per_byte"],
+            "xz": test["xz -9e"]["bits_per_byte"],
+            "xz_conditioned": test["xz -9e"]["conditioned_bits_per_byte"],
+            "zstd": test["zstd -19"]["bits_per_byte"],
+            "seconds": round(seconds, 1),
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| variant | parameters | steps | tokens/s | test bits/byte | val bits/byte | "
+          "xz -9e | xz conditioned | zstd -19 |")  # fmt: skip
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | "
+              f"{r['tokens_per_s']:,.0f} | {r['test_bpb']:.3f} | {r['val_bpb']:.3f} | "
+              f"{r['xz']:.3f} | {r['xz_conditioned']:.3f} | {r['zstd']:.3f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Evaluation on the repository's future: bits per byte, completion, next change, commit
+messages, suites, code benchmarks."""

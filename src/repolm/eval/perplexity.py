@@ -1,0 +1,154 @@
+"""Bits per byte and perplexity of a causal LM on text: tokenizer-independent, so models with
+different vocabularies (and compressors) are compared on exactly the same bytes.
+
+bits per byte = (sum of the tokens' negative log-likelihood in nats) / ln 2 / (UTF-8 bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from repolm.errors import RepolmError
+
+if TYPE_CHECKING:
+    from repolm.eval.generate import LoadedModel
+
+TEXT_COLUMNS = ("text", "content", "code", "completion")
+TEXT_SUFFIXES = {".txt", ".md", ".rst"}
+
+
+def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
+    return nll_nats / math.log(2) / n_bytes if n_bytes else float("nan")
+
+
+def summarize(nll: float, tokens: int, n_bytes: int, documents: int, seconds: float) -> dict:
+    return {
+        "bits_per_byte": round(bits_per_byte(nll, n_bytes), 4),
+        "loss": round(nll / tokens, 4) if tokens else None,  # nats per token
+        "perplexity": round(math.exp(nll / tokens), 3) if tokens else None,
+        "tokens": tokens,
+        "bytes": n_bytes,
+        "documents": documents,
+        "seconds": round(seconds, 2),
+    }
+
+
+def score_documents(lm: LoadedModel, texts: Sequence[str], formatted: bool = True) -> dict:
+    """Bits per byte of `texts`, each scored on its own (no context across documents).
+
+    `formatted`: repolm documents (special tokens spelled out, each starting with one): the
+    tokens are encoded as ids where the model knows them, EOS is appended, and every token but
+    the first is scored. Otherwise plain text: the tokenizer's BOS (or EOS) is put in front as
+    the only context, so every token of the text is scored."""
+    from repolm.eval.generate import sequence_nll
+    from repolm.eval.texts import segments
+
+    t0 = time.monotonic()
+    seqs, first = [], []
+    eos = lm.eos_ids[0]
+    bos = lm.tokenizer.bos_token_id
+    for text in texts:
+        if formatted:
+            ids = lm.encode_segments(segments(text)) + [eos]
+            seqs.append(ids)
+            first.append(1)
+        else:
+            seqs.append([bos if bos is not None else eos, *lm.encode(text)])
+            first.append(1)
+    results = sequence_nll(lm, seqs, first)
+    nll = sum(r[0] for r in results)
+    tokens = sum(r[1] for r in results)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    return summarize(nll, tokens, n_bytes, len(texts), time.monotonic() - t0)
+
+
+# -- any text, for `repolm eval perplexity` ----------------------------------------------------
+
+
+def read_texts(path: Path, column: str | None = None) -> Iterator[str]:
+    """Texts from a Parquet file (a text column), a JSONL file (a text field), a plain text
+    file (one text), or a directory of these."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _readable(p))
+        if not files:
+            raise RepolmError(f"no .parquet, .jsonl or text files in {path}",
+                              "give a file or a directory holding some")  # fmt: skip
+        for f in files:
+            yield from read_texts(f, column)
+        return
+    if not path.exists():
+        raise RepolmError(f"{path} does not exist", "give a Parquet, JSONL or text file")
+    if path.suffix == ".parquet":
+        yield from _parquet(path, column)
+    elif path.suffix in (".jsonl", ".json"):
+        yield from _jsonl(path, column)
+    else:
+        try:
+            yield path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RepolmError(f"{path} is not UTF-8 text",
+                              "give a Parquet, JSONL or UTF-8 text file") from None  # fmt: skip
+
+
+def _readable(p: Path) -> bool:
+    return p.suffix in (".parquet", ".jsonl", ".json") or p.suffix in TEXT_SUFFIXES
+
+
+def _pick(names: Sequence[str], column: str | None, path: Path) -> str:
+    if column:
+        if column not in names:
+            raise RepolmError(f"{path} has no column {column!r} (it has {', '.join(names)})",
+                              "name one of its columns with --column")  # fmt: skip
+        return column
+    for name in TEXT_COLUMNS:
+        if name in names:
+            return name
+    raise RepolmError(f"{path} has none of the text columns {', '.join(TEXT_COLUMNS)}",
+                      "name the column to score with --column")  # fmt: skip
+
+
+def _parquet(path: Path, column: str | None) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    name = _pick(pf.schema_arrow.names, column, path)
+    for g in range(pf.num_row_groups):
+        yield from (t for t in pf.read_row_group(g, columns=[name]).column(0).to_pylist() if t)
+
+
+def _jsonl(path: Path, column: str | None) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RepolmError(f"{path}:{n}: not JSON ({e.msg})",
+                                  "give one JSON object per line") from None  # fmt: skip
+            if not isinstance(row, dict):
+                raise RepolmError(f"{path}:{n}: not a JSON object", "give one object per line")
+            text = row.get(_pick(list(row), column, path))
+            if isinstance(text, str) and text:
+                yield text
+
+
+def perplexity(model: str, data: Path, column: str | None = None, limit: int | None = None,
+               trust_remote_code: bool = False) -> dict[str, Any]:  # fmt: skip
+    """`repolm eval perplexity`: bits per byte and perplexity of any causal LM on any text."""
+    from repolm.eval.generate import load_model
+
+    texts = []
+    for text in read_texts(data, column):
+        texts.append(text)
+        if limit and len(texts) >= limit:
+            break
+    if not texts:
+        raise RepolmError(f"no text to score in {data}", "give a file with non-empty texts")
+    lm = load_model(model, trust_remote_code=trust_remote_code)
+    return {"model": model, "data": str(data), **score_documents(lm, texts, formatted=False)}

@@ -1,0 +1,207 @@
+"""The eval stage: every trained model measured on the commits after the cutoff, each figure
+next to baselines computed on the same text, into OUT/eval/report.json.
+
+Order: the text (read back from the build's shards), the compressor baselines (no model
+needed), then per model: bits per byte on each future split (and its base model's, for a
+fine-tuned one), the generation tasks, the behavioural suites, the code benchmarks and QA the
+config asks for. Each evaluation records its time and peak memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from repolm.config.schema import Config, EvalConfig, ModelConfig
+from repolm.errors import RepolmError
+from repolm.fsutil import write_json_atomic
+from repolm.pipeline.stage import StageContext, StageResult
+
+log = logging.getLogger(__name__)
+
+REPORT = "eval/report.json"
+
+
+def run_stage(ctx: StageContext) -> StageResult:
+    report = evaluate(ctx.out, ctx.config)
+    write_json_atomic(ctx.out / REPORT, report)
+    brief = summary(report)
+    return StageResult(stats=brief, summary=_line(brief), manifest={"eval": brief})
+
+
+def evaluate(out: Path, config: Config) -> dict[str, Any]:
+    from repolm.eval.compress import baselines
+    from repolm.eval.texts import held_out, training_text
+    from repolm.train.stage import dataset_stats
+
+    cfg = config.eval
+    t0 = time.monotonic()
+    stats = dataset_stats(out)
+    dataset, tok_dir = out / "dataset", out / "tokenizer"
+    report: dict[str, Any] = {"cutoff": stats.get("cutoff", {}), "text": {}, "timings": {}}
+    docs = {}
+    with measured(report, "text"):
+        for split in cfg.splits:
+            docs[split] = held_out(dataset, tok_dir, split)
+            if not docs[split]:
+                raise RepolmError(
+                    f"the {split} split has no commit records to evaluate on",
+                    "move split.cutoff or raise split.test_fraction / split.val_fraction",
+                )
+        train, total = training_text(dataset, tok_dir, int(cfg.conditioning_mb * 2**20))
+    for split, d in docs.items():
+        report["text"][split] = {
+            "documents": len(d), "bytes": sum(x.n_bytes for x in d),
+            "commits": len({x.sha for x in d}),
+        }  # fmt: skip
+    report["text"]["train"] = {"bytes": total, "conditioning_bytes": len(train)}
+    with measured(report, "compressors"):
+        joined = {s: "".join(x.text for x in d).encode("utf-8") for s, d in docs.items()}
+        report["baselines"] = baselines(joined, train)
+    report["models"] = {}
+    for name, mc in config.models.items():
+        report["models"][name] = evaluate_model(out, name, mc, cfg, docs, report)
+    report["seconds"] = round(time.monotonic() - t0, 2)
+    return report
+
+
+def evaluate_model(
+    out: Path, name: str, mc: ModelConfig, cfg: EvalConfig, docs: dict[str, list[Any]],
+    report: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    from repolm.eval.generate import load_model
+    from repolm.eval.perplexity import score_documents
+
+    path = out / "models" / name
+    if not (path / "config.json").is_file():
+        raise RepolmError(f"model '{name}' has not been trained ({path} is missing)",
+                          "run the train stage first")  # fmt: skip
+    result: dict[str, Any] = {"path": str(path), "bits_per_byte": {}}
+    texts = {split: [x.text for x in d] for split, d in docs.items()}
+    if mc.base is not None and cfg.base_model:
+        with measured(report, f"{name}: base model bits per byte"):
+            base = load_model(mc.base)
+            result["base"] = {"model": mc.base, "bits_per_byte": {
+                split: score_documents(base, t) for split, t in texts.items()}}  # fmt: skip
+            del base
+            _free()
+    with measured(report, f"{name}: bits per byte"):
+        lm = load_model(path)
+        for split, t in texts.items():
+            result["bits_per_byte"][split] = score_documents(lm, t)
+    if cfg.tasks:
+        result["tasks"] = run_tasks(lm, out, cfg, report, name)
+    for suite in cfg.suites:
+        from repolm.eval.suites import resolve_suite, run_suite
+
+        with measured(report, f"{name}: suite {suite}"):
+            result.setdefault("suites", {})[Path(suite).stem] = run_suite(
+                lm, resolve_suite(suite, out)
+            )
+    code = {"humaneval": cfg.humaneval, "mbpp": cfg.mbpp}
+    for bench in (b for b, wanted in code.items() if wanted):
+        with measured(report, f"{name}: {bench}"):
+            result.setdefault("code", {})[bench] = run_code(lm, bench, cfg)
+    if cfg.qa:
+        from repolm.eval.qa import run_qa
+
+        with measured(report, f"{name}: qa"):
+            result["qa"] = run_qa(lm, Path(cfg.qa))
+    del lm
+    _free()
+    return result
+
+
+def run_code(lm: Any, bench: str, cfg: EvalConfig) -> dict[str, Any]:
+    """HumanEval or MBPP: greedy completions run in the sandbox, pass@1."""
+    from repolm.eval import codebench
+
+    problems = (codebench.humaneval_problems(cfg.code_limit) if bench == "humaneval"
+                else codebench.mbpp_problems(Path(cfg.mbpp or ""), cfg.code_limit))  # fmt: skip
+    samples = codebench.generate_samples(lm, problems)
+    return codebench.evaluate(problems, samples, ks=(1,))
+
+
+TASKS = {
+    "completion": "repolm.eval.completion:evaluate_completion",
+    "next_change": "repolm.eval.next_change:evaluate_next_change",
+    "commit_messages": "repolm.eval.messages:evaluate_commit_messages",
+}
+
+
+def run_tasks(lm: Any, out: Path, cfg: EvalConfig, report: dict[str, Any], name: str) -> dict:
+    """The generation tasks on the test split, the later future (val when test isn't
+    evaluated), each with its baselines."""
+    import importlib
+
+    split = "test" if "test" in cfg.splits else cfg.splits[0]
+    results = {}
+    for task in cfg.tasks:
+        module, _, func = TASKS[task].partition(":")
+        run = getattr(importlib.import_module(module), func)
+        with measured(report, f"{name}: {task}"):
+            results[task] = run(lm, out / "dataset" / "eval", out, split, cfg.max_items)
+            results[task]["samples"] = results[task].get("samples", [])[: cfg.samples]
+    return results
+
+
+@contextlib.contextmanager
+def measured(report: dict[str, Any], what: str) -> Iterator[None]:
+    """Time and peak memory (process RSS, GPU memory where NVML answers) of one evaluation,
+    into report["timings"][what]."""
+    from repolm.train.monitor import HardwareMonitor
+
+    t0 = time.monotonic()
+    with HardwareMonitor(interval_s=0.25) as monitor:
+        yield
+    peaks = monitor.peaks()
+    entry: dict[str, Any] = {"seconds": round(time.monotonic() - t0, 2)}
+    if "rss_bytes" in peaks:
+        entry["peak_rss_bytes"] = int(peaks["rss_bytes"])
+    gpu = [v for k, v in peaks.items() if k.startswith("gpu") and k.endswith("_memory_bytes")]
+    if gpu:
+        entry["peak_gpu_memory_bytes"] = int(max(gpu))
+    report["timings"][what] = entry
+    log.info(f"eval: {what}: {entry['seconds']:.1f} s")
+
+
+def _free() -> None:
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures the manifest keeps: each model's bits per byte next to the compressors'."""
+    out: dict[str, Any] = {"cutoff": report.get("cutoff", {}).get("cutoff_sha")}
+    split = "test" if "test" in report["baselines"] else next(iter(report["baselines"]))
+    out["split"] = split
+    out["baselines"] = {
+        c: {"bits_per_byte": b["bits_per_byte"],
+            "conditioned_bits_per_byte": b.get("conditioned_bits_per_byte")}
+        for c, b in report["baselines"][split].items()
+    }  # fmt: skip
+    out["models"] = {}
+    for name, m in report["models"].items():
+        entry = {"bits_per_byte": m["bits_per_byte"][split]["bits_per_byte"]}
+        if "base" in m:
+            entry["base_bits_per_byte"] = m["base"]["bits_per_byte"][split]["bits_per_byte"]
+        out["models"][name] = entry
+    return out
+
+
+def _line(brief: dict[str, Any]) -> str:
+    xz = brief["baselines"].get("xz -9e", {})
+    parts = [f"{n} {m['bits_per_byte']:.3f}" for n, m in brief["models"].items()]
+    return (f"{brief['split']} bits/byte: " + ", ".join(parts)
+            + f"; xz {xz.get('bits_per_byte', float('nan')):.3f}"
+            + (f" ({xz['conditioned_bits_per_byte']:.3f} conditioned)"
+               if xz.get("conditioned_bits_per_byte") is not None else ""))  # fmt: skip

@@ -1,0 +1,169 @@
+"""The evaluation as tables for the terminal: the end of `repolm eval` / `repolm run`, and
+`repolm eval compare`. Pure: a report dict in, rich tables out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from repolm.errors import RepolmError
+
+# per task: (metric key, label); a fraction is shown as a percentage
+TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "completion": (
+        ("next_line_em", "next line exact %"), ("next_line_es", "next line edit sim %"),
+        ("body_em", "body exact %"), ("body_es", "body edit sim %"),
+        ("identifier_f1", "identifier F1 %"),
+    ),
+    "next_change": (("recall@1", "recall@1 %"), ("recall@5", "recall@5 %"),
+                    ("recall@10", "recall@10 %")),
+    "commit_messages": (("subject_rouge_l", "subject ROUGE-L %"), ("subject_bleu", "subject BLEU"),
+                        ("message_rouge_l", "message ROUGE-L %"),
+                        ("message_bleu", "message BLEU")),
+}  # fmt: skip
+PERCENT_SCALE = {"subject_bleu": 1.0, "message_bleu": 1.0}  # BLEU is 0-100 already
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """An eval report from a run directory or a report.json."""
+    file = path / "eval" / "report.json" if path.is_dir() else path
+    if not file.is_file():
+        raise RepolmError(f"no evaluation report at {file}", "run 'repolm eval' on that run first")
+    return json.loads(file.read_text())
+
+
+def _num(value: Any, scale: float = 1.0, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    return f"{value * scale:.{digits}f}"
+
+
+def bits_table(report: dict[str, Any]) -> Table:
+    splits = list(report["baselines"])
+    text = report["text"]
+    title = "bits per byte on the future (lower is better): " + "; ".join(
+        f"{s} {text[s]['commits']} commits, {text[s]['bytes']:,} bytes" for s in splits
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for s in splits:
+        table.add_column(s, justify="right")
+    for name, m in report["models"].items():
+        table.add_row(f"model {name}",
+                      *(_num(m["bits_per_byte"][s]["bits_per_byte"]) for s in splits))  # fmt: skip
+        if "base" in m:
+            table.add_row(f"  its base {m['base']['model']}", *(
+                _num(m["base"]["bits_per_byte"][s]["bits_per_byte"]) for s in splits))  # fmt: skip
+    train_mb = text["train"]["conditioning_bytes"] / 2**20
+    for c in report["baselines"][splits[0]]:
+        table.add_row(c, *(_num(report["baselines"][s][c]["bits_per_byte"]) for s in splits))
+        if "conditioned_bits_per_byte" in report["baselines"][splits[0]][c]:
+            table.add_row(f"{c} after {train_mb:.1f} MiB of training text", *(
+                _num(report["baselines"][s][c]["conditioned_bits_per_byte"]) for s in splits
+            ))  # fmt: skip
+    return table
+
+
+def task_table(report: dict[str, Any]) -> Table | None:
+    """Each model's generation tasks next to the tasks' baselines."""
+    rows = []
+    for name, m in report["models"].items():
+        for task, labels in TASK_METRICS.items():
+            result = m.get("tasks", {}).get(task)
+            if not result:
+                continue
+            for key, label in labels:
+                scale = PERCENT_SCALE.get(key, 100.0)
+                base = "; ".join(
+                    f"{b}: {_num(v.get(key), scale, 1)}" for b, v in result["baselines"].items()
+                )
+                rows.append((f"{name}: {task} (n={result['n']})", label,
+                             _num(result.get("metrics", {}).get(key), scale, 1), base))  # fmt: skip
+    if not rows:
+        return None
+    table = Table(title="tasks on the future commits (higher is better)", title_justify="left")
+    for col in ("task", "metric", "model", "baselines"):
+        table.add_column(col, justify="right" if col == "model" else "left")
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def console() -> Console:
+    """The terminal, or a wide page when output goes to a file or pipe (rich would wrap the
+    figures' names at 80 columns)."""
+    c = Console()
+    return c if c.is_terminal else Console(width=160)
+
+
+def other_table(report: dict[str, Any]) -> Table | None:
+    """Suites (0-100), code benchmarks (pass@k %) and QA (%), per model."""
+    rows = []
+    for name, m in report["models"].items():
+        for suite, r in m.get("suites", {}).items():
+            cats = ", ".join(f"{c} {v['score']:.1f}" for c, v in r["categories"].items())
+            rows.append((f"{name}: suite {suite} ({r['counts']['tests']} tests)", "score 0-100",
+                         _num(r["overall"], 1, 1), cats))  # fmt: skip
+        for bench, r in m.get("code", {}).items():
+            for k in (k for k in r if k.startswith("pass@")):
+                rows.append((f"{name}: {bench} ({r['problems']} problems)", f"{k} %",
+                             _num(r[k], 100, 1), ""))  # fmt: skip
+        if m.get("qa"):
+            r = m["qa"]
+            cited = _num(r.get("citation_coverage"), 100, 1)
+            rows.append((f"{name}: QA (n={r['n']})", "exact match % / F1 %",
+                         f"{_num(r['exact_match'], 100, 1)} / {_num(r['f1'], 100, 1)}",
+                         f"citation coverage {cited} %"))  # fmt: skip
+    if not rows:
+        return None
+    table = Table(title="suites and benchmarks", title_justify="left")
+    for col in ("evaluation", "metric", "model", "detail"):
+        table.add_column(col, justify="right" if col == "model" else "left")
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def print_report(report: dict[str, Any], out: Console | None = None) -> None:
+    out = out or console()
+    out.print(bits_table(report))
+    for table in (task_table(report), other_table(report)):
+        if table is not None:
+            out.print(table)
+
+
+def flatten(report: dict[str, Any]) -> dict[str, float]:
+    """Every number of a report by its dotted path (for comparing two runs)."""
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k not in ("samples", "timings", "cutoff"):
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix] = float(value)
+
+    walk("", {k: report[k] for k in ("models", "baselines") if k in report})
+    return out
+
+
+COMPARED = ("bits_per_byte", "conditioned_bits_per_byte", "loss", "recall@", "_em", "_es",
+            "_f1", "rouge_l", "bleu", "pass@", "score", "exact_match", "f1")  # fmt: skip
+
+
+def compare_table(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> Table:
+    """The figures both reports have, side by side with their difference."""
+    fa, fb = flatten(a), flatten(b)
+    keys = [k for k in fa if k in fb and any(c in k.rsplit(".", 1)[-1] for c in COMPARED)]
+    table = Table(title=f"{name_a} → {name_b}", title_justify="left")
+    for col in ("figure", name_a, name_b, "difference"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    for k in keys:
+        d = fb[k] - fa[k]
+        table.add_row(k, f"{fa[k]:.4g}", f"{fb[k]:.4g}", f"{d:+.4g}")
+    return table

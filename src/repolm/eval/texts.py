@@ -1,0 +1,118 @@
+"""The text every bits-per-byte figure is measured on, read back from the build's shards.
+
+Held-out text: the commit records of the validation and test splits (the repository's future,
+diffs that also occur in training already left out by the build), one document per record
+piece, in chronological order. Training text: every distinct training document, decoded, in
+the order training saw it (the conditioning text of the compressor baselines). Documents are
+text with repolm's special tokens spelled out, so any tokenizer and any compressor can be
+given exactly the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from repolm.build.documents import Segment, Tok
+from repolm.errors import RepolmError
+from repolm.tokenize import special as sp
+
+HELD_OUT_KINDS = ("commit",)  # instruction pairs repeat the same diffs; records are the text
+_SPECIAL = re.compile("|".join(re.escape(t) for t in sorted(sp.SPECIAL_TOKENS, key=len)[::-1]))
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    kind: str
+    sha: str
+
+    @property
+    def n_bytes(self) -> int:
+        return len(self.text.encode("utf-8"))
+
+
+def segments(text: str) -> list[Segment]:
+    """A document's text back as segments: each spelled special token becomes a `Tok`."""
+    out: list[Segment] = []
+    at = 0
+    for m in _SPECIAL.finditer(text):
+        if m.start() > at:
+            out.append(text[at : m.start()])
+        out.append(Tok(m.group()))
+        at = m.end()
+    if at < len(text):
+        out.append(text[at:])
+    return out
+
+
+def _shards(split_dir: Path) -> list[Path]:
+    shards = sorted(split_dir.glob("shard-*.parquet"))
+    if not shards:
+        raise RepolmError(f"no dataset shards in {split_dir}", "run the build stage first")
+    return shards
+
+
+def _decoder(tok_dir: Path):
+    from tokenizers import Tokenizer
+
+    path = tok_dir / "tokenizer.json"
+    if not path.exists():
+        raise RepolmError(f"missing {path}", "run the tokenize stage first")
+    return Tokenizer.from_file(str(path))
+
+
+def _documents(split_dir: Path, tok_dir: Path, kinds: tuple[str, ...] | None) -> Iterator[Document]:
+    """Each packed document of a split (EOS left out), decoded, shard by shard."""
+    import pyarrow.parquet as pq
+
+    tok = _decoder(tok_dir)
+    for shard in _shards(split_dir):
+        pf = pq.ParquetFile(shard)
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g, columns=["input_ids", "doc_lengths", "kind", "sha"])
+            ids, meta = [], []
+            for row_ids, lengths, row_kinds, shas in zip(
+                *(t.column(c).to_pylist() for c in t.column_names), strict=True
+            ):
+                at = 0
+                for n, kind, sha in zip(lengths, row_kinds, shas, strict=True):
+                    if kinds is None or kind in kinds:
+                        ids.append(row_ids[at : at + n - 1])
+                        meta.append((kind, sha))
+                    at += n
+            for text, (kind, sha) in zip(tok.decode_batch(ids, skip_special_tokens=False), meta,
+                                         strict=True):  # fmt: skip
+                yield Document(text, kind, sha or "")
+
+
+def held_out(dataset: Path, tok_dir: Path, split: str) -> list[Document]:
+    """The commit records of a future split, in the order the build wrote them (oldest
+    first)."""
+    return list(_documents(dataset / split, tok_dir, HELD_OUT_KINDS))
+
+
+def training_text(dataset: Path, tok_dir: Path, max_bytes: int) -> tuple[bytes, int]:
+    """Every distinct training document's text, in training order, cut to its last
+    `max_bytes` (a compressor's window can't reach further back anyway); and the total bytes
+    before the cut."""
+    seen: set[bytes] = set()
+    kept: deque[bytes] = deque()
+    size = total = 0
+    for doc in _documents(dataset / "train", tok_dir, None):
+        data = doc.text.encode("utf-8")
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(data)
+        size += len(data)
+        total += len(data)
+        while size - len(kept[0]) >= max_bytes:
+            size -= len(kept.popleft())
+    joined = b"".join(kept)
+    return joined[-max_bytes:] if len(joined) > max_bytes else joined, total

@@ -1,0 +1,1 @@
+"""The report: the run directory as one self-contained HTML page, OUT/report.html."""

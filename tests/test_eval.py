@@ -1,0 +1,250 @@
+"""The eval stage: bits per byte by hand, compressor baselines against the real tools, the
+stage end to end on a tiny trained model, `repolm eval perplexity` and `compare`."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import GitRepo, isolate, save_base_model
+from repolm.config import load_config
+from repolm.eval import compress
+from repolm.eval.generate import load_model, sequence_nll
+from repolm.eval.perplexity import score_documents
+from repolm.eval.texts import segments
+from repolm.pipeline.runner import run_pipeline
+
+TEXT = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))  # ünïcödé\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_base_model(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def test_bits_per_byte_matches_a_hand_computation(tiny_model: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    ids = [tok.bos_token_id, *tok(TEXT, add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    nll = sum(-torch.log_softmax(logits[i], -1)[ids[i + 1]].item() for i in range(len(ids) - 1))
+    by_hand = nll / math.log(2) / len(TEXT.encode("utf-8"))
+
+    result = score_documents(load_model(tiny_model), [TEXT], formatted=False)
+    assert result["bytes"] == len(TEXT.encode("utf-8")) > len(TEXT)  # UTF-8 bytes, not chars
+    assert result["tokens"] == len(ids) - 1
+    assert result["bits_per_byte"] == pytest.approx(by_hand, abs=1e-4)
+    assert result["perplexity"] == pytest.approx(math.exp(nll / (len(ids) - 1)), rel=1e-3)
+
+
+def test_long_sequences_are_scored_in_windows_each_token_once(tiny_model: Path) -> None:
+    lm = load_model(tiny_model)
+    seq = lm.encode(TEXT * 12)
+    whole = sequence_nll(lm, [seq[:100]])[0]
+    lm.max_len = 40  # windows of 40 tokens overlapping by 20
+    (nll, n), (nll_short, n_short) = sequence_nll(lm, [seq, seq[:30]], first=[1, 5])
+    assert n == len(seq) - 1 and n_short == 30 - 5
+    assert whole[1] == 99 and nll > 0
+    # a window's tokens keep at least half a window of context: close to the unwindowed score
+    lm.max_len = 128
+    assert sequence_nll(lm, [seq[:100]])[0][0] == pytest.approx(whole[0], rel=1e-5)
+
+
+def test_segments_give_back_special_tokens() -> None:
+    from repolm.build.documents import Tok
+
+    assert segments("<|commit|><|date|>2021<|message|>fix <|file|>\n") == [
+        Tok("<|commit|>"), Tok("<|date|>"), "2021", Tok("<|message|>"), "fix ",
+        Tok("<|file|>"), "\n",
+    ]  # fmt: skip
+    assert segments("plain") == ["plain"]
+
+
+@pytest.mark.skipif(not (shutil.which("xz") and shutil.which("zstd")), reason="needs xz, zstd")
+def test_compressor_sizes_match_the_command_line_tools(tmp_path: Path) -> None:
+    data = (Path(compress.__file__).read_bytes() + Path(__file__).read_bytes()) * 3
+    f = tmp_path / "text"
+    f.write_bytes(data)
+    xz = subprocess.run(["xz", "-9e", "-T1", "-c", str(f)], capture_output=True, check=True)
+    zstd = subprocess.run(["zstd", "-19", "-q", "-c", str(f)], capture_output=True, check=True)
+    assert compress.xz_size(data) == len(xz.stdout)
+    assert compress.zstd_size(data) == len(zstd.stdout)
+    assert lzma.decompress(xz.stdout) == data
+
+
+def test_conditioned_baseline_is_what_the_text_adds_to_the_training_text() -> None:
+    train = b"".join(f"def f{i}(x):\n    return x * {i}\n".encode() for i in range(400))
+    seen = train[-2000:]  # text the compressor has already seen: nearly free
+    fresh = bytes(range(256)) * 8  # nothing to gain from the training text
+    out = compress.baselines({"seen": seen, "fresh": fresh}, train)
+    for c in ("xz -9e", "zstd -19"):
+        s, f = out["seen"][c], out["fresh"][c]
+        assert s["conditioned_bits_per_byte"] < 0.2 * s["bits_per_byte"]
+        assert s["conditioned_bytes"] == compress.COMPRESSORS[c](train + seen) - \
+            compress.COMPRESSORS[c](train)  # fmt: skip
+        assert s["bits_per_byte"] == round(8 * compress.COMPRESSORS[c](seen) / len(seen), 4)
+        assert f["conditioned_bits_per_byte"] > 0.5 * f["bits_per_byte"]
+    assert "conditioned_bits_per_byte" not in compress.baselines({"x": seen}, b"")["x"]["xz -9e"]
+
+
+# -- the stage end to end ---------------------------------------------------------------------
+
+DATA = ["tokenize.vocab_size=400", "build.seq_len=64", "build.batch_size=4",
+        "split.test_fraction=0.12", "split.val_fraction=0.08"]  # fmt: skip
+TINY = ["models.main.layers=2", "models.main.hidden=32", "models.main.heads=2",
+        "models.main.kv_heads=2", "models.main.intermediate=64", "models.main.context=128",
+        "train.micro_batch=4", "train.max_steps=30", "train.eval_every=10",
+        "train.eval_sequences=8", "train.hardware_every_s=0.2"]  # fmt: skip
+FAST = ["eval.tasks=[]", "eval.suites=[]"]
+
+
+def make_history(path: Path) -> GitRepo:
+    r = GitRepo(path)
+    r.write("README.md", "# Calc\n\nCall add and mul from the calc module.\n")
+    for i in range(24):
+        r.write(f"calc/op{i % 6}.py", "".join(
+            f"def op_{i}_{k}(a, b):\n    \"\"\"Combine a and b, variant {k}.\"\"\"\n"
+            f"    return a * {k} + b - {i}\n\n\n" for k in range(3)))  # fmt: skip
+        r.commit(f"op {i}: add the variants of step {i}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(repository, run directory through train), shared by the module's tests."""
+    root = tmp_path_factory.mktemp("eval")
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(tmp_path_factory.mktemp("home"), mp)
+        repo = make_history(root / "repo")
+        run_pipeline(root / "run", repo.path, load_config(overrides=[*DATA, *TINY]),
+                     until="train")  # fmt: skip
+    return repo.path, root / "run"
+
+
+def fresh(trained: tuple[Path, Path], tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(trained[1], out)  # copy2 keeps mtimes: upstream stages stay cached
+    return out
+
+
+def test_the_stage_reports_bits_per_byte_next_to_the_compressors(trained, tmp_path) -> None:
+    repo, _ = trained
+    out = fresh(trained, tmp_path)
+    outcomes = run_pipeline(out, repo, load_config(overrides=[*DATA, *TINY, *FAST]),
+                            only=["eval"])  # fmt: skip
+    assert {o.stage: o.status for o in outcomes}["eval"] == "done"
+    assert {o.status for o in outcomes if o.stage != "eval"} == {"cached"}
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert set(report["baselines"]) == {"test", "val"}
+    for split in ("test", "val"):
+        text = report["text"][split]
+        assert text["documents"] > 0 and text["bytes"] > 0
+        model = report["models"]["main"]["bits_per_byte"][split]
+        assert model["bytes"] == text["bytes"] and 0 < model["bits_per_byte"] < 30
+        for c in ("xz -9e", "zstd -19"):
+            b = report["baselines"][split][c]
+            assert 0 < b["conditioned_bits_per_byte"] < b["bits_per_byte"]
+    assert report["text"]["train"]["conditioning_bytes"] == report["text"]["train"]["bytes"] > 0
+    assert {"text", "compressors", "main: bits per byte"} <= set(report["timings"])
+    assert report["timings"]["main: bits per byte"]["peak_rss_bytes"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["eval"]["models"]["main"]["bits_per_byte"] == \
+        report["models"]["main"]["bits_per_byte"]["test"]["bits_per_byte"]  # fmt: skip
+    # the held-out text is exactly what the compressors were given
+    docs = pq.read_table(out / "dataset" / "test").to_pydict()
+    assert sum(k.count("commit") for k in docs["kind"]) == report["text"]["test"]["documents"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "repolm", *args], capture_output=True, text=True)
+
+
+def test_eval_cli_prints_the_table_and_compares_runs(trained, tmp_path) -> None:
+    repo, _ = trained
+    out = fresh(trained, tmp_path)
+    sets = [a for s in [*DATA, *TINY, "eval.max_items=4"] for a in ("--set", s)]
+    r = cli("eval", "--repo", str(repo), "--out", str(out), *sets)
+    assert r.returncode == 0, r.stderr
+    assert "bits per byte on the future" in r.stdout and "xz -9e" in r.stdout
+    for needle in ("completion", "recall@5", "retrieval", "co_change", "template",
+                   "suite reasoning"):  # fmt: skip
+        assert needle in r.stdout, needle
+    report = json.loads((out / "eval" / "report.json").read_text())["models"]["main"]
+    assert set(report["tasks"]) == {"completion", "next_change", "commit_messages"}
+    assert all(0 < t["n"] <= 4 and t["baselines"] for t in report["tasks"].values())
+    assert report["suites"]["reasoning"]["counts"]["tests"] >= 20
+    r = cli("eval", "compare", str(out), str(out / "eval" / "report.json"))
+    assert r.returncode == 0, r.stderr
+    assert "models.main.bits_per_byte.test.bits_per_byte" in r.stdout and "+0" in r.stdout
+
+
+def test_eval_perplexity_on_parquet_jsonl_and_text(tiny_model: Path, tmp_path: Path) -> None:
+    texts = [TEXT, "x = 1\n" * 5]
+    pq.write_table(pa.table({"id": [1, 2], "content": texts}), tmp_path / "a.parquet")
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts) + "\n")
+    (tmp_path / "c.txt").write_text(TEXT)
+    results = {}
+    for name in ("a.parquet", "b.jsonl", "c.txt"):
+        r = cli("eval", "perplexity", "--model", str(tiny_model), "--data", str(tmp_path / name),
+                "--json", str(tmp_path / f"{name}.json"))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        assert json.loads(r.stdout) == results[name]
+    assert results["a.parquet"]["bits_per_byte"] == results["b.jsonl"]["bits_per_byte"]
+    assert results["a.parquet"]["documents"] == 2 and results["c.txt"]["documents"] == 1
+    expected = score_documents(load_model(tiny_model), [TEXT], formatted=False)
+    assert results["c.txt"]["bits_per_byte"] == expected["bits_per_byte"]
+
+
+def test_eval_perplexity_bad_input_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
+    for data, needle in ((tmp_path / "missing.txt", "does not exist"),
+                         (tmp_path / "bad.jsonl", "bad.jsonl:2: not JSON")):  # fmt: skip
+        r = cli("eval", "perplexity", "--model", str(tiny_model), "--data", str(data))
+        assert r.returncode == 2 and needle in r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("eval", "perplexity", "--model", str(tmp_path), "--data", str(tmp_path / "bad.jsonl"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_suite_code_and_qa_commands(tiny_model: Path, tmp_path: Path) -> None:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "name: mini\ndescription: one test\nversion: 1\ntests:\n"
+        "  - id: t1\n    category: architecture\n    prompt: What does add do?\n"
+        "    rubric: {required: [sum], reference: It returns the sum of a and b.}\n"
+    )
+    r = cli("eval", "suite", "--model", str(tiny_model), "--suite", str(suite),
+            "--max-new-tokens", "8")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["counts"]["tests"] == 1 and 0 <= result["overall"] <= 100
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps({"question": "Who adds?", "answer": "add", "context": TEXT,
+                              "chunk_ids": ["c1"]}) + "\n")  # fmt: skip
+    r = cli("eval", "qa", "--model", str(tiny_model), "--data", str(qa))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["n"] == 1 and result["citation_coverage"] is not None
+
+    r = cli("eval", "code", "--model", str(tiny_model), "--limit", "2")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["problems"] == 2 and result["pass@1"] == 0.0  # an untrained model
+    assert sum(result["statuses"].values()) == 2
+    r = cli("eval", "code", "--model", str(tiny_model), "--samples", "3")
+    assert r.returncode == 2 and "temperature" in r.stderr
