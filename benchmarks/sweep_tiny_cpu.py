@@ -3,6 +3,10 @@ budget: train each variant for the same wall-clock minutes on the same repositor
 its test bits per byte next to xz -9e's and zstd -19's on the same bytes.
 
     python benchmarks/sweep_tiny_cpu.py [REPO] [--minutes 4] [--out /tmp/sweep] [--only NAME]
+                                        [--rescore]
+
+`--rescore` trains nothing: it runs the eval stage again on the variants already trained in
+`--out` (after a change to how evaluation measures).
 
 Variants that change the data (vocabulary, sequence length) rebuild from the cached mine,
 chunk and filter stages; the others share one build. Run it on an idle machine: the budget is
@@ -21,7 +25,6 @@ from pathlib import Path
 VARIANTS: dict[str, list[str]] = {
     "preset": [],
     "lr 3e-3": ["train.lr=3e-3"],
-    "lr 1e-3": ["train.lr=1e-3"],
     "6 layers, hidden 160": [
         "models.main.layers=6",
         "models.main.hidden=160",
@@ -40,6 +43,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/repolm-sweep"))
     parser.add_argument("--only", action="append", help="variant name (repeatable)")
+    parser.add_argument("--rescore", action="store_true", help="evaluate again, train nothing")
     args = parser.parse_args()
 
     from repolm.config import load_config
@@ -47,17 +51,21 @@ def main() -> None:
 
     base = args.out / "base"
     budget = [f"train.max_minutes={args.minutes}"]
-    run_pipeline(base, Path(args.repo), load_config(preset="tiny-cpu"), until="filter")
+    if not args.rescore:
+        run_pipeline(base, Path(args.repo), load_config(preset="tiny-cpu"), until="filter")
     rows = []
     for name, sets in VARIANTS.items():
         if args.only and name not in args.only:
             continue
         out = args.out / name.replace(" ", "_").replace(",", "")
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(base, out)  # mine, chunk and filter stay cached
         config = load_config(preset="tiny-cpu", overrides=[*sets, *budget, *FAST_EVAL])
         t0 = time.monotonic()
-        run_pipeline(out, Path(args.repo), config, until="eval")
+        if args.rescore:
+            run_pipeline(out, Path(args.repo), config, only=["eval"], force=True)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(base, out)  # mine, chunk and filter stay cached
+            run_pipeline(out, Path(args.repo), config, until="eval")
         seconds = time.monotonic() - t0
         report = json.loads((out / "eval" / "report.json").read_text())
         train = json.loads((out / "train" / "report.json").read_text())["models"]["main"]

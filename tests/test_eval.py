@@ -20,7 +20,7 @@ from conftest import GitRepo, isolate, save_base_model
 from repolm.config import load_config
 from repolm.eval import compress
 from repolm.eval.generate import load_model, sequence_nll
-from repolm.eval.perplexity import score_documents
+from repolm.eval.perplexity import score_documents, score_texts
 from repolm.eval.texts import segments
 from repolm.pipeline.runner import run_pipeline
 
@@ -43,11 +43,30 @@ def test_bits_per_byte_matches_a_hand_computation(tiny_model: Path) -> None:
     nll = sum(-torch.log_softmax(logits[i], -1)[ids[i + 1]].item() for i in range(len(ids) - 1))
     by_hand = nll / math.log(2) / len(TEXT.encode("utf-8"))
 
-    result = score_documents(load_model(tiny_model), [TEXT], formatted=False)
+    result = score_texts(load_model(tiny_model), [TEXT])
     assert result["bytes"] == len(TEXT.encode("utf-8")) > len(TEXT)  # UTF-8 bytes, not chars
     assert result["tokens"] == len(ids) - 1
     assert result["bits_per_byte"] == pytest.approx(by_hand, abs=1e-4)
     assert result["perplexity"] == pytest.approx(math.exp(nll / (len(ids) - 1)), rel=1e-3)
+
+
+def test_repolm_documents_are_scored_each_on_its_own(tiny_model: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    docs = ["<|commit|>add(1, 2)\n", "<|commit|>def op_3(a, b):\n"]  # no such tokens here
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+    nll, scored = 0.0, 0
+    for d in docs:  # spelled as text for a model without repolm's tokens, each ended by EOS
+        ids = tok(d, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids.append(tok.eos_token_id)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+        nll -= sum(logp[i, ids[i + 1]].item() for i in range(len(ids) - 1))
+        scored += len(ids) - 1
+    result = score_documents(load_model(tiny_model), docs)
+    assert result["tokens"] == scored and result["bytes"] == sum(map(len, docs))
+    assert result["bits_per_byte"] == pytest.approx(nll / math.log(2) / result["bytes"], abs=1e-4)
 
 
 def test_long_sequences_are_scored_in_windows_each_token_once(tiny_model: Path) -> None:
@@ -168,6 +187,24 @@ def test_the_stage_reports_bits_per_byte_next_to_the_compressors(trained, tmp_pa
     assert sum(k.count("commit") for k in docs["kind"]) == report["text"]["test"]["documents"]
 
 
+def test_a_fine_tuned_model_is_measured_next_to_its_base(tmp_path: Path) -> None:
+    base = save_base_model(tmp_path / "base")
+    repo = make_history(tmp_path / "repo")
+    sets = [*DATA, "tokenize.kind=base", f"tokenize.base_model={base}",
+            f"models.main.base={base}", "models.main.method=lora", "train.micro_batch=4",
+            "train.max_steps=4", "train.eval_every=2", "train.eval_sequences=8",
+            "train.hardware_every_s=0.2", *FAST]  # fmt: skip
+    out = tmp_path / "run"
+    run_pipeline(out, repo.path, load_config(overrides=sets), until="eval")
+    report = json.loads((out / "eval" / "report.json").read_text())["models"]["main"]
+    assert report["base"]["model"] == str(base)
+    for split in ("test", "val"):
+        tuned, before = report["bits_per_byte"][split], report["base"]["bits_per_byte"][split]
+        assert tuned["bytes"] == before["bytes"]  # the same text...
+        assert tuned["tokens"] < before["tokens"]  # ...which the base spells out token by token
+        assert tuned["bits_per_byte"] != before["bits_per_byte"]
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "repolm", *args], capture_output=True, text=True)
 
@@ -205,7 +242,7 @@ def test_eval_perplexity_on_parquet_jsonl_and_text(tiny_model: Path, tmp_path: P
         assert json.loads(r.stdout) == results[name]
     assert results["a.parquet"]["bits_per_byte"] == results["b.jsonl"]["bits_per_byte"]
     assert results["a.parquet"]["documents"] == 2 and results["c.txt"]["documents"] == 1
-    expected = score_documents(load_model(tiny_model), [TEXT], formatted=False)
+    expected = score_texts(load_model(tiny_model), [TEXT])
     assert results["c.txt"]["bits_per_byte"] == expected["bits_per_byte"]
 
 

@@ -83,10 +83,16 @@ def task_table(report: dict[str, Any]) -> Table | None:
                 )
                 rows.append((f"{name}: {task} (n={result['n']})", label,
                              _num(result.get("metrics", {}).get(key), scale, 1), base))  # fmt: skip
+    return _rows_table("tasks on the future commits (higher is better)",
+                       ("task", "metric", "model", "baselines"), rows)  # fmt: skip
+
+
+def _rows_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table | None:
+    """A table of (what, metric, the model's figure, detail) rows; None without rows."""
     if not rows:
         return None
-    table = Table(title="tasks on the future commits (higher is better)", title_justify="left")
-    for col in ("task", "metric", "model", "baselines"):
+    table = Table(title=title, title_justify="left")
+    for col in columns:
         table.add_column(col, justify="right" if col == "model" else "left")
     for r in rows:
         table.add_row(*r)
@@ -118,14 +124,7 @@ def other_table(report: dict[str, Any]) -> Table | None:
             rows.append((f"{name}: QA (n={r['n']})", "exact match % / F1 %",
                          f"{_num(r['exact_match'], 100, 1)} / {_num(r['f1'], 100, 1)}",
                          f"citation coverage {cited} %"))  # fmt: skip
-    if not rows:
-        return None
-    table = Table(title="suites and benchmarks", title_justify="left")
-    for col in ("evaluation", "metric", "model", "detail"):
-        table.add_column(col, justify="right" if col == "model" else "left")
-    for r in rows:
-        table.add_row(*r)
-    return table
+    return _rows_table("suites and benchmarks", ("evaluation", "metric", "model", "detail"), rows)
 
 
 def print_report(report: dict[str, Any], out: Console | None = None) -> None:
