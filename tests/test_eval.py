@@ -182,9 +182,14 @@ def test_the_stage_reports_bits_per_byte_next_to_the_compressors(trained, tmp_pa
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["eval"]["models"]["main"]["bits_per_byte"] == \
         report["models"]["main"]["bits_per_byte"]["test"]["bits_per_byte"]  # fmt: skip
-    # the held-out text is exactly what the compressors were given
-    docs = pq.read_table(out / "dataset" / "test").to_pydict()
-    assert sum(k.count("commit") for k in docs["kind"]) == report["text"]["test"]["documents"]
+    # the held-out text: whole records, the header once, in the training format
+    records = pq.read_table(out / "dataset" / "eval" / "future_records.parquet").to_pylist()
+    test = [r["text"] for r in records if r["split"] == "test"]
+    assert len(test) == report["text"]["test"]["documents"] == report["text"]["test"]["commits"]
+    assert sum(len(t.encode()) for t in test) == report["text"]["test"]["bytes"]
+    for text in test:
+        assert text.startswith("<|commit|>") and text.endswith("<|/commit|>")
+        assert text.count("<|message|>") == 1 and "<|file|>" in text
 
 
 def test_a_fine_tuned_model_is_measured_next_to_its_base(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Evaluation sets from the commits after the cutoff (validation and test), as text: the model
 is scored on them by the eval stage, tokenizer-independently.
 
-- `future_patches.parquet`: every kept file change (bits per byte on the future).
+- `future_records.parquet`: each future commit's whole record as text, diffs also in training
+  left out (bits per byte on the future; written by the stage, which holds the records).
+- `future_patches.parquet`: every kept file change.
 - `completion.parquet`: functions and tests added or modified, with the file before and after
   them at that commit (code completion; `seen_in_train` flags a body identical to a unit of the
   training snapshot, e.g. code moved between files).
@@ -54,6 +56,9 @@ SCHEMAS = {
         ("previous_messages", pa.list_(pa.string())),
         ("previous_files", pa.list_(pa.list_(pa.string()))),
     ]),
+    "future_records": pa.schema([
+        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("text", pa.string()),
+    ]),
     "commit_messages": pa.schema([
         ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("diff", pa.string()),
         ("message", pa.string()),
@@ -70,11 +75,11 @@ def write_eval_sets(
               if commits.split[i] in FUTURE and not commits.merge[i]}  # fmt: skip
     stats: dict[str, Any] = {}
     stats["future_patches"], diffs, files = _patches(filter_dir, eval_dir, commits, future)
-    stats["commit_messages"] = _write(eval_dir, "commit_messages", [
+    stats["commit_messages"] = write_eval_set(eval_dir, "commit_messages", [
         (commits.sha[i], commits.time[i], commits.split[i], diffs[i], commits.message[i])
         for i in commits.chronological() if i in diffs
     ])  # fmt: skip
-    stats["next_change"] = _write(
+    stats["next_change"] = write_eval_set(
         eval_dir, "next_change", next_change_rows(commits, files, future,
                                                   config.build.previous_commits),
     )  # fmt: skip
@@ -82,7 +87,7 @@ def write_eval_sets(
     return stats
 
 
-def _write(eval_dir: Path, name: str, rows: list[tuple[Any, ...]]) -> int:
+def write_eval_set(eval_dir: Path, name: str, rows: list[tuple[Any, ...]]) -> int:
     pq.write_table(rows_table(rows, SCHEMAS[name]), eval_dir / f"{name}.parquet",
                    compression="zstd")  # fmt: skip
     return len(rows)
@@ -199,7 +204,7 @@ def _completion(
     for n, text in zip(changed, clean, strict=True):
         out[n // len(TEXTS)][TEXTS[n % len(TEXTS)]] = text
     return {
-        "completion": _write(eval_dir, "completion", [tuple(row) for row in out]),
+        "completion": write_eval_set(eval_dir, "completion", [tuple(row) for row in out]),
         "completion_candidates": total,
         "completion_secrets_scrubbed": dict(sorted(found.items())),
     }

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from repolm.build import documents as dm
 from repolm.build.assemble import EMPTY, describe_doc, implement_doc, record_pieces
-from repolm.build.evalsets import write_eval_sets
+from repolm.build.evalsets import write_eval_set, write_eval_sets
 from repolm.build.pack import Doc, Packer
 from repolm.build.weigh import KINDS, Copies, draw_copies, measure
 from repolm.chunk.labels import CHANGE_TYPES
@@ -285,6 +285,9 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
                     "that non-merge commits with kept changes fall on each side",
                 )
         mixes = {n: _pack_mix(corpus, enc, cfg, split, n, c, tmp) for n, c in named.items()}
+        eval_stats["future_records"] = write_eval_set(
+            tmp / "eval", "future_records", future_records(corpus, enc, copies)
+        )
         spool.path.unlink()
         stats = _stats(cfg, enc, split, corpus, copies, seqs, tokens, docs, eval_stats)
         stats["shards"] = {
@@ -521,6 +524,37 @@ def _encode_qa(
 # -- pass 3: stream and pack ----------------------------------------------------------------
 
 
+def training_diffs(corpus: Corpus, copies: Copies) -> set[bytes]:
+    """The keys of every file diff in the training commits' records."""
+    return {s.key for i in copies.records for s in corpus.sections[i] if s.hunks}
+
+
+def held_out_sections(corpus: Corpus, i: int, seen: set[bytes]) -> list[Section]:
+    """A future commit's file sections less the diffs that also occur in training."""
+    return [s for s in corpus.sections[i] if not (s.hunks and s.key in seen)]
+
+
+def future_records(corpus: Corpus, enc: Encoder, copies: Copies) -> list[tuple[Any, ...]]:
+    """Each validation and test commit's whole record as text (header once, every kept file,
+    end), oldest first: the text the eval stage measures bits per byte on. Unlike the packed
+    pieces it repeats no header, so it doesn't depend on `seq_len`."""
+    from repolm.build.evalsets import FUTURE
+
+    c = corpus.commits
+    seen = training_diffs(corpus, copies)
+    end = np.asarray([enc.ids[sp.COMMIT_END]], dtype=np.int32)
+    rows, ids = [], []
+    for i in c.chronological():
+        if c.split[i] not in FUTURE or not corpus.sections.get(i):
+            continue
+        sections = [corpus.section_ids(s) for s in held_out_sections(corpus, i, seen)]
+        if sections:
+            files = [np.concatenate([head, *hunks]) for head, hunks in sections]
+            ids.append(np.concatenate([corpus.headers[i], *files, end]))
+            rows.append((c.sha[i], c.time[i], c.split[i]))
+    return [(*r, text) for r, text in zip(rows, enc.decode(ids), strict=True)]
+
+
 def _stream(
     corpus: Corpus, enc: Encoder, cfg: BuildConfig, part: str, copies: Copies, split: Split,
     tally: Counter[str],
@@ -536,14 +570,14 @@ def _stream(
     implement = enc.texts([dm.IMPLEMENT_PROMPT])[0]
     describe = enc.texts([dm.DESCRIBE_PROMPT])[0]
     end = np.asarray([enc.ids[sp.COMMIT_END]], dtype=np.int32)
-    train_keys = {s.key for i in copies.records for s in corpus.sections[i] if s.hunks}
+    train_keys = training_diffs(corpus, copies)
     gen = np.random.default_rng([cfg.seed, SPLITS.index(part)])
     dropped: set[tuple[str, int]] = set()
 
     def commit_docs(i: int, what: str) -> Iterator[Doc]:
         sections = corpus.sections[i]
         if part != "train":
-            kept = [s for s in sections if not (s.hunks and s.key in train_keys)]
+            kept = held_out_sections(corpus, i, train_keys)
             if what == "record":
                 tally[f"{part}_diffs_seen_in_train"] += len(sections) - len(kept)
             sections = kept

@@ -39,12 +39,13 @@ def summarize(nll: float, tokens: int, n_bytes: int, documents: int, seconds: fl
 
 
 def score_documents(lm: LoadedModel, texts: Sequence[str]) -> dict:
-    """Bits per byte of repolm documents (special tokens spelled out), each scored on its own
-    as training saw it: its positions start at 0, it ends with EOS, and every token but its
-    first (always `<|commit|>`, which training never predicts either) is scored. Special
-    tokens are encoded as ids where the model knows them, as text otherwise. (Scored as one
-    stream with context across documents instead, the tiny-cpu model did worse: 2.82 against
-    2.67 bits per byte, since training restarts positions at each document.)"""
+    """Bits per byte of repolm documents (whole commit records, special tokens spelled out),
+    each scored on its own as training saw documents: positions from 0, ended by EOS, every
+    token but the first (always `<|commit|>`, which training never predicts either) scored; a
+    record longer than the model's context in windows overlapping by half a context. Special
+    tokens are ids where the model knows them, text otherwise. (One stream with context across
+    records measured worse for the tiny-cpu model, 2.82 against 2.67 bits per byte: training
+    restarts positions at each document.)"""
     from repolm.eval.generate import sequence_nll
     from repolm.eval.texts import segments
 

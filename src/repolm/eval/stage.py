@@ -47,7 +47,7 @@ def evaluate(out: Path, config: Config) -> dict[str, Any]:
     docs = {}
     with measured(report, "text"):
         for split in cfg.splits:
-            docs[split] = held_out(dataset, tok_dir, split)
+            docs[split] = held_out(dataset, split)
             if not docs[split]:
                 raise RepolmError(
                     f"the {split} split has no commit records to evaluate on",

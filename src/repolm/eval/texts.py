@@ -1,11 +1,11 @@
 """The text every bits-per-byte figure is measured on, read back from the build's shards.
 
-Held-out text: the commit records of the validation and test splits (the repository's future,
-diffs that also occur in training already left out by the build), one document per record
-piece, in chronological order. Training text: every distinct training document, decoded, in
-the order training saw it (the conditioning text of the compressor baselines). Documents are
-text with repolm's special tokens spelled out, so any tokenizer and any compressor can be
-given exactly the same bytes.
+Held-out text: the whole commit records of the validation and test commits (the repository's
+future; diffs that also occur in training left out by the build), oldest first, from
+`dataset/eval/future_records.parquet`. Training text: every distinct training document,
+decoded from the shards, in the order training saw it (the conditioning text of the
+compressor baselines). Documents are text with repolm's special tokens spelled out, so any
+tokenizer and any compressor can be given exactly the same bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from repolm.build.documents import Segment, Tok
 from repolm.errors import RepolmError
 from repolm.tokenize import special as sp
 
-HELD_OUT_KINDS = ("commit",)  # instruction pairs repeat the same diffs; records are the text
 _SPECIAL = re.compile("|".join(re.escape(t) for t in sorted(sp.SPECIAL_TOKENS, key=len)[::-1]))
 
 
@@ -66,7 +65,7 @@ def _decoder(tok_dir: Path):
     return Tokenizer.from_file(str(path))
 
 
-def _documents(split_dir: Path, tok_dir: Path, kinds: tuple[str, ...] | None) -> Iterator[Document]:
+def _documents(split_dir: Path, tok_dir: Path) -> Iterator[Document]:
     """Each packed document of a split (EOS left out), decoded, shard by shard."""
     import pyarrow.parquet as pq
 
@@ -81,19 +80,24 @@ def _documents(split_dir: Path, tok_dir: Path, kinds: tuple[str, ...] | None) ->
             ):
                 at = 0
                 for n, kind, sha in zip(lengths, row_kinds, shas, strict=True):
-                    if kinds is None or kind in kinds:
-                        ids.append(row_ids[at : at + n - 1])
-                        meta.append((kind, sha))
+                    ids.append(row_ids[at : at + n - 1])
+                    meta.append((kind, sha))
                     at += n
             for text, (kind, sha) in zip(tok.decode_batch(ids, skip_special_tokens=False), meta,
                                          strict=True):  # fmt: skip
                 yield Document(text, kind, sha or "")
 
 
-def held_out(dataset: Path, tok_dir: Path, split: str) -> list[Document]:
-    """The commit records of a future split, in the order the build wrote them (oldest
-    first)."""
-    return list(_documents(dataset / split, tok_dir, HELD_OUT_KINDS))
+def held_out(dataset: Path, split: str) -> list[Document]:
+    """The whole commit records of a future split, oldest first."""
+    import pyarrow.parquet as pq
+
+    path = dataset / "eval" / "future_records.parquet"
+    if not path.exists():
+        raise RepolmError(f"missing {path}", "run the build stage again (repolm run)")
+    t = pq.read_table(path, columns=["sha", "text"], filters=[("split", "=", split)])
+    shas, texts = t.column("sha").to_pylist(), t.column("text").to_pylist()
+    return [Document(text, "commit", sha) for sha, text in zip(shas, texts, strict=True)]
 
 
 def training_text(dataset: Path, tok_dir: Path, max_bytes: int) -> tuple[bytes, int]:
@@ -103,7 +107,7 @@ def training_text(dataset: Path, tok_dir: Path, max_bytes: int) -> tuple[bytes, 
     seen: set[bytes] = set()
     kept: deque[bytes] = deque()
     size = total = 0
-    for doc in _documents(dataset / "train", tok_dir, None):
+    for doc in _documents(dataset / "train", tok_dir):
         data = doc.text.encode("utf-8")
         key = hashlib.blake2b(data, digest_size=16).digest()
         if key in seen:

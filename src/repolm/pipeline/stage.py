@@ -126,13 +126,20 @@ REGISTRY: dict[str, Stage] = {
         Stage(
             name="build",
             entry="repolm.build.stage:run_stage",
+            version=2,  # 2: eval/future_records.parquet
             inputs=("filter", "tokenize"),
             outputs=(
                 "dataset/stats.json",
                 *(f"dataset/instructions/{p}.parquet" for p in ("train", "val", "test")),
                 *(
                     f"dataset/eval/{n}.parquet"
-                    for n in ("future_patches", "completion", "next_change", "commit_messages")
+                    for n in (
+                        "future_records",
+                        "future_patches",
+                        "completion",
+                        "next_change",
+                        "commit_messages",
+                    )
                 ),
             ),  # the shards are listed with their sha256 in stats.json
             config=("split", "filter", "build"),
