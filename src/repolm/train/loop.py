@@ -619,8 +619,10 @@ def _samples(spec, accelerator, model, tokenizer, rec, step, writer) -> None:
     rate = round(sum(checked) / len(checked), 3) if checked else None
     rec.samples.append({"step": step, "parse_rate": rate, "samples": samples})
     if rate is not None:
+        blank = len(samples) - len(checked)
+        blanks = f" ({blank} blank)" if blank else ""
         log.info(f"train {spec.name}: step {step:,} samples that parse: "
-                 f"{sum(checked)}/{len(checked)}")  # fmt: skip
+                 f"{sum(checked)}/{len(checked)}{blanks}")  # fmt: skip
         if writer is not None:
             writer.add_scalar("samples/parse_rate", rate, step)
 
