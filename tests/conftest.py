@@ -456,3 +456,17 @@ def save_base_model(path: Path) -> Path:
                          bos_token_id=0, eos_token_id=1)  # fmt: skip
     LlamaForCausalLM(config).save_pretrained(path)
     return path
+
+
+def calc_history(path: Path, commits: int = 24, files: int = 6, variants: int = 3) -> GitRepo:
+    """A small Python project grown one commit at a time: `commits` commits, each adding
+    `variants` functions to one of `files` modules of `calc/` (what the train and eval tests
+    build on)."""
+    r = GitRepo(path)
+    r.write("README.md", "# Calc\n\n## Usage\n\nCall add and mul from the calc module.\n")
+    for i in range(commits):
+        r.write(f"calc/op{i % files}.py", "".join(
+            f"def op_{i}_{k}(a, b):\n    \"\"\"Combine a and b, variant {k}.\"\"\"\n"
+            f"    return a * {k} + b - {i}\n\n\n" for k in range(variants)))  # fmt: skip
+        r.commit(f"op {i}: add the variants of step {i}")
+    return r

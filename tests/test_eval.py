@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import GitRepo, isolate, save_base_model
+from conftest import calc_history, isolate, save_base_model
 from repolm.config import load_config
 from repolm.eval import compress
 from repolm.eval.generate import load_model, sequence_nll
@@ -130,24 +130,13 @@ TINY = ["models.main.layers=2", "models.main.hidden=32", "models.main.heads=2",
 FAST = ["eval.tasks=[]", "eval.suites=[]"]
 
 
-def make_history(path: Path) -> GitRepo:
-    r = GitRepo(path)
-    r.write("README.md", "# Calc\n\nCall add and mul from the calc module.\n")
-    for i in range(24):
-        r.write(f"calc/op{i % 6}.py", "".join(
-            f"def op_{i}_{k}(a, b):\n    \"\"\"Combine a and b, variant {k}.\"\"\"\n"
-            f"    return a * {k} + b - {i}\n\n\n" for k in range(3)))  # fmt: skip
-        r.commit(f"op {i}: add the variants of step {i}")
-    return r
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(repository, run directory through train), shared by the module's tests."""
     root = tmp_path_factory.mktemp("eval")
     with pytest.MonkeyPatch.context() as mp:
         isolate(tmp_path_factory.mktemp("home"), mp)
-        repo = make_history(root / "repo")
+        repo = calc_history(root / "repo")
         run_pipeline(root / "run", repo.path, load_config(overrides=[*DATA, *TINY]),
                      until="train")  # fmt: skip
     return repo.path, root / "run"
@@ -194,7 +183,7 @@ def test_the_stage_reports_bits_per_byte_next_to_the_compressors(trained, tmp_pa
 
 def test_a_fine_tuned_model_is_measured_next_to_its_base(tmp_path: Path) -> None:
     base = save_base_model(tmp_path / "base")
-    repo = make_history(tmp_path / "repo")
+    repo = calc_history(tmp_path / "repo")
     sets = [*DATA, "tokenize.kind=base", f"tokenize.base_model={base}",
             f"models.main.base={base}", "models.main.method=lora", "train.micro_batch=4",
             "train.max_steps=4", "train.eval_every=2", "train.eval_sequences=8",

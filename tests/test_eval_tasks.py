@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import GitRepo, isolate
+from conftest import calc_history, isolate
 from repolm.build import documents as dm
 from repolm.build.evalsets import SCHEMAS
 from repolm.eval import completion as cp
@@ -268,17 +268,6 @@ DATA = ["tokenize.vocab_size=400", "build.seq_len=128", "split.test_fraction=0.2
         "split.val_fraction=0.1"]  # fmt: skip
 
 
-def make_history(path: Path) -> GitRepo:
-    r = GitRepo(path)
-    r.write("README.md", "# Calc\n\nCall the ops from the calc module.\n")
-    for i in range(16):
-        r.write(f"calc/op{i % 4}.py", "".join(
-            f"def op_{i}_{k}(a, b):\n    \"\"\"Combine a and b, variant {k}.\"\"\"\n"
-            f"    return a * {k} + b - {i}\n\n\n" for k in range(2)))  # fmt: skip
-        r.commit(f"op {i}: add the variants of step {i}")
-    return r
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory through build, and a tiny untrained Llama with its tokenizer in it."""
@@ -291,7 +280,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tasks")
     with pytest.MonkeyPatch.context() as mp:
         isolate(tmp_path_factory.mktemp("home"), mp)
-        repo = make_history(root / "repo")
+        repo = calc_history(root / "repo", commits=16, files=4, variants=2)
         run_pipeline(root / "run", repo.path, load_config(overrides=DATA), until="build")
     tok = AutoTokenizer.from_pretrained(root / "run" / "tokenizer")
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import GitRepo, isolate, save_base_model
+from conftest import calc_history, isolate, save_base_model
 from repolm.config import load_config
 from repolm.pipeline.runner import run_pipeline
 from repolm.train.data import Schedule
@@ -31,24 +31,13 @@ TINY = ["models.main.layers=2", "models.main.hidden=32", "models.main.heads=2",
         "train.log_every=1", "train.hardware_every_s=0.2"]  # fmt: skip
 
 
-def make_history(path: Path) -> GitRepo:
-    r = GitRepo(path)
-    r.write("README.md", "# Calc\n\n## Usage\n\nCall add and mul from the calc module.\n")
-    for i in range(24):
-        r.write(f"calc/op{i % 6}.py", "".join(
-            f"def op_{i}_{k}(a, b):\n    \"\"\"Combine a and b, variant {k}.\"\"\"\n"
-            f"    return a * {k} + b - {i}\n\n\n" for k in range(3)))  # fmt: skip
-        r.commit(f"op {i}: add the variants of step {i}")
-    return r
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(repository, run directory through build), shared by the module's tests."""
     root = tmp_path_factory.mktemp("train")
     with pytest.MonkeyPatch.context() as mp:
         isolate(tmp_path_factory.mktemp("home"), mp)
-        repo = make_history(root / "repo")
+        repo = calc_history(root / "repo")
         run_pipeline(root / "run", repo.path, load_config(overrides=DATA), until="build")
     return repo.path, root / "run"
 
@@ -235,7 +224,7 @@ def built_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
     with pytest.MonkeyPatch.context() as mp:
         isolate(tmp_path_factory.mktemp("home"), mp)
         base = save_base_model(root / "base")
-        repo = make_history(root / "repo")
+        repo = calc_history(root / "repo")
         run_pipeline(root / "run", repo.path, load_config(overrides=base_data(base)),
                      until="build")  # fmt: skip
     return repo.path, root / "run", base
