@@ -27,7 +27,6 @@ _SPECIAL = re.compile("|".join(re.escape(t) for t in sorted(sp.SPECIAL_TOKENS, k
 @dataclass(frozen=True)
 class Document:
     text: str
-    kind: str
     sha: str
 
     @property
@@ -65,27 +64,23 @@ def _decoder(tok_dir: Path):
     return Tokenizer.from_file(str(path))
 
 
-def _documents(split_dir: Path, tok_dir: Path) -> Iterator[Document]:
-    """Each packed document of a split (EOS left out), decoded, shard by shard."""
+def _texts(split_dir: Path, tok_dir: Path) -> Iterator[str]:
+    """The text of each packed document of a split (EOS left out), decoded, shard by shard."""
     import pyarrow.parquet as pq
 
     tok = _decoder(tok_dir)
     for shard in _shards(split_dir):
         pf = pq.ParquetFile(shard)
         for g in range(pf.num_row_groups):
-            t = pf.read_row_group(g, columns=["input_ids", "doc_lengths", "kind", "sha"])
-            ids, meta = [], []
-            for row_ids, lengths, row_kinds, shas in zip(
-                *(t.column(c).to_pylist() for c in t.column_names), strict=True
-            ):
+            t = pf.read_row_group(g, columns=["input_ids", "doc_lengths"])
+            ids = []
+            for row_ids, lengths in zip(*(t.column(c).to_pylist() for c in t.column_names),
+                                        strict=True):  # fmt: skip
                 at = 0
-                for n, kind, sha in zip(lengths, row_kinds, shas, strict=True):
+                for n in lengths:
                     ids.append(row_ids[at : at + n - 1])
-                    meta.append((kind, sha))
                     at += n
-            for text, (kind, sha) in zip(tok.decode_batch(ids, skip_special_tokens=False), meta,
-                                         strict=True):  # fmt: skip
-                yield Document(text, kind, sha or "")
+            yield from tok.decode_batch(ids, skip_special_tokens=False)
 
 
 def held_out(dataset: Path, split: str) -> list[Document]:
@@ -97,7 +92,7 @@ def held_out(dataset: Path, split: str) -> list[Document]:
         raise RepolmError(f"missing {path}", "run the build stage again (repolm run)")
     t = pq.read_table(path, columns=["sha", "text"], filters=[("split", "=", split)])
     shas, texts = t.column("sha").to_pylist(), t.column("text").to_pylist()
-    return [Document(text, "commit", sha) for sha, text in zip(shas, texts, strict=True)]
+    return [Document(text, sha) for sha, text in zip(shas, texts, strict=True)]
 
 
 def training_text(dataset: Path, tok_dir: Path, max_bytes: int) -> tuple[bytes, int]:
@@ -107,8 +102,8 @@ def training_text(dataset: Path, tok_dir: Path, max_bytes: int) -> tuple[bytes, 
     seen: set[bytes] = set()
     kept: deque[bytes] = deque()
     size = total = 0
-    for doc in _documents(dataset / "train", tok_dir):
-        data = doc.text.encode("utf-8")
+    for text in _texts(dataset / "train", tok_dir):
+        data = text.encode("utf-8")
         key = hashlib.blake2b(data, digest_size=16).digest()
         if key in seen:
             continue
