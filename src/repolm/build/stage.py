@@ -25,26 +25,24 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repolm.build import documents as dm
-from repolm.build.assemble import EMPTY, describe_doc, implement_doc, record_pieces
-from repolm.build.evalsets import write_eval_set, write_eval_sets
+from repolm.build.assemble import describe_doc, implement_doc, record_pieces
+from repolm.build.corpus import Commits, Corpus, Encoder, Section, Spool, render
+from repolm.build.evalsets import FUTURE, write_eval_set, write_eval_sets
 from repolm.build.pack import Doc, Packer
+from repolm.build.shards import SPLITS, InstructionWriter, ShardWriter
 from repolm.build.weigh import KINDS, Copies, draw_copies, measure
 from repolm.chunk.labels import CHANGE_TYPES
 from repolm.config.schema import BuildConfig, Config
 from repolm.errors import RepolmError
 from repolm.fsutil import atomic_dir, file_digest
 from repolm.logs import log, progress
-from repolm.mine.tables import rows_table
 from repolm.pipeline.stage import StageContext, StageResult
 from repolm.split import Split, run_split
 from repolm.tokenize import special as sp
@@ -52,25 +50,8 @@ from repolm.tokenize import special as sp
 if TYPE_CHECKING:
     from repolm.mine.git import Repo
 
-SPLITS = ("train", "val", "test")
 _NAMES = {"train": "training", "val": "validation", "test": "test"}
-BATCH_CHARS = 2_000_000  # text encoded per library call
 MARGIN = 8  # tokens kept free in a file piece: FIM's three tokens and re-encoding at its cuts
-
-SEQUENCE_SCHEMA = pa.schema([
-    ("input_ids", pa.list_(pa.int32())),
-    ("labels", pa.list_(pa.int32())),
-    ("position_ids", pa.list_(pa.int32())),
-    ("doc_lengths", pa.list_(pa.int32())),
-    ("kind", pa.list_(pa.string())),
-    ("sha", pa.list_(pa.string())),
-    ("time", pa.list_(pa.timestamp("ms", tz="UTC"))),
-    ("text", pa.string()),
-])  # fmt: skip
-INSTRUCTION_SCHEMA = pa.schema([
-    ("kind", pa.string()), ("sha", pa.string()), ("time", pa.timestamp("ms", tz="UTC")),
-    ("prompt", pa.string()), ("completion", pa.string()),
-])  # fmt: skip
 
 
 def run_stage(ctx: StageContext) -> StageResult:
@@ -90,161 +71,6 @@ def run_stage(ctx: StageContext) -> StageResult:
     return StageResult(stats=stats, summary=summary)
 
 
-# -- tokenizer ------------------------------------------------------------------------------
-
-
-class Encoder:
-    """The run's tokenizer (OUT/tokenizer/tokenizer.json) through the `tokenizers` library:
-    batched, on every core. Special tokens are inserted by id only; text that spells one is
-    encoded as text."""
-
-    def __init__(self, tok_dir: Path) -> None:
-        from tokenizers import Tokenizer
-
-        path = tok_dir / "tokenizer.json"
-        if not path.exists():
-            raise RepolmError(f"missing {path}", "run the tokenize stage first")
-        self.tok = Tokenizer.from_file(str(path))
-        self.tok.encode_special_tokens = True
-        missing = [t for t in sp.SPECIAL_TOKENS if t != sp.PAD and self.tok.token_to_id(t) is None]
-        if missing:
-            raise RepolmError(
-                f"the tokenizer in {tok_dir} lacks repolm's special tokens {missing[:3]}",
-                "run the tokenize stage again (--stage tokenize --force)",
-            )
-        self.ids = {t: self.tok.token_to_id(t) for t in sp.SPECIAL_TOKENS}
-        config = json.loads((tok_dir / "tokenizer_config.json").read_text())
-        eos, pad = self._id(config.get("eos_token")), self._id(config.get("pad_token"))
-        self.eos_id: int = self.ids[sp.ENDOFTEXT] if eos is None else eos  # ids may be 0
-        self.pad_id: int = next(i for i in (pad, self.ids[sp.PAD], self.eos_id) if i is not None)
-        self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
-
-    def _id(self, token: Any) -> int | None:
-        content = token.get("content") if isinstance(token, dict) else token
-        return self.tok.token_to_id(content) if content else None
-
-    def texts(self, texts: list[str]) -> list[np.ndarray]:
-        """Ids of each text, encoded in batches of about BATCH_CHARS: a library `Encoding` holds
-        tens of bytes per token, so a whole row group at once would cost gigabytes."""
-        out: list[np.ndarray] = []
-        start, size = 0, 0
-        for end, text in enumerate(texts, 1):
-            size += len(text)
-            if size >= BATCH_CHARS or end == len(texts):
-                batch = self.tok.encode_batch_fast(texts[start:end], add_special_tokens=False)
-                out += [np.asarray(e.ids, dtype=np.int32) for e in batch]
-                start, size = end, 0
-        return out
-
-    def docs(self, docs: list[list[dm.Segment]]) -> list[np.ndarray]:
-        """Each document's segments as one id array."""
-        encoded = iter(self.texts([s for d in docs for s in d if isinstance(s, str) and s]))
-        out = []
-        for d in docs:
-            parts = [
-                np.asarray([self.ids[s.token]], dtype=np.int32) if isinstance(s, dm.Tok)
-                else next(encoded)
-                for s in d if isinstance(s, dm.Tok) or s
-            ]  # fmt: skip
-            out.append(np.concatenate(parts) if parts else EMPTY)
-        return out
-
-    def decode(self, seqs: list[np.ndarray]) -> list[str]:
-        return self.tok.decode_batch([s.tolist() for s in seqs], skip_special_tokens=False)
-
-
-def render(segments: list[dm.Segment]) -> str:
-    """A document as text, special tokens spelled out."""
-    return "".join(s.token if isinstance(s, dm.Tok) else s for s in segments)
-
-
-# -- pass 1: encode -------------------------------------------------------------------------
-
-
-@dataclass
-class Commits:
-    """filter/commits.parquet, in memory (metadata and messages only)."""
-
-    sha: list[str]
-    author: list[str | None]
-    time: list[datetime]
-    message: list[str]
-    split: list[str]
-    merge: list[bool]
-    index: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, path: Path) -> Commits:
-        t = pq.read_table(path, columns=["sha", "author_name", "commit_time", "message",
-                                          "split", "is_merge"])  # fmt: skip
-        c = cls(*(t.column(n).to_pylist() for n in t.column_names))
-        c.index = {s: i for i, s in enumerate(c.sha)}
-        return c
-
-    def chronological(self) -> list[int]:
-        # the file is parents-first, so a stable sort keeps parents first among equal times
-        return sorted(range(len(self.sha)), key=lambda i: self.time[i])
-
-
-class Spool:
-    """Token ids of file sections, appended to a scratch file and read back by memory map."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._f = path.open("wb")
-        self.size = 0
-        self._map: np.ndarray | None = None
-
-    def add(self, ids: np.ndarray) -> int:
-        offset = self.size
-        self._f.write(ids.astype(np.int32, copy=False).tobytes())
-        self.size += len(ids)
-        return offset
-
-    def seal(self) -> None:
-        self._f.close()
-        if self.size:
-            # a plain array view: slicing a memmap subclass costs more than the copy
-            self._map = np.memmap(self.path, dtype=np.int32, mode="r").view(np.ndarray)
-
-    def get(self, offset: int, n: int) -> np.ndarray:
-        assert self._map is not None
-        return self._map[offset : offset + n]
-
-
-@dataclass
-class Section:
-    """One file of a commit: its head and hunks, spooled; `key` finds an identical diff in
-    another split (cherry-picks, reverts)."""
-
-    offset: int
-    head: int
-    hunks: list[int]
-    key: bytes
-
-
-class Corpus:
-    """Everything pass 1 encoded."""
-
-    def __init__(self, commits: Commits, spool: Spool) -> None:
-        self.commits = commits
-        self.spool = spool
-        self.headers: list[np.ndarray] = []
-        self.messages: list[np.ndarray] = []  # <|message|> MESSAGE
-        self.sections: dict[int, list[Section]] = defaultdict(list)
-        self.files: list[tuple[np.ndarray, str]] = []  # snapshot pieces: ids, FIM mode
-        self.qa: list[tuple[np.ndarray, int]] = []  # ids, prompt length
-        self.counts: Counter[str] = Counter()
-
-    def section_ids(self, s: Section) -> tuple[np.ndarray, list[np.ndarray]]:
-        head = self.spool.get(s.offset, s.head)
-        hunks, at = [], s.offset + s.head
-        for n in s.hunks:
-            hunks.append(self.spool.get(at, n))
-            at += n
-        return head, hunks
-
-
 def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) -> dict[str, Any]:
     t0 = time.monotonic()
     cfg = config.build
@@ -261,7 +87,7 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
         (tmp / "instructions").mkdir()
         spool = Spool(tmp / "sections.tmp")
         corpus = Corpus(commits, spool)
-        with _InstructionWriter(tmp / "instructions") as instructions:
+        with InstructionWriter(tmp / "instructions") as instructions:
             _encode_commits(enc, corpus, filter_dir, instructions, cfg.max_diff_bytes)
             _encode_files(enc, corpus, filter_dir, cfg, rng)
             _encode_qa(enc, corpus, filter_dir, cfg, instructions, split)
@@ -312,11 +138,11 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
 def _pack(
     corpus: Corpus, enc: Encoder, cfg: BuildConfig, split: Split, part: str, copies: Copies,
     out: Path, tally: Counter[str], label: str = "",
-) -> _ShardWriter:  # fmt: skip
+) -> ShardWriter:  # fmt: skip
     """One split's documents, packed and written as shards into `out`; FIM modes and documents
     left out are counted in `tally`."""
     with (
-        _ShardWriter(out, enc, cfg.shard_sequences) as writer,
+        ShardWriter(out, enc, cfg.shard_sequences) as writer,
         progress(f"build: pack {label or part}", unit="documents") as bar,
     ):
         packer = Packer(cfg.seq_len, enc.eos_id, enc.pad_id, cfg.pack_window)
@@ -372,7 +198,7 @@ def change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
 
 
 def _encode_commits(
-    enc: Encoder, corpus: Corpus, filter_dir: Path, instructions: _InstructionWriter,
+    enc: Encoder, corpus: Corpus, filter_dir: Path, instructions: InstructionWriter,
     max_diff: int,
 ) -> None:  # fmt: skip
     """Commit headers and messages; every kept file change as a spooled section. File diffs over
@@ -423,7 +249,7 @@ def _encode_commits(
 
 
 def _flush_commit(
-    corpus: Corpus, pending: list[tuple[int, str]], instructions: _InstructionWriter
+    corpus: Corpus, pending: list[tuple[int, str]], instructions: InstructionWriter
 ) -> None:
     """A commit's rows are contiguous in changes.parquet: write its instruction pairs."""
     if not pending:
@@ -501,7 +327,7 @@ def _line_pieces(text: str, encoding: Any, budget: int) -> Iterator[tuple[int, i
 
 def _encode_qa(
     enc: Encoder, corpus: Corpus, filter_dir: Path, cfg: BuildConfig,
-    instructions: _InstructionWriter, split: Split,
+    instructions: InstructionWriter, split: Split,
 ) -> None:  # fmt: skip
     cols = ["kind", "name", "qualified_name", "path", "language", "start_line", "end_line", "text"]
     t = pq.read_table(filter_dir / "chunks.parquet", columns=cols,
@@ -538,8 +364,6 @@ def future_records(corpus: Corpus, enc: Encoder, copies: Copies) -> list[tuple[A
     """Each validation and test commit's whole record as text (header once, every kept file,
     end), oldest first: the text the eval stage measures bits per byte on. Unlike the packed
     pieces it repeats no header, so it doesn't depend on `seq_len`."""
-    from repolm.build.evalsets import FUTURE
-
     c = corpus.commits
     seen = training_diffs(corpus, copies)
     end = np.asarray([enc.ids[sp.COMMIT_END]], dtype=np.int32)
@@ -633,98 +457,6 @@ def _stream(
                 yield Doc(ids, prompt, ("qa", *cutoff))
             else:
                 yield from commit_docs(i, what)
-
-
-class _ShardWriter:
-    """Sequences of one split into `DIR/shard-NNNNN.parquet`, `per_shard` at a time."""
-
-    def __init__(self, out: Path, enc: Encoder, per_shard: int) -> None:
-        self.out, self.enc, self.per_shard = out, enc, per_shard
-        self.rows: list[dict[str, Any]] = []
-        self.sequences = 0
-        self.tokens: Counter[str] = Counter()
-        self.docs: Counter[str] = Counter()
-        self.shards: list[str] = []
-
-    def __enter__(self) -> _ShardWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is None:
-            self._write()
-
-    def add(self, seq: dict[str, Any]) -> None:
-        self.rows.append(seq)
-        self.sequences += 1
-        for (kind, _, _), n in zip(seq["meta"], seq["doc_lengths"], strict=True):
-            self.tokens[kind] += n
-            self.docs[kind] += 1
-        if len(self.rows) >= self.per_shard:
-            self._write()
-
-    def _write(self) -> None:
-        if not self.rows:
-            return
-        rows, self.rows = self.rows, []
-        used = [r["input_ids"][: sum(r["doc_lengths"])] for r in rows]
-
-        def lists(key: str) -> pa.Array:
-            flat = np.concatenate([r[key] for r in rows])
-            offsets = np.arange(0, len(flat) + 1, len(rows[0][key]), dtype=np.int32)
-            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
-
-        table = pa.table({
-            "input_ids": lists("input_ids"),
-            "labels": lists("labels"),
-            "position_ids": lists("position_ids"),
-            "doc_lengths": pa.array([r["doc_lengths"] for r in rows], pa.list_(pa.int32())),
-            "kind": pa.array([[m[0] for m in r["meta"]] for r in rows], pa.list_(pa.string())),
-            "sha": pa.array([[m[1] for m in r["meta"]] for r in rows], pa.list_(pa.string())),
-            "time": pa.array([[m[2] for m in r["meta"]] for r in rows],
-                             pa.list_(pa.timestamp("ms", tz="UTC"))),
-            "text": pa.array(self.enc.decode(used), pa.string()),
-        }, schema=SEQUENCE_SCHEMA)  # fmt: skip
-        name = f"shard-{len(self.shards):05d}.parquet"
-        pq.write_table(table, self.out / name, compression="zstd")
-        self.shards.append(name)
-
-
-class _InstructionWriter:
-    """Instruction pairs as prompt/completion text per split (`instructions/SPLIT.parquet`),
-    the format TRL's SFT trainer reads."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.rows: dict[str, list[tuple[Any, ...]]] = {p: [] for p in SPLITS}
-        self.writers: dict[str, pq.ParquetWriter] = {}
-        self.count: Counter[str] = Counter()
-
-    def __enter__(self) -> _InstructionWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for part in SPLITS:
-            self._write(part, final=True)
-        for w in self.writers.values():
-            w.close()
-
-    def add(self, part: str, kind: str, sha: str | None, when: datetime | None, prompt: str,
-            completion: str) -> None:  # fmt: skip
-        self.rows[part].append((kind, sha, when, prompt, completion))
-        self.count[f"{part}/{kind}"] += 1
-        if len(self.rows[part]) >= 2048:
-            self._write(part)
-
-    def _write(self, part: str, final: bool = False) -> None:
-        rows = self.rows[part]
-        if not rows and not (final and part not in self.writers):
-            return
-        self.rows[part] = []
-        table = rows_table(rows, INSTRUCTION_SCHEMA)
-        if part not in self.writers:
-            path = self.out / f"{part}.parquet"
-            self.writers[part] = pq.ParquetWriter(path, INSTRUCTION_SCHEMA, compression="zstd")
-        self.writers[part].write_table(table)
 
 
 # -- stats and the training plan ------------------------------------------------------------

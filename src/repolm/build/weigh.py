@@ -18,7 +18,7 @@ from repolm.config.schema import BuildConfig, MixConfig
 from repolm.errors import RepolmError
 
 if TYPE_CHECKING:
-    from repolm.build.stage import Corpus, Encoder
+    from repolm.build.corpus import Corpus, Encoder
     from repolm.split import Split
 
 KINDS = ("files", "commits", "instructions", "qa")  # the mix's kinds

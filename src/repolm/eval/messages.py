@@ -114,7 +114,7 @@ def _history(filter_dir: Path, shas: list[str]) -> tuple[dict[str, list[dict]], 
     """Each commit's changes (in the file's order) and the message of the commit before it."""
     import pyarrow.parquet as pq
 
-    from repolm.build.stage import Commits
+    from repolm.build.corpus import Commits
 
     changes: dict[str, list[dict]] = defaultdict(list)
     if shas:  # (an empty "in" filter does not type-check in pyarrow)

@@ -73,7 +73,7 @@ class History:
     def read(cls, filter_dir: Path) -> History:
         import pyarrow.parquet as pq
 
-        from repolm.build.stage import Commits
+        from repolm.build.corpus import Commits
 
         for name in ("commits", "changes", "files"):
             if not (filter_dir / f"{name}.parquet").exists():
