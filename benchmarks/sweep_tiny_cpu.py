@@ -22,17 +22,60 @@ import sys
 import time
 from pathlib import Path
 
+
+def _shape(layers: int, hidden: int, heads: int, intermediate: int) -> list[str]:
+    return [
+        f"models.main.layers={layers}",
+        f"models.main.hidden={hidden}",
+        f"models.main.heads={heads}",
+        f"models.main.kv_heads={heads}",
+        f"models.main.intermediate={intermediate}",
+    ]
+
+
 VARIANTS: dict[str, list[str]] = {
     "preset": [],
-    "lr 3e-3": ["train.lr=3e-3"],
-    "6 layers, hidden 160": [
-        "models.main.layers=6",
-        "models.main.hidden=160",
-        "models.main.heads=5",
-        "models.main.kv_heads=5",
-    ],  # fmt: skip
+    "lr 2e-3": ["train.lr=2e-3"],
+    "6 layers, hidden 160": _shape(6, 160, 5, 512),
     "vocab 4096": ["tokenize.vocab_size=4096"],
     "seq 256, batch 16": ["build.seq_len=256", "build.batch_size=16"],
+    "4 x 128, vocab 4096": [*_shape(4, 128, 4, 344), "tokenize.vocab_size=4096"],
+    "3 x 160, vocab 4096": [*_shape(3, 160, 5, 432), "tokenize.vocab_size=4096"],
+    "4 x 128, vocab 8192": _shape(4, 128, 4, 344),
+    "3 x 160, vocab 4096, gpt2 split": [
+        *_shape(3, 160, 5, 432),
+        "tokenize.vocab_size=4096",
+        "tokenize.pre_tokenizer=gpt2",
+    ],
+    "3 x 160, vocab 4096, gpt4 split": [
+        *_shape(3, 160, 5, 432),
+        "tokenize.vocab_size=4096",
+        "tokenize.pre_tokenizer=gpt4",
+    ],
+    "3 x 160, vocab 4096, gpt4 split, lr 6e-3": [
+        *_shape(3, 160, 5, 432),
+        "tokenize.vocab_size=4096",
+        "tokenize.pre_tokenizer=gpt4",
+        "train.lr=6e-3",
+    ],
+    "2 x 192, vocab 4096, gpt4 split": [
+        *_shape(2, 192, 6, 512),
+        "tokenize.vocab_size=4096",
+        "tokenize.pre_tokenizer=gpt4",
+    ],
+    "2 x 192, vocab 4096, gpt4 split, lr 6e-3": [
+        *_shape(2, 192, 6, 512),
+        "tokenize.vocab_size=4096",
+        "tokenize.pre_tokenizer=gpt4",
+        "train.lr=6e-3",
+    ],
+    "4 x 128, vocab 4096, seq 1024": [
+        *_shape(4, 128, 4, 344),
+        "tokenize.vocab_size=4096",
+        "models.main.context=1024",
+        "build.seq_len=1024",
+        "build.batch_size=4",
+    ],
 }
 FAST_EVAL = ["eval.tasks=[]", "eval.suites=[]"]
 

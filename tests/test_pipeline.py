@@ -138,6 +138,21 @@ def test_files_named_in_the_config_are_in_the_fingerprint(repo, tmp_path: Path) 
     assert status() == "done"
 
 
+def test_a_list_of_files_and_builtin_names_is_in_the_fingerprint(repo, tmp_path: Path) -> None:
+    from repolm.pipeline.runner import _input_digest
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("a")
+    item = PathInput("eval.suites", builtin="eval/suites/{}.yaml")
+    first = _input_digest(item, ["reasoning", str(mine)])
+    shipped = _input_digest(item, ["reasoning"])[0]
+    assert isinstance(shipped, str) and shipped != "missing"  # the shipped file's digest
+    mine.write_text("b")
+    second = _input_digest(item, ["reasoning", str(mine)])
+    assert second == [shipped, _input_digest(item, str(mine))] and second != first
+    assert _input_digest(item, ["no-such-suite"]) == ["missing"]
+
+
 def test_failure_stops_or_continues(repo, tmp_path: Path) -> None:
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="kaboom"):

@@ -94,6 +94,23 @@ def test_roundtrip_exact_on_training_files(tok, repo_and_out) -> None:
         assert roundtrips(tok, text)
 
 
+def test_the_default_split_keeps_a_leading_symbol_with_its_word(tok) -> None:
+    """gpt4 pre-tokenizer: `_per` is one piece, GPT-2's split would cut `_` off; digits come in
+    threes; a newline and the indentation after it are separate pieces."""
+    from repolm.tokenize.stage import pre_tokenizer
+
+    def pieces(name: str, text: str) -> list[str]:
+        return [p for p, _ in pre_tokenizer(name).pre_tokenize_str(text)]
+
+    text = "bits_per_byte = 12345\n    return"
+    assert pieces("gpt4", text) == [
+        "bits", "_per", "_byte", "Ġ=", "Ġ", "123", "45", "Ċ", "ĠĠĠ", "Ġreturn"
+    ]  # fmt: skip
+    assert pieces("gpt2", text)[:5] == ["bits", "_", "per", "_", "byte"]
+    backend = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+    assert [p for p, _ in backend] == pieces("gpt4", text)  # the saved tokenizer uses it
+
+
 def test_stage_stats(repo_and_out) -> None:
     manifest = json.loads((repo_and_out[1] / "manifest.json").read_text())
     stats = manifest["stages"]["tokenize"]["stats"]

@@ -158,6 +158,12 @@ class TokenizeConfig(Section):
         description="Local path to a Hugging Face model or tokenizer directory (kind=base); "
         "never downloaded.",
     )
+    pre_tokenizer: Literal["gpt4", "gpt2"] = Field(
+        default="gpt4",
+        description="How text is split before merges (bpe, unigram): gpt4, the GPT-4/Llama-3 "
+        "pattern (a word keeps one leading symbol, so snake_case splits as `bits`, `_per`, "
+        "`_byte`; digits in threes); gpt2, GPT-2's byte-level pattern.",
+    )
     sample_bytes: int = Field(
         default=8_000_000,
         ge=1,

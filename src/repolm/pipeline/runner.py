@@ -2,8 +2,9 @@
 
 A stage's fingerprint hashes its code version, its config sections, its upstream stages' output
 digests, for stages that read the repository the repository's refs, and the contents of the
-local files its config points at (a base model's tokenizer files). A stage with an unchanged
-fingerprint and untouched outputs is reported as cached and not run again.
+local files its config points at (a base model's tokenizer files; suites, shipped ones too).
+A stage with an unchanged fingerprint and untouched outputs is reported as cached and not run
+again.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from repolm.errors import RepolmError, StageFailed
 from repolm.fsutil import file_digest, json_digest, write_text_atomic
 from repolm.logs import log
 from repolm.pipeline import manifest as mf
-from repolm.pipeline.stage import PLANNED, REGISTRY, Stage, StageContext, StageResult
+from repolm.pipeline.stage import PLANNED, REGISTRY, PathInput, Stage, StageContext, StageResult
 
 CONFIG_FILE = "config.yaml"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # where PathInput.builtin files live
 
 
 @dataclass
@@ -95,9 +97,18 @@ def fingerprint(
         "refs": refs if stage.reads_repo else None,
     }
     if stage.path_inputs:  # only then, so other stages' fingerprints stay as they were
-        parts["paths"] = {p.key: path_digest(_config_value(config, p.key), p.files)
+        parts["paths"] = {p.key: _input_digest(p, _config_value(config, p.key))
                           for p in stage.path_inputs}  # fmt: skip
     return json_digest(parts)
+
+
+def _input_digest(item: PathInput, value: Any) -> Any:
+    if isinstance(value, list):
+        return [_input_digest(item, v) for v in value]
+    if item.builtin and value and not Path(value).exists():
+        shipped = PACKAGE_DIR / item.builtin.format(value)
+        value = str(shipped) if shipped.is_file() else value
+    return path_digest(value, item.files)
 
 
 def path_digest(value: str | None, files: tuple[str, ...]) -> str | dict[str, str] | None:

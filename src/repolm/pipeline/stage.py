@@ -28,8 +28,9 @@ class PathInput:
     """A local file or directory that a config key names and the stage reads: its contents are
     part of the stage's fingerprint, so replacing the files there re-runs the stage."""
 
-    key: str  # dotted config key, e.g. "tokenize.base_model"
+    key: str  # dotted config key, e.g. "tokenize.base_model"; its value may be a list of them
     files: tuple[str, ...] = ("*",)  # in a directory, the glob patterns of the files that count
+    builtin: str | None = None  # a name that is no path is a repolm file: this, formatted with it
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,11 @@ REGISTRY: dict[str, Stage] = {
             inputs=("filter", "tokenize", "build", "train"),  # filter: the suites' facts
             outputs=("eval/report.json",),
             config=("eval", "models"),
-            path_inputs=(PathInput("eval.mbpp"), PathInput("eval.qa")),
+            path_inputs=(
+                PathInput("eval.mbpp"),
+                PathInput("eval.qa"),
+                PathInput("eval.suites", builtin="eval/suites/{}.yaml"),  # shipped ones too
+            ),
             describe="each model on the commits after the cutoff: bits per byte next to xz and "
             "zstd, completion, next change, commit messages, suites, code benchmarks",
         ),
