@@ -470,3 +470,19 @@ def calc_history(path: Path, commits: int = 24, files: int = 6, variants: int = 
             f"    return a * {k} + b - {i}\n\n\n" for k in range(variants)))  # fmt: skip
         r.commit(f"op {i}: add the variants of step {i}")
     return r
+
+
+def calc_run(
+    factory: pytest.TempPathFactory, name: str, overrides: list[str], until: str, **history: int
+) -> tuple[Path, Path]:
+    """(repository, run directory through `until`): a `calc_history` repository run through
+    the pipeline in an isolated environment, for module-scoped fixtures."""
+    from repolm.config import load_config
+    from repolm.pipeline.runner import run_pipeline
+
+    root = factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(factory.mktemp("home"), mp)
+        repo = calc_history(root / "repo", **history)
+        run_pipeline(root / "run", repo.path, load_config(overrides=overrides), until=until)
+    return repo.path, root / "run"

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import calc_history, isolate, save_base_model
+from conftest import calc_history, calc_run, save_base_model
 from repolm.config import load_config
 from repolm.eval import compress
 from repolm.eval.generate import load_model, sequence_nll
@@ -133,13 +133,7 @@ FAST = ["eval.tasks=[]", "eval.suites=[]"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(repository, run directory through train), shared by the module's tests."""
-    root = tmp_path_factory.mktemp("eval")
-    with pytest.MonkeyPatch.context() as mp:
-        isolate(tmp_path_factory.mktemp("home"), mp)
-        repo = calc_history(root / "repo")
-        run_pipeline(root / "run", repo.path, load_config(overrides=[*DATA, *TINY]),
-                     until="train")  # fmt: skip
-    return repo.path, root / "run"
+    return calc_run(tmp_path_factory, "eval", [*DATA, *TINY], until="train")
 
 
 def fresh(trained: tuple[Path, Path], tmp_path: Path) -> Path:

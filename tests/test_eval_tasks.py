@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import calc_history, isolate
+from conftest import calc_run
 from repolm.build import documents as dm
 from repolm.build.evalsets import SCHEMAS
 from repolm.eval import completion as cp
@@ -274,14 +274,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from repolm.config import load_config
-    from repolm.pipeline.runner import run_pipeline
-
-    root = tmp_path_factory.mktemp("tasks")
-    with pytest.MonkeyPatch.context() as mp:
-        isolate(tmp_path_factory.mktemp("home"), mp)
-        repo = calc_history(root / "repo", commits=16, files=4, variants=2)
-        run_pipeline(root / "run", repo.path, load_config(overrides=DATA), until="build")
+    _, run = calc_run(tmp_path_factory, "tasks", DATA, "build", commits=16, files=4, variants=2)
+    root = run.parent
     tok = AutoTokenizer.from_pretrained(root / "run" / "tokenizer")
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import calc_history, isolate, save_base_model
+from conftest import calc_run, save_base_model
 from repolm.config import load_config
 from repolm.pipeline.runner import run_pipeline
 from repolm.train.data import Schedule
@@ -34,12 +34,7 @@ TINY = ["models.main.layers=2", "models.main.hidden=32", "models.main.heads=2",
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(repository, run directory through build), shared by the module's tests."""
-    root = tmp_path_factory.mktemp("train")
-    with pytest.MonkeyPatch.context() as mp:
-        isolate(tmp_path_factory.mktemp("home"), mp)
-        repo = calc_history(root / "repo")
-        run_pipeline(root / "run", repo.path, load_config(overrides=DATA), until="build")
-    return repo.path, root / "run"
+    return calc_run(tmp_path_factory, "train", DATA, until="build")
 
 
 def fresh_run(built: tuple[Path, Path], tmp_path: Path, name: str = "run") -> Path:
@@ -220,14 +215,8 @@ def test_bad_model_configs_fail_clearly(built, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def built_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(repository, run directory through build with the base's tokenizer, base model)."""
-    root = tmp_path_factory.mktemp("train-base")
-    with pytest.MonkeyPatch.context() as mp:
-        isolate(tmp_path_factory.mktemp("home"), mp)
-        base = save_base_model(root / "base")
-        repo = calc_history(root / "repo")
-        run_pipeline(root / "run", repo.path, load_config(overrides=base_data(base)),
-                     until="build")  # fmt: skip
-    return repo.path, root / "run", base
+    base = save_base_model(tmp_path_factory.mktemp("base") / "base")
+    return (*calc_run(tmp_path_factory, "train-base", base_data(base), until="build"), base)
 
 
 def base_data(base: Path) -> list[str]:

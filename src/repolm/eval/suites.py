@@ -12,10 +12,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -441,14 +441,24 @@ def _term(text: str, values: Mapping[str, str]) -> str:
     return _sub(text, values, regex=text.startswith("re:"))
 
 
-def _fill_concept(c: Concept, values: Mapping[str, str]) -> dict[str, Any]:
-    """The concept filled; a synonym that needs a missing fact is left out (the name must fill)."""
-    synonyms = []
-    for s in c.synonyms:
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _filled(items: Iterable[T], fill_one: Callable[[T], R]) -> list[R]:
+    """Each item filled, those that need a missing fact left out."""
+    out = []
+    for item in items:
         try:
-            synonyms.append(_term(s, values))
+            out.append(fill_one(item))
         except _Missing:
             continue
+    return out
+
+
+def _fill_concept(c: Concept, values: Mapping[str, str]) -> dict[str, Any]:
+    """The concept filled; a synonym that needs a missing fact is left out (the name must fill)."""
+    synonyms = _filled(c.synonyms, lambda s: _term(s, values))
     name = _term(c.name, values)
     return {"name": name, "synonyms": [s for s in dict.fromkeys(synonyms) if s != name],
             "weight": c.weight}  # fmt: skip
@@ -458,12 +468,7 @@ def _fill_test(test: Test, values: Mapping[str, str]) -> dict[str, Any]:
     """The test filled. Its prompt and required concepts' names must fill (else _Missing);
     a forbidden claim or reference answer that needs a missing fact is left out."""
     r = test.rubric
-    forbidden = []
-    for c in r.forbidden:
-        try:
-            forbidden.append(_fill_concept(c, values))
-        except _Missing:
-            continue
+    forbidden = _filled(r.forbidden, lambda c: _fill_concept(c, values))
     try:
         reference = _sub(r.reference, values) if r.reference is not None else None
     except _Missing:
