@@ -21,7 +21,7 @@ from repolm.config import load_config
 from repolm.eval import compress
 from repolm.eval.generate import load_model, sequence_nll
 from repolm.eval.perplexity import score_documents, score_texts
-from repolm.eval.texts import segments
+from repolm.eval.texts import Document, segments
 from repolm.pipeline.runner import run_pipeline
 
 TEXT = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))  # ünïcödé\n"
@@ -53,20 +53,34 @@ def test_bits_per_byte_matches_a_hand_computation(tiny_model: Path) -> None:
 def test_repolm_documents_are_scored_each_on_its_own(tiny_model: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    docs = ["<|commit|>add(1, 2)\n", "<|commit|>def op_3(a, b):\n"]  # no such tokens here
+    texts = ["<|commit|>add(1, 2)\n", "<|commit|>def op_3(a, b):\n", "<|commit|>x = 1\n"]
+    docs = [Document(t, sha) for t, sha in zip(texts, ("a1", "b2", "a1"), strict=True)]
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
-    nll, scored = 0.0, 0
-    for d in docs:  # spelled as text for a model without repolm's tokens, each ended by EOS
+    nll, scored = [], 0
+    for d in texts:  # spelled as text for a model without repolm's tokens, each ended by EOS
         ids = tok(d, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         ids.append(tok.eos_token_id)
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
-        nll -= sum(logp[i, ids[i + 1]].item() for i in range(len(ids) - 1))
+        nll.append(-sum(logp[i, ids[i + 1]].item() for i in range(len(ids) - 1)))
         scored += len(ids) - 1
     result = score_documents(load_model(tiny_model), docs)
-    assert result["tokens"] == scored and result["bytes"] == sum(map(len, docs))
-    assert result["bits_per_byte"] == pytest.approx(nll / math.log(2) / result["bytes"], abs=1e-4)
+    assert result["tokens"] == scored and result["bytes"] == sum(map(len, texts))
+    assert result["bits_per_byte"] == pytest.approx(sum(nll) / math.log(2) / result["bytes"],
+                                                    abs=1e-4)  # fmt: skip
+    # each commit's own figure: its documents' bits over its bytes
+    a1 = (nll[0] + nll[2]) / math.log(2) / (len(texts[0]) + len(texts[2]))
+    assert result["by_commit"] == {"a1": pytest.approx(a1, abs=1e-4),
+                                   "b2": pytest.approx(nll[1] / math.log(2) / len(texts[1]),
+                                                       abs=1e-4)}  # fmt: skip
+
+
+def test_a_record_knows_its_subject() -> None:
+    text = "<|commit|><|author|>A<|date|>2024<|message|>Fix the parser\n\nLong body<|file|>a.py"
+    assert Document(text, "s").subject == "Fix the parser"
+    assert Document("<|commit|><|message|>one line<|file|>a.py\n", "s").subject == "one line"
+    assert Document("<|commit|><|file|>a.py\n", "s").subject == ""
 
 
 def test_long_sequences_are_scored_in_windows_each_token_once(tiny_model: Path) -> None:
@@ -170,6 +184,16 @@ def test_the_stage_reports_bits_per_byte_next_to_the_compressors(trained, tmp_pa
     test = [r["text"] for r in records if r["split"] == "test"]
     assert len(test) == report["text"]["test"]["documents"] == report["text"]["test"]["commits"]
     assert sum(len(t.encode()) for t in test) == report["text"]["test"]["bytes"]
+    # each held-out commit: its xz size alone, and the model's figure on it
+    shas = [r["sha"] for r in records if r["split"] == "test"]
+    commits = report["commits"]["test"]
+    assert [c["sha"] for c in commits] == shas and all(c["subject"] for c in commits)
+    for c, text in zip(commits, test, strict=True):
+        data = text.encode()
+        assert c["bytes"] == len(data)
+        assert c["xz -9e"] == round(8 * compress.xz_size(data) / len(data), 4)
+    by_commit = report["models"]["main"]["bits_per_byte"]["test"]["by_commit"]
+    assert set(by_commit) == set(shas) and all(0 < v < 30 for v in by_commit.values())
     for text in test:
         assert text.startswith("<|commit|>") and text.endswith("<|/commit|>")
         assert text.count("<|message|>") == 1 and "<|file|>" in text
@@ -204,6 +228,7 @@ def test_eval_cli_prints_the_table_and_compares_runs(trained, tmp_path) -> None:
     r = cli("eval", "--repo", str(repo), "--out", str(out), *sets)
     assert r.returncode == 0, r.stderr
     assert "bits per byte on the future" in r.stdout and "xz -9e" in r.stdout
+    assert "model main: fewer bits than xz on" in r.stdout
     for needle in ("completion", "recall@5", "retrieval", "co_change", "template",
                    "suite reasoning"):  # fmt: skip
         assert needle in r.stdout, needle
@@ -214,6 +239,7 @@ def test_eval_cli_prints_the_table_and_compares_runs(trained, tmp_path) -> None:
     r = cli("eval", "compare", str(out), str(out / "eval" / "report.json"))
     assert r.returncode == 0, r.stderr
     assert "models.main.bits_per_byte.test.bits_per_byte" in r.stdout and "+0" in r.stdout
+    assert "by_commit" not in r.stdout  # per-commit figures stay in the report
 
 
 def test_eval_perplexity_on_parquet_jsonl_and_text(tiny_model: Path, tmp_path: Path) -> None:

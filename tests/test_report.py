@@ -82,8 +82,17 @@ def train_report(name: str, steps: int, base: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def bits(value: float) -> dict[str, Any]:
-    return {"bits_per_byte": value, "loss": 2.0, "tokens": 100, "bytes": 400}
+def bits(value: float, **by_commit: float) -> dict[str, Any]:
+    return {"bits_per_byte": value, "loss": 2.0, "tokens": 100, "bytes": 400,
+            "by_commit": by_commit}  # fmt: skip
+
+
+# the held-out commits: (split, sha, subject, bytes, xz -9e on the commit alone)
+COMMITS = [("test", "a" * 40, "Add the parser", 2000, 3.1),
+           ("test", "b" * 40, "Fix a typo", 500, 4.4),
+           ("test", "c" * 40, f"New subsystem {XSS}", 1500, 1.9),
+           ("val", "d" * 40, "Tidy", 1000, 3.3),
+           ("val", "e" * 40, "Docs", 2000, 3.2)]  # fmt: skip
 
 
 def eval_report() -> dict[str, Any]:
@@ -109,7 +118,8 @@ def eval_report() -> dict[str, Any]:
                      "reference": ["b.py"], "baselines": {"recency": ["b.py", "c.py"]}}],
     }  # fmt: skip
     main = {
-        "bits_per_byte": {"test": bits(1.2345), "val": bits(1.4321)},
+        "bits_per_byte": {"test": bits(1.2345, **{"a" * 40: 1.5, "b" * 40: 3.75, "c" * 40: 2.25}),
+                          "val": bits(1.4321, **{"d" * 40: 1.25, "e" * 40: 1.5})},
         "tasks": {"completion": completion, "next_change": next_change,
                   "commit_messages": messages},
         "suites": {"core": {"overall": 0.55, "categories": {
@@ -134,6 +144,9 @@ def eval_report() -> dict[str, Any]:
                     "main: bits per byte": {"seconds": 2.5, "peak_rss_bytes": 2**31,
                                             "peak_gpu_memory_bytes": 2**32}},
         "baselines": compressors, "models": {"main": main, "ft": ft}, "seconds": 9.5,
+        "commits": {split: [{"sha": sha, "subject": subject, "bytes": n, "xz -9e": xz}
+                            for s, sha, subject, n, xz in COMMITS if s == split]
+                    for split in ("test", "val")},
     }  # fmt: skip
 
 
@@ -251,6 +264,15 @@ def test_report_is_self_contained_with_its_plots_and_numbers(tmp_path: Path) -> 
     assert "<pre>  a.py\n✓ b.py</pre>" in page and "<pre>b.py</pre>" in page  # next change hits
     assert "1/2" in page and "1/1" in page and 'class="yes">parses' in page  # parse flags
     assert "4.0 GiB" in page and "2.5 s" in page  # eval timings: GPU memory, seconds
+    # each future commit, hardest first, rows where the model is behind xz marked
+    part = page[page.index("Each future commit") :]
+    part = part[: part.index("</table>")]
+    assert "model main beats xz on 4 of 5" in part and "model ft beats xz on 0 of 5" in part
+    order = [m[:10] for m in re.findall(r"<code>([a-e]{10})</code>", part)]
+    assert order == ["b" * 10, "c" * 10, "a" * 10, "e" * 10, "d" * 10]
+    assert part.count('<tr class="worse">') == 1 and "3.750" in part and "1.900" in part
+    worse = re.search(r'<tr class="worse">(.*?)</tr>', part).group(1)
+    assert "c" * 10 in worse and "New subsystem &lt;" in worse
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # figures' ids never clash
 

@@ -63,11 +63,28 @@ def evaluate(out: Path, config: Config) -> dict[str, Any]:
     with measured(report, "compressors"):
         joined = {s: "".join(x.text for x in d).encode("utf-8") for s, d in docs.items()}
         report["baselines"] = baselines(joined, train)
+        report["commits"] = {s: by_commit(d) for s, d in docs.items()}
     report["models"] = {}
     for name, mc in config.models.items():
         report["models"][name] = evaluate_model(out, name, mc, cfg, docs, report)
     report["seconds"] = round(time.monotonic() - t0, 2)
     return report
+
+
+def by_commit(docs: list[Any]) -> list[dict[str, Any]]:
+    """Each held-out commit, oldest first: its subject, its bytes and what `xz -9e` makes of
+    it alone (the models' own figures are in their `bits_per_byte[split]["by_commit"]`)."""
+    from repolm.eval.compress import sizes
+
+    texts: dict[str, list[Any]] = {}
+    for d in docs:
+        texts.setdefault(d.sha, []).append(d)
+    data = ["".join(d.text for d in group).encode("utf-8") for group in texts.values()]
+    return [
+        {"sha": sha, "subject": group[0].subject, "bytes": len(b),
+         "xz -9e": round(8 * n / len(b), 4) if b else None}
+        for (sha, group), b, n in zip(texts.items(), data, sizes(data), strict=True)
+    ]  # fmt: skip
 
 
 def evaluate_model(
@@ -82,18 +99,17 @@ def evaluate_model(
         raise RepolmError(f"model '{name}' has not been trained ({path} is missing)",
                           "run the train stage first")  # fmt: skip
     result: dict[str, Any] = {"path": str(path), "bits_per_byte": {}}
-    texts = {split: [x.text for x in d] for split, d in docs.items()}
     if mc.base is not None and cfg.base_model:
         with measured(report, f"{name}: base model bits per byte"):
             base = load_model(mc.base)
             result["base"] = {"model": mc.base, "bits_per_byte": {
-                split: score_documents(base, t) for split, t in texts.items()}}  # fmt: skip
+                split: score_documents(base, d) for split, d in docs.items()}}  # fmt: skip
             del base
             _free()
     with measured(report, f"{name}: bits per byte"):
         lm = load_model(path)
-        for split, t in texts.items():
-            result["bits_per_byte"][split] = score_documents(lm, t)
+        for split, d in docs.items():
+            result["bits_per_byte"][split] = score_documents(lm, d)
     if cfg.tasks:
         result["tasks"] = run_tasks(lm, out, cfg, report, name)
     for suite in cfg.suites:

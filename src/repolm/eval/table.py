@@ -42,13 +42,55 @@ def _num(value: Any, scale: float = 1.0, digits: int = 3) -> str:
     return f"{value * scale:.{digits}f}"
 
 
+def commit_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
+    """Each held-out commit as (split, commit entry, {model: its bits per byte}), hardest for
+    the models first."""
+    rows = []
+    for split, commits in (report.get("commits") or {}).items():
+        for c in commits:
+            scores = {}
+            for name, m in (report.get("models") or {}).items():
+                v = ((m.get("bits_per_byte") or {}).get(split) or {}).get("by_commit") or {}
+                if c.get("sha") in v:
+                    scores[name] = v[c["sha"]]
+            rows.append((split, c, scores))
+    rows.sort(key=lambda r: -max(r[2].values(), default=0.0))
+    return rows
+
+
+def beats_xz(rows: list[tuple[str, dict[str, Any], dict[str, float]]], model: str) -> int:
+    """On how many commits `model` needs fewer bits than xz compressing that commit alone."""
+    return sum(1 for _, c, s in rows
+               if model in s and s[model] < (c.get("xz -9e") or 0))  # fmt: skip
+
+
+def _commits_caption(report: dict[str, Any]) -> str | None:
+    """Per model: on how many held-out commits it beats xz (each commit alone), and the
+    commit it is furthest behind on, in bits."""
+    rows = commit_rows(report)
+    lines = []
+    for name in report["models"] if rows else ():
+        line = f"model {name}: fewer bits than xz on {beats_xz(rows, name)} of {len(rows)} commits"
+        behind = [(c["bytes"] * (s[name] - c["xz -9e"]), split, c, s[name])
+                  for split, c, s in rows
+                  if name in s and s[name] > (c.get("xz -9e") or float("inf"))]  # fmt: skip
+        if behind:
+            _, split, c, v = max(behind, key=lambda x: x[0])
+            line += (f" (each alone); furthest behind on {str(c['sha'])[:10]} ({split}, "
+                     f"{c['bytes']:,} bytes) {c.get('subject', '')[:40]!r}: {v:.3f} against "
+                     f"{c['xz -9e']:.3f}")  # fmt: skip
+        lines.append(line)
+    return "\n".join(lines) or None
+
+
 def bits_table(report: dict[str, Any]) -> Table:
     splits = list(report["baselines"])
     text = report["text"]
     title = "bits per byte on the future (lower is better): " + "; ".join(
         f"{s} {text[s]['commits']} commits, {text[s]['bytes']:,} bytes" for s in splits
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", caption=_commits_caption(report),
+                  caption_justify="left")  # fmt: skip
     table.add_column("")
     for s in splits:
         table.add_column(s, justify="right")
@@ -142,7 +184,7 @@ def flatten(report: dict[str, Any]) -> dict[str, float]:
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                if k not in ("samples", "timings", "cutoff"):
+                if k not in ("samples", "timings", "cutoff", "by_commit"):
                     walk(f"{prefix}.{k}" if prefix else str(k), v)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[prefix] = float(value)

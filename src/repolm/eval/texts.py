@@ -33,6 +33,12 @@ class Document:
     def n_bytes(self) -> int:
         return len(self.text.encode("utf-8"))
 
+    @property
+    def subject(self) -> str:
+        """The first line of the record's commit message."""
+        _, _, message = self.text.partition(sp.MESSAGE)
+        return _SPECIAL.split(message, maxsplit=1)[0].strip().split("\n", 1)[0]
+
 
 def segments(text: str) -> list[Segment]:
     """A document's text back as segments: each spelled special token becomes a `Tok`."""

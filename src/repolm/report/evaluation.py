@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from repolm.eval.table import beats_xz, commit_rows
 from repolm.report import plots
 from repolm.report.markup import (
     bpb,
@@ -30,7 +31,7 @@ def evaluation(e: Mapping[str, Any] | None) -> str:
     if not e:
         return missing_note(EVAL_FILE, "eval")
     models = e.get("models") or {}
-    parts = [_bits(e), _tasks(models), _suites(models), _code(models), _qa(models)]
+    parts = [_bits(e), _commits(e), _tasks(models), _suites(models), _code(models), _qa(models)]
     return "".join(parts)
 
 
@@ -88,6 +89,36 @@ def _bits(e: Mapping[str, Any]) -> str:
     if any(bars.values()) or any(lines.values()):
         parts.append(plots.bits_plot(bars, lines))
     return "".join(parts)
+
+
+HARDEST = 20  # commits listed, hardest first
+
+
+def _commits(e: Mapping[str, Any]) -> str:
+    """Each future commit's bits per byte, for each model and for xz on that commit alone:
+    which commits surprised the model (new code, a new subsystem) and where a compressor,
+    finding the commit's own repetitions, does better."""
+    models = list(e.get("models") or {})
+    rows = commit_rows(dict(e))
+    if not rows or not models:
+        return ""
+    head = ("commit", "split", "subject", "size", *(f"model {esc(n)}" for n in models), "xz -9e")
+    body, classes = [], []
+    for split, c, scores in rows[:HARDEST]:
+        xz = c.get("xz -9e")
+        body.append((f"<code>{esc(str(c.get('sha'))[:10])}</code>", esc(split),
+                     esc(c.get("subject")), size(c.get("bytes")),
+                     *(bpb(scores.get(n)) for n in models), bpb(xz)))  # fmt: skip
+        behind = xz is not None and any(v > xz for v in scores.values())
+        classes.append("worse" if behind else "")
+    wins = "; ".join(f"model {esc(n)} beats xz on {beats_xz(rows, n)} of {len(rows)}"
+                     for n in models)  # fmt: skip
+    shown = f"the {HARDEST} hardest of {len(rows)}" if len(rows) > HARDEST else "all"
+    return ("<h3>Each future commit, hardest for the model first</h3>"
+            f"<p class=sub>bits per byte of each commit record ({shown}); xz -9e compresses "
+            f"each commit alone, without the rest of the split, so its figures are higher than "
+            f"in the table above; rows where a model is behind xz are marked. {wins}.</p>"
+            + table(head, body, numeric=3, classes=classes))  # fmt: skip
 
 
 def _metric_table(columns: list[tuple[str, Mapping[str, Any]]]) -> str:

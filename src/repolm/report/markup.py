@@ -19,8 +19,10 @@ nav a{margin-right:14px;color:#2563eb;text-decoration:none}
  padding:6px 10px;margin:8px 0}
 table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
 th,td{padding:3px 10px;border-bottom:1px solid #e5e7eb;text-align:left;vertical-align:top}
-th{background:#f3f4f6;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f4f6;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;
+ white-space:nowrap}
 tr.base td{color:#4b5563}
+tr.worse td{background:#fef2f2}
 pre{background:#f6f8fa;border:1px solid #e5e7eb;border-radius:4px;padding:6px 8px;margin:2px 0;
  font:12px/1.4 ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;white-space:pre-wrap;
  word-break:break-word;max-height:320px;overflow:auto}
