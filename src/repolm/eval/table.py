@@ -70,13 +70,14 @@ def _commits_caption(report: dict[str, Any]) -> str | None:
     rows = commit_rows(report)
     lines = []
     for name in report["models"] if rows else ():
-        line = f"model {name}: fewer bits than xz on {beats_xz(rows, name)} of {len(rows)} commits"
+        line = (f"model {name}: fewer bits than xz on {beats_xz(rows, name)} of {len(rows)} "
+                "commits (each compressed alone)")  # fmt: skip
         behind = [(c["bytes"] * (s[name] - c["xz -9e"]), split, c, s[name])
                   for split, c, s in rows
                   if name in s and s[name] > (c.get("xz -9e") or float("inf"))]  # fmt: skip
         if behind:
             _, split, c, v = max(behind, key=lambda x: x[0])
-            line += (f" (each alone); furthest behind on {str(c['sha'])[:10]} ({split}, "
+            line += (f"; furthest behind on {str(c['sha'])[:10]} ({split}, "
                      f"{c['bytes']:,} bytes) {c.get('subject', '')[:40]!r}: {v:.3f} against "
                      f"{c['xz -9e']:.3f}")  # fmt: skip
         lines.append(line)
