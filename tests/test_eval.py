@@ -18,6 +18,7 @@ import torch
 
 from conftest import calc_history, calc_run, save_base_model
 from repolm.config import load_config
+from repolm.errors import RepolmError
 from repolm.eval import compress
 from repolm.eval.generate import load_model, sequence_nll
 from repolm.eval.perplexity import score_documents, score_texts
@@ -197,6 +198,20 @@ def test_the_stage_reports_bits_per_byte_next_to_the_compressors(trained, tmp_pa
     for text in test:
         assert text.startswith("<|commit|>") and text.endswith("<|/commit|>")
         assert text.count("<|message|>") == 1 and "<|file|>" in text
+
+
+def test_a_mistyped_suite_fails_before_any_model_is_scored(trained, tmp_path, monkeypatch) -> None:
+    from repolm.eval import perplexity
+
+    def never(*_: object) -> None:
+        raise AssertionError("scored a model before checking the suites")
+
+    monkeypatch.setattr(perplexity, "score_documents", never)
+    repo, _ = trained
+    out = fresh(trained, tmp_path)
+    config = load_config(overrides=[*DATA, *TINY, "eval.tasks=[]", "eval.suites=[nosuch]"])
+    with pytest.raises(RepolmError, match="suite not found: nosuch"):
+        run_pipeline(out, repo, config, only=["eval"])
 
 
 def test_a_fine_tuned_model_is_measured_next_to_its_base(tmp_path: Path) -> None:

@@ -36,10 +36,13 @@ def run_stage(ctx: StageContext) -> StageResult:
 
 def evaluate(out: Path, config: Config) -> dict[str, Any]:
     from repolm.eval.compress import baselines
+    from repolm.eval.suites import find_suite
     from repolm.eval.texts import held_out, training_text
     from repolm.train.stage import dataset_stats
 
     cfg = config.eval
+    for suite in cfg.suites:  # a mistyped suite fails now, not after the models are scored
+        find_suite(suite)
     t0 = time.monotonic()
     stats = dataset_stats(out)
     dataset, tok_dir = out / "dataset", out / "tokenizer"

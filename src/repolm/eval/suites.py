@@ -207,15 +207,25 @@ def builtin_suites() -> dict[str, Path]:
     return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
 
 
+def suite_path(suite: str | Path) -> Path:
+    """The file a suite names: a path, or a built-in suite's name."""
+    path = Path(suite)
+    return builtin_suites().get(str(suite), path) if not path.exists() else path
+
+
+def find_suite(suite: str | Path) -> Path:
+    """The file a suite names; a clear error when there is none."""
+    path = suite_path(suite)
+    if not path.exists():
+        known = ", ".join(builtin_suites())
+        raise RepolmError(f"suite not found: {suite}", f"give a YAML file or one of: {known}")
+    return path
+
+
 def resolve_suite(suite: str | Path, run_dir: Path | None = None) -> Suite:
     """A suite ready to run: from a file, or a built-in by name; its placeholders filled from
     `run_dir`'s filter outputs (needed only when it has placeholders)."""
-    path = Path(suite)
-    if not path.exists() and str(suite) in builtin_suites():
-        path = builtin_suites()[str(suite)]
-    elif not path.exists():
-        known = ", ".join(builtin_suites())
-        raise RepolmError(f"suite not found: {suite}", f"give a YAML file or one of: {known}")
+    path = find_suite(suite)
     loaded = load_suite(path)
     if placeholders_in(loaded) and run_dir is None:
         names = ", ".join(f"{{{n}}}" for n in sorted(placeholders_in(loaded)))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def _num(value: Any, scale: float = 1.0, digits: int = 3) -> str:
     return f"{value * scale:.{digits}f}"
 
 
-def commit_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
+def commit_rows(report: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
     """Each held-out commit as (split, commit entry, {model: its bits per byte}), hardest for
     the models first."""
     rows = []

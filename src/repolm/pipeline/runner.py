@@ -26,7 +26,6 @@ from repolm.pipeline import manifest as mf
 from repolm.pipeline.stage import PLANNED, REGISTRY, PathInput, Stage, StageContext, StageResult
 
 CONFIG_FILE = "config.yaml"
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # where PathInput.builtin files live
 
 
 @dataclass
@@ -105,10 +104,7 @@ def fingerprint(
 def _input_digest(item: PathInput, value: Any) -> Any:
     if isinstance(value, list):
         return [_input_digest(item, v) for v in value]
-    if item.builtin and value and not Path(value).exists():
-        shipped = PACKAGE_DIR / item.builtin.format(value)
-        value = str(shipped) if shipped.is_file() else value
-    return path_digest(value, item.files)
+    return path_digest(item.path(value) if value else value, item.files)
 
 
 def path_digest(value: str | None, files: tuple[str, ...]) -> str | dict[str, str] | None:

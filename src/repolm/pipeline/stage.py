@@ -30,7 +30,16 @@ class PathInput:
 
     key: str  # dotted config key, e.g. "tokenize.base_model"; its value may be a list of them
     files: tuple[str, ...] = ("*",)  # in a directory, the glob patterns of the files that count
-    builtin: str | None = None  # a name that is no path is a repolm file: this, formatted with it
+    resolve: str | None = None  # "module:function": the path a value names (a built-in's name)
+
+    def path(self, value: str) -> str:
+        """The file or directory a config value names, as the stage will read it."""
+        return str(_load(self.resolve)(value)) if self.resolve else value
+
+
+def _load(ref: str) -> Callable[..., Any]:
+    module, _, func = ref.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 @dataclass(frozen=True)
@@ -47,8 +56,7 @@ class Stage:
     describe: str = ""
 
     def load(self) -> Callable[[StageContext], StageResult]:
-        module, _, func = self.entry.partition(":")
-        return getattr(importlib.import_module(module), func)
+        return _load(self.entry)
 
 
 @dataclass
@@ -167,7 +175,7 @@ REGISTRY: dict[str, Stage] = {
             path_inputs=(
                 PathInput("eval.mbpp"),
                 PathInput("eval.qa"),
-                PathInput("eval.suites", builtin="eval/suites/{}.yaml"),  # shipped ones too
+                PathInput("eval.suites", resolve="repolm.eval.suites:suite_path"),  # or a name
             ),
             describe="each model on the commits after the cutoff: bits per byte next to xz and "
             "zstd, completion, next change, commit messages, suites, code benchmarks",

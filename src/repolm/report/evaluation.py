@@ -99,7 +99,7 @@ def _commits(e: Mapping[str, Any]) -> str:
     which commits surprised the model (new code, a new subsystem) and where a compressor,
     finding the commit's own repetitions, does better."""
     models = list(e.get("models") or {})
-    rows = commit_rows(dict(e))
+    rows = commit_rows(e)
     if not rows or not models:
         return ""
     head = ("commit", "split", "subject", "size", *(f"model {esc(n)}" for n in models), "xz -9e")
