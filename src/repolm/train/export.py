@@ -80,6 +80,7 @@ def export_model(
             with atomic_dir(spec.model_dir) as tmp:
                 adapter = tmp / "adapter" if save == "both" else tmp
                 peft_model.save_pretrained(adapter, safe_serialization=True)
+                _exact_frozen_rows(adapter, spec.model.base)
                 tokenizer.save_pretrained(adapter)
                 if save in ("merged", "both"):
                     merged = _merged(spec, peft_model, tokenizer, adapter)
@@ -93,15 +94,53 @@ def export_model(
 
 
 def _merged(spec: RunSpec, peft_model: Any, tokenizer: Any, adapter: Path) -> Any:
-    """The base with the adapter folded in. A LoRA base is merged in place (training is over);
-    a quantised base is reloaded unquantised first, since merging into 4-bit weights loses
-    precision."""
-    if spec.model.method == "lora":
-        return peft_model.merge_and_unload()
+    """The base with the adapter folded in. A LoRA base kept at its stored precision is merged
+    in place (training is over); otherwise the base is reloaded at the precision it is stored
+    in (a quantised one unquantised, in bf16) and the adapter merged into that, since merging
+    into 4-bit or rounded weights would change weights training never touched."""
     import torch
     from peft import PeftModel
 
-    from repolm.train.models import load_base
+    from repolm.train.models import load_base, stored_dtype
 
-    base = load_base(spec.model, tokenizer, torch.bfloat16, "sdpa")
+    trained = peft_model.get_base_model().dtype
+    if spec.model.method == "lora":
+        stored = stored_dtype(spec.model)
+        if stored.itemsize <= trained.itemsize:
+            return peft_model.merge_and_unload()
+    else:
+        stored = torch.bfloat16
+    base = load_base(spec.model, tokenizer, stored, "sdpa")
     return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+
+
+def _exact_frozen_rows(adapter: Path, base: str | None) -> None:
+    """Put the base checkpoint's own values back into the embedding layers peft saved whole
+    in the adapter (it does when the vocabulary was resized). Trained in a lower precision
+    than stored, their frozen rows were saved rounded, and loading the adapter would change
+    base weights LoRA never trained; the new tokens' rows stay as trained."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from repolm.hub import local_model_dir
+    from repolm.train.models import weight_files
+
+    file = adapter / "adapter_model.safetensors"
+    shards = weight_files(Path(local_model_dir(base))) if base else {}
+    state = load_file(str(file))
+    fixed = 0
+    for key, value in state.items():
+        name = key.removeprefix("base_model.model.").replace(".token_adapter.base_layer", "")
+        if "lora_" in key or "trainable_tokens" in key or name not in shards:
+            continue
+        with safe_open(str(shards[name]), framework="pt") as f:
+            exact = f.get_tensor(name)
+        if exact.dtype.itemsize > value.dtype.itemsize and exact.shape[1:] == value.shape[1:]:
+            value = value.to(exact.dtype)
+            value[: exact.shape[0]] = exact[: value.shape[0]]
+            state[key] = value.contiguous()
+            fixed += 1
+    if fixed:
+        tmp = file.with_suffix(".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, file)

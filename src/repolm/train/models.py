@@ -7,11 +7,11 @@ Devices, precision and distribution are the training loop's business, not these 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from repolm.config.schema import ModelConfig
 from repolm.errors import RepolmError
@@ -25,18 +25,29 @@ ARCHITECTURES_DIR = Path(__file__).parent / "architectures"
 SHAPE_KEYS = ("layers", "hidden", "heads", "kv_heads", "intermediate", "context")
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """A from-scratch Llama shape."""
+class Architecture(BaseModel):
+    """A from-scratch Llama shape: one YAML file under `architectures/`, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    context: int
-    rope_theta: float = 10000.0
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    intermediate: int = Field(gt=0)
+    context: int = Field(gt=0)
+    rope_theta: float = Field(default=10000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> Architecture:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden size {self.hidden} is not a multiple of {self.heads} heads")
+        if self.heads % self.kv_heads:
+            raise ValueError(
+                f"{self.heads} heads cannot share {self.kv_heads} key/value heads evenly"
+            )
+        return self
 
 
 def list_architectures() -> list[str]:
@@ -51,22 +62,30 @@ def architecture(cfg: ModelConfig) -> Architecture:
             f"unknown architecture '{cfg.architecture}'",
             f"choose one of: {', '.join(list_architectures())}",
         )
-    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise RepolmError(
+            f"architecture file {path} is not a mapping of shape keys",
+            f"write {', '.join(SHAPE_KEYS)} as 'key: value' lines",
+        )
     for key in SHAPE_KEYS:
         if getattr(cfg, key) is not None:
             data[key] = getattr(cfg, key)
-    arch = Architecture(name=cfg.architecture, **data)
-    if arch.hidden % arch.heads:
+    try:
+        return Architecture(name=cfg.architecture, **data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            raise RepolmError(
+                f"unknown key '{key}' in architecture file {path}",
+                f"the keys are: {', '.join(SHAPE_KEYS)}, rope_theta",
+            ) from None
+        msg = err["msg"].removeprefix("Value error, ")
         raise RepolmError(
-            f"hidden size {arch.hidden} is not a multiple of {arch.heads} heads",
-            "change the model's hidden or heads",
-        )
-    if arch.heads % arch.kv_heads:
-        raise RepolmError(
-            f"{arch.heads} heads cannot share {arch.kv_heads} key/value heads evenly",
-            "make kv_heads divide heads",
-        )
-    return arch
+            f"architecture '{cfg.architecture}': {f'{key} ' if key else ''}{msg}",
+            f"fix {path} or the models.<name> override",
+        ) from None
 
 
 def llama_config(arch: Architecture, tokenizer: PreTrainedTokenizerBase, attention: str):
@@ -152,6 +171,38 @@ def load_base(
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def stored_dtype(cfg: ModelConfig) -> torch.dtype:
+    """The precision a base checkpoint is stored in (its config's dtype; fp32 if unsaid)."""
+    import torch
+    from transformers import AutoConfig
+
+    assert cfg.base is not None
+    config = AutoConfig.from_pretrained(
+        local_model_dir(cfg.base), trust_remote_code=cfg.trust_remote_code
+    )
+    dtype = getattr(config, "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def weight_files(base: Path) -> dict[str, Path]:
+    """Each tensor name of a safetensors checkpoint to the file holding it ({} for none)."""
+    import json
+
+    from safetensors import safe_open
+
+    index = base / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return {k: base / v for k, v in weight_map.items()}
+    single = base / "model.safetensors"
+    if not single.is_file():
+        return {}
+    with safe_open(str(single), framework="pt") as f:
+        return dict.fromkeys(f.keys(), single)
 
 
 def quantization_config(bits: int, compute_dtype: torch.dtype) -> Any:
