@@ -389,7 +389,8 @@ def test_build_is_deterministic_and_follows_the_mix(history, tmp_path: Path) -> 
     assert set(only_commits["tokens"]["train"]) == {"total", "commit"}
 
 
-def test_a_future_with_nothing_kept_is_a_clear_error(git_repo, tmp_path: Path) -> None:
+def test_a_future_with_nothing_kept_is_a_clear_error_when_required(git_repo, tmp_path) -> None:
+    # without split.require_future the build trains on every commit (test_no_future.py)
     r = git_repo("vend")
     for i in range(12):
         r.write(f"src/m{i}.py", f"def f{i}():\n    return {i}\n")
@@ -398,7 +399,7 @@ def test_a_future_with_nothing_kept_is_a_clear_error(git_repo, tmp_path: Path) -
         r.write(f"vendor/v{i}.py", f"x = {i}\n")
         r.commit(f"vendored {i}")
     with pytest.raises(RepolmError, match="validation split of the dataset is empty") as e:
-        run_build(r, tmp_path / "run")
+        run_build(r, tmp_path / "run", "split.require_future=true")
     assert "split.cutoff" in e.value.hint
 
 

@@ -2,7 +2,9 @@
 
 Training data comes only from the snapshot at the cutoff commit and the commits up to it;
 validation and test data only from the commits after it (merges left out: their first-parent
-diff repeats their branch's commits, which may predate the cutoff).
+diff repeats their branch's commits, which may predate the cutoff). A split without a future
+(a young repository, or one whose later commits are all filtered out) trains on every commit
+and leaves validation and test empty.
 
 1. Encode (streaming): commit headers; every kept file change as a file section (path, module,
    change-type tokens, hunks) spooled to disk as token ids; the snapshot's files cut into pieces
@@ -71,7 +73,23 @@ def run_stage(ctx: StageContext) -> StageResult:
     return StageResult(stats=stats, summary=summary)
 
 
+class _EmptyFuture(Exception):
+    """A validation or test split with commits but nothing left of them after filtering."""
+
+
 def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) -> dict[str, Any]:
+    """The dataset of `split`; when filtering leaves its validation or test split empty, that
+    of the split without a future (every commit trains), with one warning, unless
+    split.require_future."""
+    try:
+        return _build(repo, out, stage_dir, config, split)
+    except _EmptyFuture as e:
+        split = split.without_future(str(e))
+        log.warning(split.warning())
+        return _build(repo, out, stage_dir, config, split)
+
+
+def _build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) -> dict[str, Any]:
     t0 = time.monotonic()
     cfg = config.build
     filter_dir = out / "filter"
@@ -80,6 +98,7 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
             raise RepolmError(f"missing {filter_dir / name}", "run the filter stage first")
     enc = Encoder(out / "tokenizer")
     commits = Commits.read(filter_dir / "commits.parquet")
+    commits.split = [split.part(s) for s in commits.sha]  # the filter's, or all train (above)
     rng = random.Random(cfg.seed)
     with atomic_dir(stage_dir) as tmp:
         for part in SPLITS:
@@ -102,11 +121,14 @@ def build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split) 
             writer = _pack(corpus, enc, cfg, split, part, copies, tmp / part, corpus.counts)
             seqs[part], tokens[part], docs[part] = writer.sequences, writer.tokens, writer.docs
             shards[part] = writer.shards
-            if not writer.sequences:
+            if not writer.sequences and (part == "train" or getattr(split, part)):
+                message = (f"the {_NAMES[part]} split of the dataset is empty after filtering "
+                           f"({len(split.train)} train, {len(split.val)} validation, "
+                           f"{len(split.test)} test commits)")  # fmt: skip
+                if part in FUTURE and not config.split.require_future:
+                    raise _EmptyFuture(message)
                 raise RepolmError(
-                    f"the {_NAMES[part]} split of the dataset is empty after filtering "
-                    f"({len(split.train)} train, {len(split.val)} validation, "
-                    f"{len(split.test)} test commits)",
+                    message,
                     "move split.cutoff or change split.test_fraction / split.val_fraction so "
                     "that non-merge commits with kept changes fall on each side",
                 )

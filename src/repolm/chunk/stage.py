@@ -81,6 +81,8 @@ CHANGE_COLUMNS = [
 
 def run_stage(ctx: StageContext) -> StageResult:
     split = run_split(ctx.out, ctx.repo.head, ctx.config.split)
+    if not split.has_future:  # said once, here: the first stage that splits
+        log.warning(split.warning())
     stats = chunk(ctx.repo, ctx.out / "mine", ctx.stage_dir("chunk"), ctx.config.chunk, split)
     summary = (
         f"{stats['snapshot_units']} units in {stats['snapshot_files']} files at the cutoff, "

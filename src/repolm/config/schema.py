@@ -76,12 +76,26 @@ class SplitConfig(Section):
         description="ISO date or commit sha ending the training history; the commits after it "
         "are split between validation and test in the ratio of the two fractions.",
     )
+    require_future: bool = Field(
+        default=False,
+        description="Stop with an error when the history is too short to hold out "
+        "validation and test commits (or they are all filtered out). Off, such a repository "
+        "trains on every commit and the evaluations on the future are skipped, with a warning.",
+    )
 
     @field_validator("cutoff", mode="before")
     @classmethod
     def _date_as_text(cls, value: object) -> object:
         # YAML reads an unquoted 2024-06-30 as a date: take it as the ISO text it was.
         return value.isoformat() if isinstance(value, (date, datetime)) else value
+
+    @model_validator(mode="after")
+    def _room_for_training(self) -> SplitConfig:
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError("split.test_fraction + split.val_fraction must stay below 1")
+        if self.test_fraction == self.val_fraction == 0:
+            raise ValueError("split.test_fraction and split.val_fraction cannot both be 0")
+        return self
 
 
 class ChunkConfig(Section):

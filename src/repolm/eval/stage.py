@@ -47,31 +47,54 @@ def evaluate(out: Path, config: Config) -> dict[str, Any]:
     stats = dataset_stats(out)
     dataset, tok_dir = out / "dataset", out / "tokenizer"
     report: dict[str, Any] = {"cutoff": stats.get("cutoff", {}), "text": {}, "timings": {}}
+    future = held_out_splits(report["cutoff"], cfg)
+    if not future:
+        report["future"] = skipped_future(report["cutoff"], cfg)
+        log.info(f"eval: {report['future']['reason']}: evaluations on the future skipped")
     docs = {}
-    with measured(report, "text"):
-        for split in cfg.splits:
-            docs[split] = held_out(dataset, split)
-            if not docs[split]:
-                raise RepolmError(
-                    f"the {split} split has no commit records to evaluate on",
-                    "move split.cutoff or raise split.test_fraction / split.val_fraction",
-                )
-        train, total = training_text(dataset, tok_dir, int(cfg.conditioning_mb * 2**20))
-    for split, d in docs.items():
-        report["text"][split] = {
-            "documents": len(d), "bytes": sum(x.n_bytes for x in d),
-            "commits": len({x.sha for x in d}),
-        }  # fmt: skip
-    report["text"]["train"] = {"bytes": total, "conditioning_bytes": len(train)}
-    with measured(report, "compressors"):
-        joined = {s: "".join(x.text for x in d).encode("utf-8") for s, d in docs.items()}
-        report["baselines"] = baselines(joined, train)
-        report["commits"] = {s: by_commit(d) for s, d in docs.items()}
+    if future:
+        with measured(report, "text"):
+            for split in future:
+                docs[split] = held_out(dataset, split)
+                if not docs[split]:
+                    raise RepolmError(
+                        f"the {split} split has no commit records to evaluate on",
+                        "move split.cutoff or raise split.test_fraction / split.val_fraction",
+                    )
+            train, total = training_text(dataset, tok_dir, int(cfg.conditioning_mb * 2**20))
+        for split, d in docs.items():
+            report["text"][split] = {
+                "documents": len(d), "bytes": sum(x.n_bytes for x in d),
+                "commits": len({x.sha for x in d}),
+            }  # fmt: skip
+        report["text"]["train"] = {"bytes": total, "conditioning_bytes": len(train)}
+        with measured(report, "compressors"):
+            joined = {s: "".join(x.text for x in d).encode("utf-8") for s, d in docs.items()}
+            report["baselines"] = baselines(joined, train)
+            report["commits"] = {s: by_commit(d) for s, d in docs.items()}
     report["models"] = {}
     for name, mc in config.models.items():
         report["models"][name] = evaluate_model(out, name, mc, cfg, docs, report)
     report["seconds"] = round(time.monotonic() - t0, 2)
     return report
+
+
+def held_out_splits(cutoff: dict[str, Any], cfg: EvalConfig) -> list[str]:
+    """The splits of `eval.splits` that the run's split holds commits in (none without a
+    future; validation neither when split.val_fraction is 0)."""
+    if cutoff.get("future") is False:
+        return []
+    counts = cutoff.get("commits") or {}
+    return [s for s in cfg.splits if counts.get(s, 1)]
+
+
+def skipped_future(cutoff: dict[str, Any], cfg: EvalConfig) -> dict[str, Any]:
+    """What eval/report.json says when nothing can be measured on the future, and why."""
+    reason = cutoff.get("no_future") or (
+        "the split holds no commits in eval.splits (" + ", ".join(cfg.splits) + ")"
+    )
+    return {"held_out": False, "reason": reason, "commits_needed": cutoff.get("commits_needed"),
+            "skipped": ["bits_per_byte", *cfg.tasks]}  # fmt: skip
 
 
 def by_commit(docs: list[Any]) -> list[dict[str, Any]]:
@@ -102,19 +125,19 @@ def evaluate_model(
         raise RepolmError(f"model '{name}' has not been trained ({path} is missing)",
                           "run the train stage first")  # fmt: skip
     result: dict[str, Any] = {"path": str(path), "bits_per_byte": {}}
-    if mc.base is not None and cfg.base_model:
+    if mc.base is not None and cfg.base_model and docs:
         with measured(report, f"{name}: base model bits per byte"):
             base = load_model(mc.base)
             result["base"] = {"model": mc.base, "bits_per_byte": {
                 split: score_documents(base, d) for split, d in docs.items()}}  # fmt: skip
             del base
             _free()
-    with measured(report, f"{name}: bits per byte"):
+    with measured(report, f"{name}: bits per byte" if docs else f"{name}: load"):
         lm = load_model(path)
         for split, d in docs.items():
             result["bits_per_byte"][split] = score_documents(lm, d)
-    if cfg.tasks:
-        result["tasks"] = run_tasks(lm, out, cfg, report, name)
+    if cfg.tasks and docs:
+        result["tasks"] = run_tasks(lm, out, cfg, report, name, list(docs))
     for suite in cfg.suites:
         from repolm.eval.suites import resolve_suite, run_suite
 
@@ -153,12 +176,14 @@ TASKS = {
 }
 
 
-def run_tasks(lm: Any, out: Path, cfg: EvalConfig, report: dict[str, Any], name: str) -> dict:
+def run_tasks(
+    lm: Any, out: Path, cfg: EvalConfig, report: dict[str, Any], name: str, splits: list[str]
+) -> dict:
     """The generation tasks on the test split, the later future (val when test isn't
     evaluated), each with its baselines."""
     import importlib
 
-    split = "test" if "test" in cfg.splits else cfg.splits[0]
+    split = "test" if "test" in splits else splits[0]
     results = {}
     for task in cfg.tasks:
         module, _, func = TASKS[task].partition(":")
@@ -201,6 +226,8 @@ def _free() -> None:
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """The figures the manifest keeps: each model's bits per byte next to the compressors'."""
     out: dict[str, Any] = {"cutoff": report.get("cutoff", {}).get("cutoff_sha")}
+    if "future" in report:
+        return {**out, "future": report["future"], "models": {}}
     split = "test" if "test" in report["baselines"] else next(iter(report["baselines"]))
     out["split"] = split
     out["baselines"] = {
@@ -218,6 +245,8 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _line(brief: dict[str, Any]) -> str:
+    if "future" in brief:
+        return f"no evaluation on the future: {brief['future']['reason']}"
     xz = brief["baselines"].get("xz -9e", {})
     parts = [f"{n} {m['bits_per_byte']:.3f}" for n, m in brief["models"].items()]
     return (f"{brief['split']} bits/byte: " + ", ".join(parts)

@@ -173,7 +173,10 @@ def other_table(report: dict[str, Any]) -> Table | None:
 
 def print_report(report: dict[str, Any], out: Console | None = None) -> None:
     out = out or console()
-    out.print(bits_table(report))
+    if "future" in report:  # nothing held out: no bits per byte, no tasks
+        out.print(f"no evaluation on the future: {report['future']['reason']}")
+    else:
+        out.print(bits_table(report))
     for table in (task_table(report), other_table(report)):
         if table is not None:
             out.print(table)

@@ -128,7 +128,8 @@ def overview(inputs: ReportInputs) -> str:
     if not m:
         return _missing("manifest")
     repo = m.get("repository") or {}
-    cut = m.get("split") or (inputs.dataset_stats or {}).get("cutoff") or {}
+    # the build's split when there is one: what training used (it may have dropped a future)
+    cut = (inputs.dataset_stats or {}).get("cutoff") or m.get("split") or {}
     cfg = m.get("config") or {}
     deps = m.get("dependencies") or {}
     counts = cut.get("commits") or {}
@@ -146,6 +147,7 @@ def overview(inputs: ReportInputs) -> str:
         ("cutoff (last training commit)", f"<code>{esc(cut.get('cutoff_sha'))}</code> at "
          f"{when(cut.get('cutoff_time'))}" if cut.get("cutoff_sha") else None),
         ("validation period ends", when(cut["val_end_time"]) if cut.get("val_end_time") else None),
+        ("future held out", "none: every commit trains" if cut.get("future") is False else None),
         ("commits per split", ", ".join(f"{esc(k)} {fmt(v)}" for k, v in counts.items())
          if counts else None),
         ("config", f"preset {esc(cfg.get('preset'))}, hash {esc(str(cfg.get('hash'))[:12])}"
@@ -154,6 +156,8 @@ def overview(inputs: ReportInputs) -> str:
          f"torch {esc(deps.get('torch'))}, {esc(m.get('platform'))}"
          if m.get("repolm_version") else None),
     ])]  # fmt: skip
+    if cut.get("future") is False:
+        parts.insert(0, no_future_note(cut))
     if inputs.commits and inputs.commits.get("time"):
         marks = {k: t for k, t in (("cutoff", _epoch(cut.get("cutoff_time"))),
                                    ("end of validation", _epoch(cut.get("val_end_time"))))
@@ -173,6 +177,14 @@ def overview(inputs: ReportInputs) -> str:
         parts.append("<h3>Stages</h3>" + table(("stage", "status", "time", "summary"), rows,
                                                numeric=(2,)))  # fmt: skip
     return "".join(parts)
+
+
+def no_future_note(cut: Mapping[str, Any]) -> str:
+    """What a run that held out no future says first: why, and what it means."""
+    return note(f"<b>This repository holds out no future:</b> {esc(cut.get('no_future'))}. "
+                "The model trained on every commit, without validation loss or early stopping; "
+                "bits per byte and the generation tasks on the future were skipped "
+                "(split.require_future=true makes this an error).")  # fmt: skip
 
 
 def _models_table(inputs: ReportInputs) -> str:
@@ -319,6 +331,8 @@ def _model(name: str, r: Mapping[str, Any], scalars: Scalars) -> str:
          f"tokens/s (median)" + (f", MFU {100 * r['mfu']:.1f}%" if r.get("mfu") else "")),
         ("best validation loss", f"{fmt(best.get('loss'))} at step {fmt(best.get('step'))} "
          f"(perplexity {fmt(best.get('perplexity'))})" if best else None),
+        ("validation", "none: no validation data (no future held out)"
+         if val.get("sequences") == 0 else None),
         ("unigram validation loss", fmt(val.get("unigram_loss"))),
         ("learning rate", f"peak {fmt(lr.get('max'))}, lowest {fmt(lr.get('min'))}"
          if lr else None),

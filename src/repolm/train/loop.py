@@ -47,7 +47,7 @@ class RunSpec:
     model: ModelConfig
     build: BuildConfig
     train_dir: Path
-    val_dir: Path
+    val_dir: Path | None  # None: no validation data (a repository with no future held out)
     tokenizer_dir: Path
     work_dir: Path  # OUT/train/<name>: checkpoints, best weights, tensorboard, report.json
     model_dir: Path  # OUT/models/<name>: the Hugging Face model
@@ -250,7 +250,10 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
                     "parallel (DDP over gloo) instead")  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
     train = PackedData.read(spec.train_dir)
-    val = PackedData.read(spec.val_dir)
+    val = PackedData.read(spec.val_dir) if spec.val_dir else None
+    if val is None and main:
+        log.info(f"train {spec.name}: no validation data, so no validation loss and no early "
+                 "stopping; the final weights are saved")  # fmt: skip
     if train.seq_len > _context(spec):
         raise RepolmError(
             f"sequences of {train.seq_len} tokens exceed the model's context of {_context(spec)}",
@@ -278,6 +281,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     checkpoint.trainable_only(accelerator)
 
     rec = Recorder(spec, budget, total_params, trainable_params, precision, device, world)
+    rec.val_sequences = len(val) if val else 0
     start_step = 0
     if spec.resume == "require" and found is None:
         raise RepolmError(
@@ -301,9 +305,9 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
                     "another configuration or data (or --force) and are removed")  # fmt: skip
         shutil.rmtree(ckpt_root)  # never mixed with this run's
         shutil.rmtree(spec.work_dir / "tensorboard", ignore_errors=True)  # nor its curves
-    rec.unigram = unigram_loss(train, val, len(tokenizer)) if main else None
+    rec.unigram = unigram_loss(train, val, len(tokenizer)) if main and val else None
 
-    val_index = _val_subset(len(val), tc.eval_sequences, tc.seed)
+    val_index = _val_subset(len(val) if val else 0, tc.eval_sequences, tc.seed)
     step = start_step
     last_ckpt = time.monotonic()
     t_start = time.monotonic() - rec.seconds
@@ -385,7 +389,8 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         rec.hardware_samples += [{**x, "t": round(x["t"] + offset, 2)}
                                  for x in kept[:: max(1, len(kept) // 500)]]  # fmt: skip
     # a final evaluation unless the last step had one or a signal asks to stop now
-    if stop_reason in (None, "max_minutes") and (not rec.evals or rec.evals[-1]["step"] != step):
+    if (stop_reason in (None, "max_minutes") and val is not None
+            and (not rec.evals or rec.evals[-1]["step"] != step)):  # fmt: skip
         _evaluate_and_track(spec, accelerator, model, tokenizer, val, val_index, rec, step, writer)
     rec.seconds = time.monotonic() - t_start
     rec.stopped = stop_reason or "completed"
@@ -583,6 +588,10 @@ def _evaluate_and_track(
     spec, accelerator, model, tokenizer, val, val_index, rec, step, writer
 ) -> str | None:
     tc = spec.model.train
+    if val is None:  # nothing to measure: the samples only
+        if accelerator.is_main_process:
+            _samples(spec, accelerator, model, tokenizer, rec, step, writer)
+        return None
     loss, tokens = evaluate(accelerator, model, val, val_index, tc.micro_batch)
     improved = rec.best_loss is None or loss < rec.best_loss - tc.min_delta
     rec.evaluation(step, loss, tokens, improved)
@@ -652,6 +661,7 @@ class Recorder:
         self.label_tokens = 0
         self.seconds = 0.0
         self.unigram: float | None = None
+        self.val_sequences = 0
         self.hardware: dict[str, Any] = {}
         self.hardware_samples: list[dict[str, float]] = []  # thinned, t = seconds of training
         self.stopped = ""
@@ -736,6 +746,7 @@ class Recorder:
                 "per_step": losses,
             },  # fmt: skip
             "validation": {
+                "sequences": self.val_sequences,
                 "final": final,
                 "best": best,
                 "evaluations": self.evals,

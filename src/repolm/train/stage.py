@@ -103,7 +103,8 @@ def run_spec(
 
     return RunSpec(
         name=name, model=mc, build=config.build, train_dir=train_dir,
-        val_dir=dataset / "val", tokenizer_dir=tok_dir, work_dir=out / "train" / name,
+        val_dir=dataset / "val" if stats["sequences"]["val"] else None, tokenizer_dir=tok_dir,
+        work_dir=out / "train" / name,
         model_dir=out / "models" / name, plan=plan, fingerprint=fingerprint, resume=resume,
         added_tokens=added,
         sample_prompts=sample_prompts(out / "filter", mc.train.sample_prompts),
@@ -133,8 +134,12 @@ def _summary(reports: dict[str, Any]) -> str:
         loss = b["best_val_loss"] if b["best_val_loss"] is not None else b["val_loss"]
         uni = b["unigram_val_loss"]
         parts.append(
-            f"{name}: validation loss "
-            + ("–" if loss is None else f"{loss:.3f}")
+            f"{name}: "
+            + (
+                "no validation data"
+                if loss is None and uni is None
+                else "validation loss " + ("–" if loss is None else f"{loss:.3f}")
+            )
             + (f" (unigram {uni:.3f})" if uni is not None else "")
             + f", {b['steps']:,} steps, {b['stopped']} → {b['path']}"
         )
