@@ -19,13 +19,26 @@ from repolm.eval.stage import held_out_splits, skipped_future, summary
 from repolm.pipeline.runner import run_pipeline
 from repolm.report.html import ReportInputs, render_report
 
-TINY = ["tokenize.vocab_size=400", "build.seq_len=64", "build.batch_size=4",
-        "models.main.layers=2", "models.main.hidden=32", "models.main.heads=2",
-        "models.main.kv_heads=2", "models.main.intermediate=64", "models.main.context=128",
-        "train.micro_batch=4", "train.max_steps=4", "train.eval_every=2",
-        "train.eval_sequences=4", "train.hardware_every_s=0.2"]  # fmt: skip
-TOO_FEW = ("2 commits are too few to hold out a future (at least 3 are needed for 10% test and "
-           "5% validation)")  # fmt: skip
+TINY = [
+    "tokenize.vocab_size=400",
+    "build.seq_len=64",
+    "build.batch_size=4",
+    "models.main.layers=2",
+    "models.main.hidden=32",
+    "models.main.heads=2",
+    "models.main.kv_heads=2",
+    "models.main.intermediate=64",
+    "models.main.context=128",
+    "train.micro_batch=4",
+    "train.max_steps=4",
+    "train.eval_every=2",
+    "train.eval_sequences=4",
+    "train.hardware_every_s=0.2",
+]
+TOO_FEW = (
+    "2 commits are too few to hold out a future (at least 3 are needed for 10% test and "
+    "5% validation)"
+)
 
 
 def young(path: Path) -> GitRepo:
@@ -64,9 +77,12 @@ def test_two_commits_train_a_model_evaluate_what_they_can_and_report(tmp_path: P
     assert AutoModelForCausalLM.from_pretrained(out / "models" / "main").num_parameters() > 0
     # the evaluations on the future are skipped and say why; the suite still runs
     report = json.loads((out / "eval" / "report.json").read_text())
-    assert report["future"] == {"held_out": False, "reason": TOO_FEW, "commits_needed": 3,
-                                "skipped": ["bits_per_byte", "completion", "next_change",
-                                            "commit_messages"]}  # fmt: skip
+    assert report["future"] == {
+        "held_out": False,
+        "reason": TOO_FEW,
+        "commits_needed": 3,
+        "skipped": ["bits_per_byte", "completion", "next_change", "commit_messages"],
+    }
     main = report["models"]["main"]
     assert main["bits_per_byte"] == {} and "tasks" not in main and "reasoning" in main["suites"]
     page = (out / "report.html").read_text(encoding="utf-8")
@@ -106,8 +122,10 @@ def test_a_future_filtered_away_trains_on_every_commit(tmp_path: Path, repolm_lo
     out = tmp_path / "run"
     run_pipeline(out, repo.path, load_config(overrides=TINY), until="build")
     stats = json.loads((out / "dataset" / "stats.json").read_text())
-    reason = ("the validation split of the dataset is empty after filtering (10 train, "
-              "1 validation, 2 test commits)")  # fmt: skip
+    reason = (
+        "the validation split of the dataset is empty after filtering (10 train, "
+        "1 validation, 2 test commits)"
+    )
     assert stats["cutoff"]["future"] is False and stats["cutoff"]["no_future"] == reason
     assert stats["cutoff"]["commits"] == {"train": 13, "val": 0, "test": 0}
     assert stats["sequences"]["val"] == stats["sequences"]["test"] == 0
@@ -124,9 +142,15 @@ def test_a_future_filtered_away_trains_on_every_commit(tmp_path: Path, repolm_lo
 
 # -- the pieces ---------------------------------------------------------------------------------
 
-NO_FUTURE = {"cutoff_sha": "a" * 40, "cutoff_time": "2024-01-01T00:00:00+00:00",
-             "val_end_time": None, "commits": {"train": 2, "val": 0, "test": 0},
-             "future": False, "no_future": TOO_FEW, "commits_needed": 3}  # fmt: skip
+NO_FUTURE = {
+    "cutoff_sha": "a" * 40,
+    "cutoff_time": "2024-01-01T00:00:00+00:00",
+    "val_end_time": None,
+    "commits": {"train": 2, "val": 0, "test": 0},
+    "future": False,
+    "no_future": TOO_FEW,
+    "commits_needed": 3,
+}
 
 
 def test_eval_skips_only_the_future() -> None:
@@ -142,13 +166,20 @@ def test_eval_skips_only_the_future() -> None:
 
 def test_the_page_says_there_is_no_future() -> None:
     future = skipped_future(NO_FUTURE, EvalConfig())
-    page = render_report(ReportInputs(
-        run_dir="/run", manifest={"repo_path": "/r", "split": NO_FUTURE},
-        dataset_stats={"cutoff": NO_FUTURE},
-        train={"models": {"main": {"steps": 4, "validation": {"sequences": 0}}}},
-        eval={"cutoff": NO_FUTURE, "future": future, "models": {"main": {"bits_per_byte": {}}},
-              "timings": {}},
-    ))  # fmt: skip
+    page = render_report(
+        ReportInputs(
+            run_dir="/run",
+            manifest={"repo_path": "/r", "split": NO_FUTURE},
+            dataset_stats={"cutoff": NO_FUTURE},
+            train={"models": {"main": {"steps": 4, "validation": {"sequences": 0}}}},
+            eval={
+                "cutoff": NO_FUTURE,
+                "future": future,
+                "models": {"main": {"bits_per_byte": {}}},
+                "timings": {},
+            },
+        )
+    )
     assert "This repository holds out no future:</b> " + TOO_FEW in page
     assert "No evaluation on the future: " + TOO_FEW in page
     assert "none: no validation data (no future held out)" in page

@@ -134,16 +134,27 @@ def test_a_merge_of_one_time_never_trains_on_a_descendant_of_the_future(
     repo.git("checkout", "-q", "main")
     for i in range(3, 6):
         commit(f"main {i}", "a.py")
-    repo.git("merge", "-q", "--no-ff", "-m", "merge side", "side",
-             env={"GIT_AUTHOR_DATE": ONE_TIME, "GIT_COMMITTER_DATE": ONE_TIME})  # fmt: skip
+    repo.git(
+        "merge",
+        "-q",
+        "--no-ff",
+        "-m",
+        "merge side",
+        "side",
+        env={"GIT_AUTHOR_DATE": ONE_TIME, "GIT_COMMITTER_DATE": ONE_TIME},
+    )
     sha["merge"] = repo.head
     for i in range(6, 9):
         commit(f"main {i}", "a.py")
     table = pq.read_table(mine_repo(repo).stage_dir / "commits.parquet")
     assert table.num_rows == 14
     # ties by HEAD's line: a side branch comes just before the merge that brings it in
-    names = [*(f"main {i}" for i in range(6)), *(f"side {i}" for i in range(4)), "merge",
-             *(f"main {i}" for i in range(6, 9))]  # fmt: skip
+    names = [
+        *(f"main {i}" for i in range(6)),
+        *(f"side {i}" for i in range(4)),
+        "merge",
+        *(f"main {i}" for i in range(6, 9)),
+    ]
     assert commit_order(*graph(table), repo.head) == [sha[n] for n in names]
     for test, val in ((0.1, 0.05), (0.3, 0.2), (0.5, 0.3), (0.2, 0.1)):
         s = compute_split(table, repo.head, SplitConfig(test_fraction=test, val_fraction=val))
@@ -162,8 +173,11 @@ def test_parents_come_first_whatever_the_clock() -> None:
     # each commit dated an hour before its parent (a skewed clock): order follows the graph
     t = history(10)
     shas = t.column("sha").to_pylist()
-    t = t.set_column(2, "commit_time", pa.array([T0 - timedelta(hours=i) for i in range(10)],
-                                                pa.timestamp("us", tz="UTC")))  # fmt: skip
+    t = t.set_column(
+        2,
+        "commit_time",
+        pa.array([T0 - timedelta(hours=i) for i in range(10)], pa.timestamp("us", tz="UTC")),
+    )
     s = compute_split(t, shas[-1], SplitConfig())
     assert s.test == frozenset(shas[9:]) and s.val == frozenset(shas[8:9])
     assert s.cutoff_sha == shas[7]
@@ -179,8 +193,10 @@ def test_too_few_commits_train_on_all_of_them() -> None:
     s = compute_split(t, shas[-1], SplitConfig())
     assert not s.has_future and s.train == frozenset(shas) and not s.val and not s.test
     assert s.cutoff_sha == shas[-1] and s.needed == 3
-    assert s.no_future == ("2 commits are too few to hold out a future (at least 3 are needed "
-                           "for 10% test and 5% validation)")  # fmt: skip
+    assert s.no_future == (
+        "2 commits are too few to hold out a future (at least 3 are needed "
+        "for 10% test and 5% validation)"
+    )
     assert "training on every commit" in s.warning() and "require_future" in s.warning()
     assert s.summary()["future"] is False and s.summary()["commits_needed"] == 3
     assert s.summary()["commits"] == {"train": 2, "val": 0, "test": 0}
@@ -193,8 +209,9 @@ def test_too_few_commits_train_on_all_of_them() -> None:
     assert late.no_future.startswith("the cutoff 2030-01-01 leaves the validation split empty")
 
 
-@pytest.mark.parametrize("test,val", [(0.1, 0.05), (0.12, 0.08), (0.5, 0.3), (0.0, 0.2),
-                                      (0.25, 0.25)])  # fmt: skip
+@pytest.mark.parametrize(
+    "test,val", [(0.1, 0.05), (0.12, 0.08), (0.5, 0.3), (0.0, 0.2), (0.25, 0.25)]
+)
 def test_commits_needed_is_the_fewest_that_split(test: float, val: float) -> None:
     cfg = SplitConfig(test_fraction=test, val_fraction=val)
     n = commits_needed(cfg)

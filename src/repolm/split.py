@@ -50,14 +50,22 @@ class Split:
 
     def without_future(self, reason: str, needed: int | None = None) -> Split:
         """This split with every commit in training (the same snapshot)."""
-        return dataclasses.replace(self, train=self.train | self.val | self.test,
-                                   val=frozenset(), test=frozenset(), val_end_time=None,
-                                   no_future=reason, needed=needed)  # fmt: skip
+        return dataclasses.replace(
+            self,
+            train=self.train | self.val | self.test,
+            val=frozenset(),
+            test=frozenset(),
+            val_end_time=None,
+            no_future=reason,
+            needed=needed,
+        )
 
     def warning(self) -> str:
         """The one warning a run without a future gives."""
-        return (f"{self.no_future}: training on every commit instead; the evaluations on the "
-                "future are skipped (split.require_future=true makes this an error)")  # fmt: skip
+        return (
+            f"{self.no_future}: training on every commit instead; the evaluations on the "
+            "future are skipped (split.require_future=true makes this an error)"
+        )
 
     def summary(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -104,13 +112,20 @@ def compute_split(commits: pa.Table, head: str | None, cfg: SplitConfig) -> Spli
         )
     short = _shortfall(cfg, n, len(train), len(val), len(test))
     if short and cfg.require_future:
-        raise RepolmError(short.error, short.hint + ", or unset split.require_future to train "
-                          "on every commit")  # fmt: skip
+        raise RepolmError(
+            short.error, short.hint + ", or unset split.require_future to train on every commit"
+        )
     if short:
         train, val, test = order, [], []
     cutoff = _cutoff_commit(head, parents, frozenset(train), train[-1])
-    split = Split(cutoff, time_of[cutoff], time_of[val[-1]] if val else None,
-                  frozenset(train), frozenset(val), frozenset(test))  # fmt: skip
+    split = Split(
+        cutoff,
+        time_of[cutoff],
+        time_of[val[-1]] if val else None,
+        frozenset(train),
+        frozenset(val),
+        frozenset(test),
+    )
     return split.without_future(short.reason, short.needed) if short else split
 
 
@@ -129,7 +144,10 @@ def commit_order(
         waiting[s] = len(present)
         for p in present:
             children[p].append(s)
-    key = lambda s: (time_of[s], rank.get(s, len(rank)), index[s])  # noqa: E731
+
+    def key(s: str) -> tuple[datetime, int, int]:
+        return time_of[s], rank.get(s, len(rank)), index[s]
+
     ready = [key(s) for s in shas if not waiting[s]]
     heapq.heapify(ready)
     order = []
@@ -191,8 +209,11 @@ def _shortfall(
     is whole."""
     if not cfg.cutoff and n_train < 1:
         needed = commits_needed(cfg)
-        what = " and ".join(f"{f:.0%} {name}" for name, f in (("test", cfg.test_fraction),
-                            ("validation", cfg.val_fraction)) if f > 0)  # fmt: skip
+        what = " and ".join(
+            f"{f:.0%} {name}"
+            for name, f in (("test", cfg.test_fraction), ("validation", cfg.val_fraction))
+            if f > 0
+        )
         return _Shortfall(
             f"{n} commit{'s are' if n > 1 else ' is'} too few to hold out a future (at least "
             f"{needed} are needed for {what})",
@@ -201,13 +222,19 @@ def _shortfall(
             "lower split.test_fraction / split.val_fraction or set split.cutoff",
             needed,
         )
-    for name, count, fraction in (("validation", n_val, cfg.val_fraction),
-                                  ("test", n_test, cfg.test_fraction)):  # fmt: skip
+    for name, count, fraction in (
+        ("validation", n_val, cfg.val_fraction),
+        ("test", n_test, cfg.test_fraction),
+    ):
         if fraction > 0 and not count:
-            text = (f"the cutoff {cfg.cutoff} leaves the {name} split empty ({n_train} train, "
-                    f"{n_val} validation, {n_test} test commits)")  # fmt: skip
-            hint = ("set split.cutoff to an earlier date or sha, or change split.test_fraction "
-                    "/ split.val_fraction")  # fmt: skip
+            text = (
+                f"the cutoff {cfg.cutoff} leaves the {name} split empty ({n_train} train, "
+                f"{n_val} validation, {n_test} test commits)"
+            )
+            hint = (
+                "set split.cutoff to an earlier date or sha, or change split.test_fraction "
+                "/ split.val_fraction"
+            )
             return _Shortfall(text, text, hint, None)
     return None
 

@@ -160,8 +160,13 @@ def _completion(
         "sha", "path", "language", "kind", "name", "qualified_name", "change_type",
         "start_line", "end_line", "text", "split", "blob",
     ], filters=[("split", "in", FUTURE), ("change_type", "in", COMPLETION_TYPES)])  # fmt: skip
-    rows = [r for r in chunks.to_pylist() if (i := commits.index.get(r["sha"])) is not None
-            and commits.split[i] in FUTURE and not commits.merge[i]]  # fmt: skip
+    rows = [
+        r
+        for r in chunks.to_pylist()
+        if (i := commits.index.get(r["sha"])) is not None
+        and commits.split[i] in FUTURE
+        and not commits.merge[i]
+    ]
     total = len(rows)
     if len(rows) > cfg.max_completions:  # a deterministic sample, spread over the future
         rows = sorted(

@@ -122,9 +122,11 @@ def _build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split)
             seqs[part], tokens[part], docs[part] = writer.sequences, writer.tokens, writer.docs
             shards[part] = writer.shards
             if not writer.sequences and (part == "train" or getattr(split, part)):
-                message = (f"the {_NAMES[part]} split of the dataset is empty after filtering "
-                           f"({len(split.train)} train, {len(split.val)} validation, "
-                           f"{len(split.test)} test commits)")  # fmt: skip
+                message = (
+                    f"the {_NAMES[part]} split of the dataset is empty after filtering "
+                    f"({len(split.train)} train, {len(split.val)} validation, "
+                    f"{len(split.test)} test commits)"
+                )
                 if part in FUTURE and not config.split.require_future:
                     raise _EmptyFuture(message)
                 raise RepolmError(

@@ -64,9 +64,10 @@ def evaluate(out: Path, config: Config) -> dict[str, Any]:
             train, total = training_text(dataset, tok_dir, int(cfg.conditioning_mb * 2**20))
         for split, d in docs.items():
             report["text"][split] = {
-                "documents": len(d), "bytes": sum(x.n_bytes for x in d),
+                "documents": len(d),
+                "bytes": sum(x.n_bytes for x in d),
                 "commits": len({x.sha for x in d}),
-            }  # fmt: skip
+            }
         report["text"]["train"] = {"bytes": total, "conditioning_bytes": len(train)}
         with measured(report, "compressors"):
             joined = {s: "".join(x.text for x in d).encode("utf-8") for s, d in docs.items()}
@@ -93,8 +94,12 @@ def skipped_future(cutoff: dict[str, Any], cfg: EvalConfig) -> dict[str, Any]:
     reason = cutoff.get("no_future") or (
         "the split holds no commits in eval.splits (" + ", ".join(cfg.splits) + ")"
     )
-    return {"held_out": False, "reason": reason, "commits_needed": cutoff.get("commits_needed"),
-            "skipped": ["bits_per_byte", *cfg.tasks]}  # fmt: skip
+    return {
+        "held_out": False,
+        "reason": reason,
+        "commits_needed": cutoff.get("commits_needed"),
+        "skipped": ["bits_per_byte", *cfg.tasks],
+    }
 
 
 def by_commit(docs: list[Any]) -> list[dict[str, Any]]:

@@ -33,9 +33,13 @@ def evaluation(e: Mapping[str, Any] | None) -> str:
     models = e.get("models") or {}
     future = e.get("future")
     if future:  # nothing held out: what the repository lacks instead of the future's figures
-        parts = [note(f"No evaluation on the future: {esc(future.get('reason'))}. Bits per byte "
-                      "and the generation tasks need commits after the cutoff; the model "
-                      "trained on all of them.")]  # fmt: skip
+        parts = [
+            note(
+                f"No evaluation on the future: {esc(future.get('reason'))}. Bits per byte "
+                "and the generation tasks need commits after the cutoff; the model "
+                "trained on all of them."
+            )
+        ]
     else:
         parts = [_bits(e), _commits(e), _tasks(models)]
     parts += [_suites(models), _code(models), _qa(models)]

@@ -181,10 +181,12 @@ def overview(inputs: ReportInputs) -> str:
 
 def no_future_note(cut: Mapping[str, Any]) -> str:
     """What a run that held out no future says first: why, and what it means."""
-    return note(f"<b>This repository holds out no future:</b> {esc(cut.get('no_future'))}. "
-                "The model trained on every commit, without validation loss or early stopping; "
-                "bits per byte and the generation tasks on the future were skipped "
-                "(split.require_future=true makes this an error).")  # fmt: skip
+    return note(
+        f"<b>This repository holds out no future:</b> {esc(cut.get('no_future'))}. "
+        "The model trained on every commit, without validation loss or early stopping; "
+        "bits per byte and the generation tasks on the future were skipped "
+        "(split.require_future=true makes this an error)."
+    )
 
 
 def _models_table(inputs: ReportInputs) -> str:

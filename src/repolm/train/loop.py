@@ -252,8 +252,10 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     train = PackedData.read(spec.train_dir)
     val = PackedData.read(spec.val_dir) if spec.val_dir else None
     if val is None and main:
-        log.info(f"train {spec.name}: no validation data, so no validation loss and no early "
-                 "stopping; the final weights are saved")  # fmt: skip
+        log.info(
+            f"train {spec.name}: no validation data, so no validation loss and no early "
+            "stopping; the final weights are saved"
+        )
     if train.seq_len > _context(spec):
         raise RepolmError(
             f"sequences of {train.seq_len} tokens exceed the model's context of {_context(spec)}",
@@ -389,8 +391,11 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         rec.hardware_samples += [{**x, "t": round(x["t"] + offset, 2)}
                                  for x in kept[:: max(1, len(kept) // 500)]]  # fmt: skip
     # a final evaluation unless the last step had one or a signal asks to stop now
-    if (stop_reason in (None, "max_minutes") and val is not None
-            and (not rec.evals or rec.evals[-1]["step"] != step)):  # fmt: skip
+    if (
+        stop_reason in (None, "max_minutes")
+        and val is not None
+        and (not rec.evals or rec.evals[-1]["step"] != step)
+    ):
         _evaluate_and_track(spec, accelerator, model, tokenizer, val, val_index, rec, step, writer)
     rec.seconds = time.monotonic() - t_start
     rec.stopped = stop_reason or "completed"
