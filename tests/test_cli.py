@@ -149,7 +149,17 @@ def test_doctor_runs() -> None:
 
 
 def test_too_short_a_history_to_split(repo, tmp_path: Path) -> None:
-    proc = repolm("run", "--repo", str(repo.path), "--out", str(tmp_path / "o"))
+    # by default such a history trains on every commit (tests/test_no_future.py); CI-style
+    # runs ask for a future and get the one-line error
+    proc = repolm(
+        "run",
+        "--repo",
+        str(repo.path),
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "split.require_future=true",
+    )
     assert_one_line_error(proc, "too few to split", "split.cutoff")
 
 
