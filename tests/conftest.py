@@ -434,6 +434,17 @@ def check_history(repo: GitRepo, result: MineResult, *revs: str) -> None:
         assert result.stats["commits"] == len(shas)
 
 
+# the 2-layer, 32-wide Llama the end-to-end tests train (each adds its own train.* settings)
+TINY_MODEL = [
+    "models.main.layers=2",
+    "models.main.hidden=32",
+    "models.main.heads=2",
+    "models.main.kv_heads=2",
+    "models.main.intermediate=64",
+    "models.main.context=128",
+]
+
+
 def save_base_model(path: Path) -> Path:
     """A tiny Llama and a byte-level BPE tokenizer of its own, saved like a hub download."""
     import torch

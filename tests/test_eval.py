@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import calc_history, calc_run, save_base_model
+from conftest import TINY_MODEL, calc_history, calc_run, save_base_model
 from repolm.config import load_config
 from repolm.errors import RepolmError
 from repolm.eval import compress
@@ -143,9 +143,7 @@ def test_conditioned_baseline_is_what_the_text_adds_to_the_training_text() -> No
 
 DATA = ["tokenize.vocab_size=400", "build.seq_len=64", "build.batch_size=4",
         "split.test_fraction=0.12", "split.val_fraction=0.08"]  # fmt: skip
-TINY = ["models.main.layers=2", "models.main.hidden=32", "models.main.heads=2",
-        "models.main.kv_heads=2", "models.main.intermediate=64", "models.main.context=128",
-        "train.micro_batch=4", "train.max_steps=30", "train.eval_every=10",
+TINY = [*TINY_MODEL, "train.micro_batch=4", "train.max_steps=30", "train.eval_every=10",
         "train.eval_sequences=8", "train.hardware_every_s=0.2"]  # fmt: skip
 FAST = ["eval.tasks=[]", "eval.suites=[]"]
 

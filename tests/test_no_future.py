@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GitRepo
+from conftest import TINY_MODEL, GitRepo
 from repolm.config import load_config
 from repolm.config.schema import EvalConfig
 from repolm.errors import RepolmError
@@ -23,12 +23,7 @@ TINY = [
     "tokenize.vocab_size=400",
     "build.seq_len=64",
     "build.batch_size=4",
-    "models.main.layers=2",
-    "models.main.hidden=32",
-    "models.main.heads=2",
-    "models.main.kv_heads=2",
-    "models.main.intermediate=64",
-    "models.main.context=128",
+    *TINY_MODEL,
     "train.micro_batch=4",
     "train.max_steps=4",
     "train.eval_every=2",

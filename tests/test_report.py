@@ -357,7 +357,7 @@ def test_the_stage_runs_after_eval_and_reads_what_it_shows() -> None:
 
 @pytest.mark.slow
 def test_a_pipeline_run_writes_the_report(tmp_path: Path) -> None:
-    from conftest import GitRepo
+    from conftest import TINY_MODEL, GitRepo
     from repolm.pipeline.runner import run_pipeline
 
     r = GitRepo(tmp_path / "repo")
@@ -371,12 +371,7 @@ def test_a_pipeline_run_writes_the_report(tmp_path: Path) -> None:
         "build.batch_size=4",
         "split.test_fraction=0.15",
         "split.val_fraction=0.1",
-        "models.main.layers=2",
-        "models.main.hidden=32",
-        "models.main.heads=2",
-        "models.main.kv_heads=2",
-        "models.main.intermediate=64",
-        "models.main.context=128",
+        *TINY_MODEL,
         "train.micro_batch=4",
         "train.max_steps=12",
         "train.eval_every=6",

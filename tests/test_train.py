@@ -18,16 +18,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import calc_run, save_base_model
+from conftest import TINY_MODEL, calc_run, save_base_model
 from repolm.config import load_config
 from repolm.pipeline.runner import run_pipeline
 from repolm.train.data import Schedule
 
 DATA = ["tokenize.vocab_size=400", "build.seq_len=64", "build.batch_size=4",
         "split.test_fraction=0.12", "split.val_fraction=0.08"]  # fmt: skip
-TINY = ["models.main.layers=2", "models.main.hidden=32", "models.main.heads=2",
-        "models.main.kv_heads=2", "models.main.intermediate=64", "models.main.context=128",
-        "train.micro_batch=4", "train.eval_every=2", "train.eval_sequences=8",
+TINY = [*TINY_MODEL, "train.micro_batch=4", "train.eval_every=2", "train.eval_sequences=8",
         "train.log_every=1", "train.hardware_every_s=0.2"]  # fmt: skip
 
 
