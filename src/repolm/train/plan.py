@@ -152,6 +152,7 @@ def _meta_model(spec: Any, tokenizer: Any) -> Any:
             if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
                 model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64,
                                               mean_resizing=False)  # fmt: skip
+        model.tie_weights()  # transformers 5.0 leaves a meta model's head untied until asked
         if mc.method != "full":  # a quantised base has as many values: count it unquantised
             as_lora = mc.model_copy(update={"method": "lora"})
             model = models.add_adapters(model, as_lora, spec.added_tokens, False)
