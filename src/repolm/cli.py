@@ -233,7 +233,7 @@ def eval_suite(
         Path | None,
         typer.Option(
             "--run", help="Run directory whose repository fills a template's placeholders."
-        ),  # fmt: skip
+        ),
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 256,
     json_out: JsonOut = None,
@@ -267,11 +267,16 @@ def eval_code(
     from repolm.eval import codebench
     from repolm.eval.generate import load_model
 
-    problems = (codebench.mbpp_problems(mbpp, limit) if mbpp is not None
-                else codebench.humaneval_problems(limit))  # fmt: skip
+    problems = (
+        codebench.mbpp_problems(mbpp, limit)
+        if mbpp is not None
+        else codebench.humaneval_problems(limit)
+    )
     if samples > 1 and temperature <= 0:
-        raise RepolmError("--samples above 1 needs --temperature above 0",
-                          "greedy decoding gives the same sample every time")  # fmt: skip
+        raise RepolmError(
+            "--samples above 1 needs --temperature above 0",
+            "greedy decoding gives the same sample every time",
+        )
     lm = load_model(model, trust_remote_code=trust_remote_code)
     drawn = codebench.generate_samples(lm, problems, n=samples, temperature=temperature)
     ks = tuple(k for k in (1, 10, 100) if k <= samples)
@@ -287,7 +292,7 @@ def eval_qa(
         typer.Option(
             "--data", "-d", help="JSONL: question, answer(s), optional context and chunk_ids."
         ),
-    ],  # fmt: skip
+    ],
     json_out: JsonOut = None,
     trust_remote_code: RemoteCode = False,
 ) -> None:
@@ -341,8 +346,17 @@ def train(
         raise RepolmError("--resume and --force contradict each other", "choose one")
     if deterministic:
         set_ = [*(set_ or []), "train.deterministic=true"]
-    _pipeline(repo, out, config, preset, set_, "train", only=["train"], force=force,
-              options={"resume": "require" if resume else "auto"})  # fmt: skip
+    _pipeline(
+        repo,
+        out,
+        config,
+        preset,
+        set_,
+        "train",
+        only=["train"],
+        force=force,
+        options={"resume": "require" if resume else "auto"},
+    )
 
 
 @app.command()

@@ -83,8 +83,9 @@ class Split:
 
 def run_split(out: Path, head: str | None, cfg: SplitConfig) -> Split:
     """The split of a run directory, from the mine stage's commits."""
-    commits = pq.read_table(out / "mine" / "commits.parquet",
-                            columns=["sha", "parents", "commit_time"])  # fmt: skip
+    commits = pq.read_table(
+        out / "mine" / "commits.parquet", columns=["sha", "parents", "commit_time"]
+    )
     return compute_split(commits, head, cfg)
 
 

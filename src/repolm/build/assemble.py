@@ -20,9 +20,11 @@ def cut(ids: np.ndarray, budget: int) -> list[np.ndarray]:
 
 
 def record_pieces(
-    header: np.ndarray, sections: list[tuple[np.ndarray, list[np.ndarray]]], end: np.ndarray,
+    header: np.ndarray,
+    sections: list[tuple[np.ndarray, list[np.ndarray]]],
+    end: np.ndarray,
     budget: int,
-) -> list[np.ndarray]:  # fmt: skip
+) -> list[np.ndarray]:
     """A commit record (`header`, then per file its head and hunks, then `end`) in pieces of at
     most `budget` tokens. Every piece starts with the header; a file too long for one piece is
     cut between hunks, each part repeating the file's head; a hunk too long is cut anywhere."""
@@ -63,9 +65,12 @@ def implement_doc(
 
 
 def describe_doc(
-    instruction: np.ndarray, sections: list[np.ndarray], response: np.ndarray, budget: int,
+    instruction: np.ndarray,
+    sections: list[np.ndarray],
+    response: np.ndarray,
+    budget: int,
     meta: tuple[object, ...],
-) -> Doc | None:  # fmt: skip
+) -> Doc | None:
     """diff -> message: as many whole files of the diff as fit before the message; None when
     not even one does (or the message alone is too long); loss only on the message."""
     room = budget - len(instruction) - len(response)

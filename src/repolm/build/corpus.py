@@ -71,10 +71,12 @@ class Encoder:
         out = []
         for d in docs:
             parts = [
-                np.asarray([self.ids[s.token]], dtype=np.int32) if isinstance(s, dm.Tok)
+                np.asarray([self.ids[s.token]], dtype=np.int32)
+                if isinstance(s, dm.Tok)
                 else next(encoded)
-                for s in d if isinstance(s, dm.Tok) or s
-            ]  # fmt: skip
+                for s in d
+                if isinstance(s, dm.Tok) or s
+            ]
             out.append(np.concatenate(parts) if parts else EMPTY)
         return out
 
@@ -101,8 +103,9 @@ class Commits:
 
     @classmethod
     def read(cls, path: Path) -> Commits:
-        t = pq.read_table(path, columns=["sha", "author_name", "commit_time", "message",
-                                          "split", "is_merge"])  # fmt: skip
+        t = pq.read_table(
+            path, columns=["sha", "author_name", "commit_time", "message", "split", "is_merge"]
+        )
         c = cls(*(t.column(n).to_pylist() for n in t.column_names))
         c.index = {s: i for i, s in enumerate(c.sha)}
         return c

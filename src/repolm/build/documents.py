@@ -41,9 +41,13 @@ def commit_header(author: str | None, when: datetime, message: str) -> list[Segm
 
 
 def file_head(
-    path: str, old_path: str | None, status: str, module: str, change_types: list[str],
+    path: str,
+    old_path: str | None,
+    status: str,
+    module: str,
+    change_types: list[str],
     omitted: tuple[int, int] | None = None,
-) -> list[Segment]:  # fmt: skip
+) -> list[Segment]:
     """A file's part of a commit record before its hunks: path (and what happened to it),
     module, and one token per change type of its units; for a diff too large to show, the
     (added, deleted) line counts that stand in for it."""
@@ -133,10 +137,22 @@ def fim(text: str, rng: random.Random, spm_rate: float) -> tuple[list[Segment], 
     a, b = sorted((rng.randint(0, len(text)), rng.randint(0, len(text))))
     prefix, middle, suffix = text[:a], text[a:b], text[b:]
     if rng.random() < spm_rate:
-        return [Tok(sp.FIM_PREFIX), Tok(sp.FIM_SUFFIX), suffix, Tok(sp.FIM_MIDDLE), prefix,
-                middle], "spm"  # fmt: skip
-    return [Tok(sp.FIM_PREFIX), prefix, Tok(sp.FIM_SUFFIX), suffix, Tok(sp.FIM_MIDDLE),
-            middle], "psm"  # fmt: skip
+        return [
+            Tok(sp.FIM_PREFIX),
+            Tok(sp.FIM_SUFFIX),
+            suffix,
+            Tok(sp.FIM_MIDDLE),
+            prefix,
+            middle,
+        ], "spm"
+    return [
+        Tok(sp.FIM_PREFIX),
+        prefix,
+        Tok(sp.FIM_SUFFIX),
+        suffix,
+        Tok(sp.FIM_MIDDLE),
+        middle,
+    ], "psm"
 
 
 # -- recency --------------------------------------------------------------------------------
@@ -161,9 +177,15 @@ MIN_ANSWER_CHARS = 24
 
 
 def qa_pairs(
-    kind: str, name: str, qualified_name: str, path: str, language: str | None,
-    start_line: int, end_line: int, text: str,
-) -> list[QA]:  # fmt: skip
+    kind: str,
+    name: str,
+    qualified_name: str,
+    path: str,
+    language: str | None,
+    start_line: int,
+    end_line: int,
+    text: str,
+) -> list[QA]:
     """Questions a unit of the snapshot answers: a Markdown section what the docs say about its
     heading; a module doc what the module is for; a documented function or type what it does
     and where it is."""
@@ -171,8 +193,7 @@ def qa_pairs(
         body = text.split("\n", 1)[1].strip() if text.lstrip().startswith("#") else text.strip()
         if len(body) < MIN_ANSWER_CHARS:
             return []
-        return [QA(f"What does the documentation in {path} say about \"{qualified_name}\"?",
-                   body)]  # fmt: skip
+        return [QA(f'What does the documentation in {path} say about "{qualified_name}"?', body)]
     doc = doc_comment(text, language)
     if len(doc) < MIN_ANSWER_CHARS:
         return []
@@ -184,9 +205,11 @@ def qa_pairs(
     what = {"function": "function", "method": "method", "type": "type", "test": "test"}[kind]
     return [
         QA(f"What does the {what} `{qualified_name}` in {path} do?", doc),
-        QA(f"Where is `{qualified_name}` defined?",
-           f"`{qualified_name}` is a {what} in {path}, lines {start_line}-{end_line}."),
-    ]  # fmt: skip
+        QA(
+            f"Where is `{qualified_name}` defined?",
+            f"`{qualified_name}` is a {what} in {path}, lines {start_line}-{end_line}.",
+        ),
+    ]
 
 
 _COMMENT_LINE = re.compile(r"^\s*(///?!?|//|#(?![\[!])|--|\*+/?|/\*+!?)\s?(.*?)\s*(\*/)?\s*$")

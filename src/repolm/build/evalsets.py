@@ -39,31 +39,66 @@ TIME = pa.timestamp("ms", tz="UTC")
 TEXTS = (11, 12, 13)  # prefix, target, suffix in a completion row
 
 SCHEMAS = {
-    "future_patches": pa.schema([
-        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("path", pa.string()),
-        ("language", pa.string()), ("status", pa.string()), ("patch", pa.string()),
-    ]),
-    "completion": pa.schema([
-        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("path", pa.string()),
-        ("language", pa.string()), ("kind", pa.string()), ("name", pa.string()),
-        ("qualified_name", pa.string()), ("change_type", pa.string()),
-        ("start_line", pa.int32()), ("end_line", pa.int32()), ("prefix", pa.string()),
-        ("target", pa.string()), ("suffix", pa.string()), ("seen_in_train", pa.bool_()),
-    ]),
-    "next_change": pa.schema([
-        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("message", pa.string()),
-        ("files", pa.list_(pa.string())), ("previous_shas", pa.list_(pa.string())),
-        ("previous_messages", pa.list_(pa.string())),
-        ("previous_files", pa.list_(pa.list_(pa.string()))),
-    ]),
-    "future_records": pa.schema([
-        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("text", pa.string()),
-    ]),
-    "commit_messages": pa.schema([
-        ("sha", pa.string()), ("time", TIME), ("split", pa.string()), ("diff", pa.string()),
-        ("message", pa.string()),
-    ]),
-}  # fmt: skip
+    "future_patches": pa.schema(
+        [
+            ("sha", pa.string()),
+            ("time", TIME),
+            ("split", pa.string()),
+            ("path", pa.string()),
+            ("language", pa.string()),
+            ("status", pa.string()),
+            ("patch", pa.string()),
+        ]
+    ),
+    "completion": pa.schema(
+        [
+            ("sha", pa.string()),
+            ("time", TIME),
+            ("split", pa.string()),
+            ("path", pa.string()),
+            ("language", pa.string()),
+            ("kind", pa.string()),
+            ("name", pa.string()),
+            ("qualified_name", pa.string()),
+            ("change_type", pa.string()),
+            ("start_line", pa.int32()),
+            ("end_line", pa.int32()),
+            ("prefix", pa.string()),
+            ("target", pa.string()),
+            ("suffix", pa.string()),
+            ("seen_in_train", pa.bool_()),
+        ]
+    ),
+    "next_change": pa.schema(
+        [
+            ("sha", pa.string()),
+            ("time", TIME),
+            ("split", pa.string()),
+            ("message", pa.string()),
+            ("files", pa.list_(pa.string())),
+            ("previous_shas", pa.list_(pa.string())),
+            ("previous_messages", pa.list_(pa.string())),
+            ("previous_files", pa.list_(pa.list_(pa.string()))),
+        ]
+    ),
+    "future_records": pa.schema(
+        [
+            ("sha", pa.string()),
+            ("time", TIME),
+            ("split", pa.string()),
+            ("text", pa.string()),
+        ]
+    ),
+    "commit_messages": pa.schema(
+        [
+            ("sha", pa.string()),
+            ("time", TIME),
+            ("split", pa.string()),
+            ("diff", pa.string()),
+            ("message", pa.string()),
+        ]
+    ),
+}
 
 
 def write_eval_sets(
@@ -71,25 +106,33 @@ def write_eval_sets(
 ) -> dict[str, Any]:
     eval_dir.mkdir()
     filter_dir = out / "filter"
-    future = {i for i in range(len(commits.sha))
-              if commits.split[i] in FUTURE and not commits.merge[i]}  # fmt: skip
+    future = {
+        i for i in range(len(commits.sha)) if commits.split[i] in FUTURE and not commits.merge[i]
+    }
     stats: dict[str, Any] = {}
     stats["future_patches"], diffs, files = _patches(filter_dir, eval_dir, commits, future)
-    stats["commit_messages"] = write_eval_set(eval_dir, "commit_messages", [
-        (commits.sha[i], commits.time[i], commits.split[i], diffs[i], commits.message[i])
-        for i in commits.chronological() if i in diffs
-    ])  # fmt: skip
+    stats["commit_messages"] = write_eval_set(
+        eval_dir,
+        "commit_messages",
+        [
+            (commits.sha[i], commits.time[i], commits.split[i], diffs[i], commits.message[i])
+            for i in commits.chronological()
+            if i in diffs
+        ],
+    )
     stats["next_change"] = write_eval_set(
-        eval_dir, "next_change", next_change_rows(commits, files, future,
-                                                  config.build.previous_commits),
-    )  # fmt: skip
+        eval_dir,
+        "next_change",
+        next_change_rows(commits, files, future, config.build.previous_commits),
+    )
     stats.update(_completion(repo, filter_dir, eval_dir, config, commits))
     return stats
 
 
 def write_eval_set(eval_dir: Path, name: str, rows: list[tuple[Any, ...]]) -> int:
-    pq.write_table(rows_table(rows, SCHEMAS[name]), eval_dir / f"{name}.parquet",
-                   compression="zstd")  # fmt: skip
+    pq.write_table(
+        rows_table(rows, SCHEMAS[name]), eval_dir / f"{name}.parquet", compression="zstd"
+    )
     return len(rows)
 
 
@@ -103,8 +146,9 @@ def _patches(
     files: dict[int, list[str]] = defaultdict(list)
     n = 0
     schema = SCHEMAS["future_patches"]
-    with pq.ParquetWriter(eval_dir / "future_patches.parquet", schema,
-                          compression="zstd") as writer:  # fmt: skip
+    with pq.ParquetWriter(
+        eval_dir / "future_patches.parquet", schema, compression="zstd"
+    ) as writer:
         for g in range(pf.num_row_groups):
             t = pf.read_row_group(g, columns=["sha", "path", "language", "status", "patch"])
             rows = []
@@ -116,8 +160,9 @@ def _patches(
                     continue
                 files[i].append(path)
                 if i in future:
-                    rows.append((sha, commits.time[i], commits.split[i], path, language, status,
-                                 patch))  # fmt: skip
+                    rows.append(
+                        (sha, commits.time[i], commits.split[i], path, language, status, patch)
+                    )
                     diffs[i].append(patch or "")
             if rows:
                 writer.write_table(rows_table(rows, schema))
@@ -137,11 +182,18 @@ def next_change_rows(
         if i not in future:
             continue
         before = line[max(0, n - previous) : n][::-1]  # newest first
-        rows.append((
-            commits.sha[i], commits.time[i], commits.split[i], commits.message[i],
-            sorted(set(files[i])), [commits.sha[j] for j in before],
-            [commits.message[j] for j in before], [sorted(set(files[j])) for j in before],
-        ))  # fmt: skip
+        rows.append(
+            (
+                commits.sha[i],
+                commits.time[i],
+                commits.split[i],
+                commits.message[i],
+                sorted(set(files[i])),
+                [commits.sha[j] for j in before],
+                [commits.message[j] for j in before],
+                [sorted(set(files[j])) for j in before],
+            )
+        )
     return rows
 
 
@@ -154,12 +206,31 @@ def _completion(
     cfg = config.build
     path = filter_dir / "chunks.parquet"
     # read only the rows needed (the units' texts are most of the file)
-    snapshot = {_digest(t) for t in pq.read_table(path, columns=["text"], filters=[
-        ("source", "=", "snapshot")]).column("text").to_pylist() if t}  # fmt: skip
-    chunks = pq.read_table(path, columns=[
-        "sha", "path", "language", "kind", "name", "qualified_name", "change_type",
-        "start_line", "end_line", "text", "split", "blob",
-    ], filters=[("split", "in", FUTURE), ("change_type", "in", COMPLETION_TYPES)])  # fmt: skip
+    snapshot = {
+        _digest(t)
+        for t in pq.read_table(path, columns=["text"], filters=[("source", "=", "snapshot")])
+        .column("text")
+        .to_pylist()
+        if t
+    }
+    chunks = pq.read_table(
+        path,
+        columns=[
+            "sha",
+            "path",
+            "language",
+            "kind",
+            "name",
+            "qualified_name",
+            "change_type",
+            "start_line",
+            "end_line",
+            "text",
+            "split",
+            "blob",
+        ],
+        filters=[("split", "in", FUTURE), ("change_type", "in", COMPLETION_TYPES)],
+    )
     rows = [
         r
         for r in chunks.to_pylist()
@@ -197,11 +268,25 @@ def _completion(
                 cut = suffix.rfind("\n", 0, keep)
                 suffix = suffix[: cut + 1] if cut >= 0 else ""
             i = commits.index[r["sha"]]
-            out.append([
-                r["sha"], commits.time[i], r["split"], r["path"], r["language"], r["kind"],
-                r["name"], r["qualified_name"], r["change_type"], r["start_line"], r["end_line"],
-                prefix, "".join(lines[a:b]), suffix, _digest(r["text"] or "") in snapshot,
-            ])  # fmt: skip
+            out.append(
+                [
+                    r["sha"],
+                    commits.time[i],
+                    r["split"],
+                    r["path"],
+                    r["language"],
+                    r["kind"],
+                    r["name"],
+                    r["qualified_name"],
+                    r["change_type"],
+                    r["start_line"],
+                    r["end_line"],
+                    prefix,
+                    "".join(lines[a:b]),
+                    suffix,
+                    _digest(r["text"] or "") in snapshot,
+                ]
+            )
     # read from the object store, so scrubbed here like everything in OUT/filter/ (one pass:
     # the same lines recur across a file's versions)
     pieces = [row[k] for row in out for k in TEXTS]

@@ -17,20 +17,27 @@ from repolm.mine.tables import rows_table
 
 SPLITS = ("train", "val", "test")
 
-SEQUENCE_SCHEMA = pa.schema([
-    ("input_ids", pa.list_(pa.int32())),
-    ("labels", pa.list_(pa.int32())),
-    ("position_ids", pa.list_(pa.int32())),
-    ("doc_lengths", pa.list_(pa.int32())),
-    ("kind", pa.list_(pa.string())),
-    ("sha", pa.list_(pa.string())),
-    ("time", pa.list_(pa.timestamp("ms", tz="UTC"))),
-    ("text", pa.string()),
-])  # fmt: skip
-INSTRUCTION_SCHEMA = pa.schema([
-    ("kind", pa.string()), ("sha", pa.string()), ("time", pa.timestamp("ms", tz="UTC")),
-    ("prompt", pa.string()), ("completion", pa.string()),
-])  # fmt: skip
+SEQUENCE_SCHEMA = pa.schema(
+    [
+        ("input_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.int32())),
+        ("position_ids", pa.list_(pa.int32())),
+        ("doc_lengths", pa.list_(pa.int32())),
+        ("kind", pa.list_(pa.string())),
+        ("sha", pa.list_(pa.string())),
+        ("time", pa.list_(pa.timestamp("ms", tz="UTC"))),
+        ("text", pa.string()),
+    ]
+)
+INSTRUCTION_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("sha", pa.string()),
+        ("time", pa.timestamp("ms", tz="UTC")),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+    ]
+)
 
 
 class ShardWriter:
@@ -71,17 +78,22 @@ class ShardWriter:
             offsets = np.arange(0, len(flat) + 1, len(rows[0][key]), dtype=np.int32)
             return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
 
-        table = pa.table({
-            "input_ids": lists("input_ids"),
-            "labels": lists("labels"),
-            "position_ids": lists("position_ids"),
-            "doc_lengths": pa.array([r["doc_lengths"] for r in rows], pa.list_(pa.int32())),
-            "kind": pa.array([[m[0] for m in r["meta"]] for r in rows], pa.list_(pa.string())),
-            "sha": pa.array([[m[1] for m in r["meta"]] for r in rows], pa.list_(pa.string())),
-            "time": pa.array([[m[2] for m in r["meta"]] for r in rows],
-                             pa.list_(pa.timestamp("ms", tz="UTC"))),
-            "text": pa.array(self.enc.decode(used), pa.string()),
-        }, schema=SEQUENCE_SCHEMA)  # fmt: skip
+        table = pa.table(
+            {
+                "input_ids": lists("input_ids"),
+                "labels": lists("labels"),
+                "position_ids": lists("position_ids"),
+                "doc_lengths": pa.array([r["doc_lengths"] for r in rows], pa.list_(pa.int32())),
+                "kind": pa.array([[m[0] for m in r["meta"]] for r in rows], pa.list_(pa.string())),
+                "sha": pa.array([[m[1] for m in r["meta"]] for r in rows], pa.list_(pa.string())),
+                "time": pa.array(
+                    [[m[2] for m in r["meta"]] for r in rows],
+                    pa.list_(pa.timestamp("ms", tz="UTC")),
+                ),
+                "text": pa.array(self.enc.decode(used), pa.string()),
+            },
+            schema=SEQUENCE_SCHEMA,
+        )
         name = f"shard-{len(self.shards):05d}.parquet"
         pq.write_table(table, self.out / name, compression="zstd")
         self.shards.append(name)
@@ -106,8 +118,15 @@ class InstructionWriter:
         for w in self.writers.values():
             w.close()
 
-    def add(self, part: str, kind: str, sha: str | None, when: datetime | None, prompt: str,
-            completion: str) -> None:  # fmt: skip
+    def add(
+        self,
+        part: str,
+        kind: str,
+        sha: str | None,
+        when: datetime | None,
+        prompt: str,
+        completion: str,
+    ) -> None:
         self.rows[part].append((kind, sha, when, prompt, completion))
         self.count[f"{part}/{kind}"] += 1
         if len(self.rows[part]) >= 2048:

@@ -154,15 +154,24 @@ def _build(repo: Repo, out: Path, stage_dir: Path, config: Config, split: Split)
         f"{seqs['test']:,} test"
     )
     for name, m in mixes.items():
-        log.info(f"build: mix {name}: {m['sequences']:,} training sequences "
-                 f"({m['tokens']['total']:,} tokens)")  # fmt: skip
+        log.info(
+            f"build: mix {name}: {m['sequences']:,} training sequences "
+            f"({m['tokens']['total']:,} tokens)"
+        )
     return stats
 
 
 def _pack(
-    corpus: Corpus, enc: Encoder, cfg: BuildConfig, split: Split, part: str, copies: Copies,
-    out: Path, tally: Counter[str], label: str = "",
-) -> ShardWriter:  # fmt: skip
+    corpus: Corpus,
+    enc: Encoder,
+    cfg: BuildConfig,
+    split: Split,
+    part: str,
+    copies: Copies,
+    out: Path,
+    tally: Counter[str],
+    label: str = "",
+) -> ShardWriter:
     """One split's documents, packed and written as shards into `out`; FIM modes and documents
     left out are counted in `tally`."""
     with (
@@ -180,9 +189,14 @@ def _pack(
 
 
 def _pack_mix(
-    corpus: Corpus, enc: Encoder, cfg: BuildConfig, split: Split, name: str, copies: Copies,
+    corpus: Corpus,
+    enc: Encoder,
+    cfg: BuildConfig,
+    split: Split,
+    name: str,
+    copies: Copies,
     stage_tmp: Path,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """A named mix's training split into `mixes/NAME/train/`, from the encoded corpus; its
     stats. Its counts are its own: the corpus's stay those of the default dataset."""
     out = stage_tmp / "mixes" / name / "train"
@@ -211,8 +225,11 @@ def _pack_mix(
 
 def change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
     """(sha, path) -> the change types of its labelled units, in CHANGE_TYPES order."""
-    t = pq.read_table(filter_dir / "chunks.parquet", columns=["sha", "path", "change_type"],
-                      filters=[("source", "=", "change")])  # fmt: skip
+    t = pq.read_table(
+        filter_dir / "chunks.parquet",
+        columns=["sha", "path", "change_type"],
+        filters=[("source", "=", "change")],
+    )
     found: dict[tuple[str, str], set[str]] = defaultdict(set)
     for sha, path, ct in zip(*(t.column(n).to_pylist() for n in t.column_names), strict=True):
         if ct:
@@ -222,15 +239,17 @@ def change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
 
 
 def _encode_commits(
-    enc: Encoder, corpus: Corpus, filter_dir: Path, instructions: InstructionWriter,
+    enc: Encoder,
+    corpus: Corpus,
+    filter_dir: Path,
+    instructions: InstructionWriter,
     max_diff: int,
-) -> None:  # fmt: skip
+) -> None:
     """Commit headers and messages; every kept file change as a spooled section. File diffs over
     `max_diff` bytes (generated files, data dumps: fragments without context when cut into
     sequences) are replaced by their line counts."""
     c = corpus.commits
-    heads = [dm.commit_header(a, t, m) for a, t, m in zip(c.author, c.time, c.message,
-                                                           strict=True)]  # fmt: skip
+    heads = [dm.commit_header(a, t, m) for a, t, m in zip(c.author, c.time, c.message, strict=True)]
     corpus.headers = enc.docs(heads)
     corpus.messages = enc.docs([[dm.Tok(sp.MESSAGE), m + "\n"] for m in c.message])
     types = change_types(filter_dir)
@@ -245,15 +264,22 @@ def _encode_commits(
             corpus.counts["merge_changes_skipped"] += len(rows) - len(keep)
             segs = []
             for r in keep:
-                patch, omitted = dm.omit_large_diff(r["patch"], r["additions"], r["deletions"],
-                                                    max_diff)  # fmt: skip
+                patch, omitted = dm.omit_large_diff(
+                    r["patch"], r["additions"], r["deletions"], max_diff
+                )
                 if omitted is not None:
                     corpus.counts["diffs_too_large"] += 1
-                head = dm.file_head(r["path"], r["old_path"], r["status"],
-                                    dm.module_of(r["path"], r["language"]),
-                                    types.get((r["sha"], r["path"]), []), omitted)  # fmt: skip
-                segs.append([head, [[dm.Tok(sp.HUNK), h, dm.Tok(sp.HUNK_END)]
-                                    for h in dm.hunks(patch)]])  # fmt: skip
+                head = dm.file_head(
+                    r["path"],
+                    r["old_path"],
+                    r["status"],
+                    dm.module_of(r["path"], r["language"]),
+                    types.get((r["sha"], r["path"]), []),
+                    omitted,
+                )
+                segs.append(
+                    [head, [[dm.Tok(sp.HUNK), h, dm.Tok(sp.HUNK_END)] for h in dm.hunks(patch)]]
+                )
             flat = [d for head, hs in segs for d in (head, *hs)]
             ids = iter(enc.docs(flat))
             for r, (head, hs) in zip(keep, segs, strict=True):
@@ -261,10 +287,12 @@ def _encode_commits(
                 head_ids = next(ids)
                 hunk_ids = [next(ids) for _ in hs]
                 offset = corpus.spool.add(np.concatenate([head_ids, *hunk_ids]))
-                key = hashlib.blake2b(b"".join(h.tobytes() for h in hunk_ids),
-                                      digest_size=12).digest()  # fmt: skip
-                corpus.sections[i].append(Section(offset, len(head_ids),
-                                                  [len(h) for h in hunk_ids], key))  # fmt: skip
+                key = hashlib.blake2b(
+                    b"".join(h.tobytes() for h in hunk_ids), digest_size=12
+                ).digest()
+                corpus.sections[i].append(
+                    Section(offset, len(head_ids), [len(h) for h in hunk_ids], key)
+                )
                 text = render([*head, *(s for h in hs for s in h)])
                 if pending and pending[-1][0] != i:
                     _flush_commit(corpus, pending, instructions)
@@ -282,8 +310,9 @@ def _flush_commit(
     c = corpus.commits
     diff = "".join(text for _, text in pending)
     msg = c.message[i]
-    instructions.add(c.split[i], "implement", c.sha[i], c.time[i], dm.IMPLEMENT_PROMPT + msg +
-                     "\n", diff)  # fmt: skip
+    instructions.add(
+        c.split[i], "implement", c.sha[i], c.time[i], dm.IMPLEMENT_PROMPT + msg + "\n", diff
+    )
     instructions.add(c.split[i], "describe", c.sha[i], c.time[i], dm.DESCRIBE_PROMPT + diff, msg)
     pending.clear()
 
@@ -350,12 +379,17 @@ def _line_pieces(text: str, encoding: Any, budget: int) -> Iterator[tuple[int, i
 
 
 def _encode_qa(
-    enc: Encoder, corpus: Corpus, filter_dir: Path, cfg: BuildConfig,
-    instructions: InstructionWriter, split: Split,
-) -> None:  # fmt: skip
+    enc: Encoder,
+    corpus: Corpus,
+    filter_dir: Path,
+    cfg: BuildConfig,
+    instructions: InstructionWriter,
+    split: Split,
+) -> None:
     cols = ["kind", "name", "qualified_name", "path", "language", "start_line", "end_line", "text"]
-    t = pq.read_table(filter_dir / "chunks.parquet", columns=cols,
-                      filters=[("source", "=", "snapshot")])  # fmt: skip
+    t = pq.read_table(
+        filter_dir / "chunks.parquet", columns=cols, filters=[("source", "=", "snapshot")]
+    )
     pairs: list[dm.QA] = []
     for row in t.to_pylist():
         pairs += dm.qa_pairs(**row)
@@ -404,9 +438,14 @@ def future_records(corpus: Corpus, enc: Encoder, copies: Copies) -> list[tuple[A
 
 
 def _stream(
-    corpus: Corpus, enc: Encoder, cfg: BuildConfig, part: str, copies: Copies, split: Split,
+    corpus: Corpus,
+    enc: Encoder,
+    cfg: BuildConfig,
+    part: str,
+    copies: Copies,
+    split: Split,
     tally: Counter[str],
-) -> Iterator[Doc]:  # fmt: skip
+) -> Iterator[Doc]:
     """The documents of one split in packing order. Training: round r holds the documents with
     at least r copies; in each round commit records run oldest to newest and the other kinds
     sit at random positions among them. Validation and test: each commit once, in order, with
@@ -492,8 +531,9 @@ def training_plan(cfg: BuildConfig, train_tokens: int, train_sequences: int) -> 
     epochs = min(max(cfg.target_tokens // max(train_tokens, 1), cfg.min_epochs), cfg.max_epochs)
     steps_per_epoch = math.ceil(train_sequences / cfg.batch_size)
     total = steps_per_epoch * epochs
-    warmup = min(max(round(cfg.warmup_fraction * total), cfg.min_warmup_steps),
-                 cfg.max_warmup_steps)  # fmt: skip
+    warmup = min(
+        max(round(cfg.warmup_fraction * total), cfg.min_warmup_steps), cfg.max_warmup_steps
+    )
     return {
         "train_tokens": train_tokens,
         "train_sequences": train_sequences,
@@ -509,8 +549,13 @@ def training_plan(cfg: BuildConfig, train_tokens: int, train_sequences: int) -> 
 
 def _realised(tokens: Counter[str]) -> dict[str, float]:
     """Each mix kind's share of a training split's tokens (document kinds -> mix kinds)."""
-    kind_of = {"file": "files", "commit": "commits", "implement": "instructions",
-               "describe": "instructions", "qa": "qa"}  # fmt: skip
+    kind_of = {
+        "file": "files",
+        "commit": "commits",
+        "implement": "instructions",
+        "describe": "instructions",
+        "qa": "qa",
+    }
     realised: Counter[str] = Counter()
     for kind, n in tokens.items():
         realised[kind_of[kind]] += n
@@ -519,10 +564,16 @@ def _realised(tokens: Counter[str]) -> dict[str, float]:
 
 
 def _stats(
-    cfg: BuildConfig, enc: Encoder, split: Split, corpus: Corpus, copies: Copies,
-    seqs: dict[str, int], tokens: dict[str, Counter[str]], docs: dict[str, Counter[str]],
+    cfg: BuildConfig,
+    enc: Encoder,
+    split: Split,
+    corpus: Corpus,
+    copies: Copies,
+    seqs: dict[str, int],
+    tokens: dict[str, Counter[str]],
+    docs: dict[str, Counter[str]],
     eval_stats: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     train_tokens = sum(tokens["train"].values())
     copies.shares["realised"] = _realised(tokens["train"])
     return {
@@ -532,23 +583,23 @@ def _stats(
         "sequences": seqs,
         "tokens": {
             p: {"total": sum(tokens[p].values()), **dict(sorted(tokens[p].items()))} for p in SPLITS
-        },  # fmt: skip
+        },
         "documents": {p: dict(sorted(docs[p].items())) for p in SPLITS},
         "padding": {
             p: round(1 - sum(tokens[p].values()) / max(seqs[p] * cfg.seq_len, 1), 4) for p in SPLITS
-        },  # fmt: skip
+        },
         "mix": copies.shares,
         "recency": {
             "half_life_days": cfg.recency_half_life_days,
             "floor": cfg.recency_floor,
             "weight_min": round(copies.weights["min"], 4),
             "weight_mean": round(copies.weights["mean"], 4),
-        },  # fmt: skip
+        },
         "unique": {
             "commits": len(copies.records),
             "file_pieces": len(corpus.files),
             "qa_pairs": len(corpus.qa),
-        },  # fmt: skip
+        },
         "counts": dict(sorted(corpus.counts.items())),
         "eval": eval_stats,
         "plan": training_plan(cfg, train_tokens, seqs["train"]),

@@ -68,18 +68,35 @@ def measure(corpus: Corpus, cfg: BuildConfig, split: Split, enc: Encoder) -> Siz
     prompts = tuple(len(p) for p in enc.texts([dm.IMPLEMENT_PROMPT, dm.DESCRIBE_PROMPT]))
     train = [i for i in range(len(c.sha)) if c.split[i] == "train" and corpus.sections.get(i)]
     cutoff = split.cutoff_time.timestamp()
-    w = np.asarray([dm.recency_weight((cutoff - c.time[i].timestamp()) / 86400,
-                                      cfg.recency_half_life_days, cfg.recency_floor)
-                    for i in train], dtype=np.float64)  # fmt: skip
+    w = np.asarray(
+        [
+            dm.recency_weight(
+                (cutoff - c.time[i].timestamp()) / 86400,
+                cfg.recency_half_life_days,
+                cfg.recency_floor,
+            )
+            for i in train
+        ],
+        dtype=np.float64,
+    )
     n_commit = np.asarray([_record_tokens(corpus, i) for i in train], dtype=np.float64)
-    n_instr = np.asarray([_instruction_tokens(corpus, i, prompts, cfg.seq_len - 1)
-                          for i in train], dtype=np.float64)  # fmt: skip
+    n_instr = np.asarray(
+        [_instruction_tokens(corpus, i, prompts, cfg.seq_len - 1) for i in train], dtype=np.float64
+    )
     n_file = np.asarray([len(ids) for ids, _ in corpus.files], dtype=np.float64)
     n_qa = np.asarray([len(ids) for ids, _ in corpus.qa], dtype=np.float64)
-    natural = {"files": n_file.sum(), "commits": n_commit.sum(), "instructions": n_instr.sum(),
-               "qa": n_qa.sum()}  # fmt: skip
-    weighted = {"files": n_file.sum(), "commits": (w * n_commit).sum(),
-                "instructions": (w * n_instr).sum(), "qa": n_qa.sum()}  # fmt: skip
+    natural = {
+        "files": n_file.sum(),
+        "commits": n_commit.sum(),
+        "instructions": n_instr.sum(),
+        "qa": n_qa.sum(),
+    }
+    weighted = {
+        "files": n_file.sum(),
+        "commits": (w * n_commit).sum(),
+        "instructions": (w * n_instr).sum(),
+        "qa": n_qa.sum(),
+    }
     return Sizes(train, w, len(n_file), len(n_qa), natural, weighted)
 
 
@@ -98,8 +115,10 @@ def draw_copies(sizes: Sizes, mix: MixConfig, cfg: BuildConfig, where: str) -> C
         )
     size = sum(natural[k] for k in KINDS if wanted[k] > 0)
     # (weighted is 0 only when every weight underflowed: floor 0 and ancient history)
-    scale = {k: (wanted[k] / total_share) * size / weighted[k] if wanted[k] and weighted[k] > 0
-             else 0.0 for k in KINDS}  # fmt: skip
+    scale = {
+        k: (wanted[k] / total_share) * size / weighted[k] if wanted[k] and weighted[k] > 0 else 0.0
+        for k in KINDS
+    }
     gen = np.random.default_rng(cfg.seed)
 
     def draw(expected: np.ndarray) -> list[int]:
@@ -116,5 +135,5 @@ def draw_copies(sizes: Sizes, mix: MixConfig, cfg: BuildConfig, where: str) -> C
         weights={
             "min": float(w.min()) if len(w) else 1.0,
             "mean": float(w.mean()) if len(w) else 1.0,
-        },  # fmt: skip
+        },
     )

@@ -137,8 +137,11 @@ _RUST_CFG_TEST = re.compile(rb"cfg\s*\(\s*test\s*\)")
 def _rust_type(node: Node | None) -> str:
     """`Parser` for `Parser<T>`, `&'a mut Parser`, `crate::Parser`."""
     while node is not None and node.type in (
-        "generic_type", "reference_type", "pointer_type", "scoped_type_identifier",
-    ):  # fmt: skip
+        "generic_type",
+        "reference_type",
+        "pointer_type",
+        "scoped_type_identifier",
+    ):
         node = node.child_by_field_name("name" if node.type == "scoped_type_identifier" else "type")
     return text(node) or "?"
 
@@ -169,8 +172,13 @@ RUST = Grammar(
     "rust",
     sep="::",
     functions=frozenset({"function_item", "function_signature_item", "macro_definition"}),
-    types={"struct_item": None, "enum_item": None, "union_item": None, "type_item": None,
-           "trait_item": "body"},
+    types={
+        "struct_item": None,
+        "enum_item": None,
+        "union_item": None,
+        "type_item": None,
+        "trait_item": "body",
+    },
     modules={"mod_item": "body"},
     groups=frozenset({"ERROR", "declaration_list"}),
     wrappers={"foreign_mod_item": "body"},
@@ -179,7 +187,7 @@ RUST = Grammar(
     hooks={"impl_item": _rust_impl},
     is_test=_rust_is_test,
     anchor=_rust_anchor,
-)  # fmt: skip
+)
 
 # -- Python -----------------------------------------------------------------------------------
 
@@ -255,9 +263,14 @@ GO = Grammar(
 
 _JS_SUITES = frozenset({"describe", "suite", "context", "fdescribe", "xdescribe", "xcontext"})
 _JS_CASES = frozenset({"it", "test", "specify", "fit", "xit", "xtest", "bench"})
-_JS_FUNCTION_VALUES = frozenset({
-    "arrow_function", "function_expression", "function", "generator_function",
-})  # fmt: skip
+_JS_FUNCTION_VALUES = frozenset(
+    {
+        "arrow_function",
+        "function_expression",
+        "function",
+        "generator_function",
+    }
+)
 
 
 def _js_string(node: Node) -> str:
@@ -313,21 +326,39 @@ def _js_field(node: Node, scope: Scope) -> Decl | None:
 def _js_grammar(grammar: str) -> Grammar:
     return Grammar(
         grammar,
-        functions=frozenset({
-            "function_declaration", "generator_function_declaration", "function_expression",
-            "method_definition", "function_signature", "abstract_method_signature",
-        }),
-        types={"class_declaration": "body", "class": "body", "abstract_class_declaration": "body",
-               "interface_declaration": None, "type_alias_declaration": None,
-               "enum_declaration": None},
+        functions=frozenset(
+            {
+                "function_declaration",
+                "generator_function_declaration",
+                "function_expression",
+                "method_definition",
+                "function_signature",
+                "abstract_method_signature",
+            }
+        ),
+        types={
+            "class_declaration": "body",
+            "class": "body",
+            "abstract_class_declaration": "body",
+            "interface_declaration": None,
+            "type_alias_declaration": None,
+            "enum_declaration": None,
+        },
         namespaces={"internal_module": "body", "module": "body"},
-        wrappers={"export_statement": "declaration", "ambient_declaration": None,
-                  "expression_statement": None},
+        wrappers={
+            "export_statement": "declaration",
+            "ambient_declaration": None,
+            "expression_statement": None,
+        },
         prefixes=frozenset({"comment", "decorator"}),
-        hooks={"call_expression": _js_test_call, "lexical_declaration": _js_variable,
-               "variable_declaration": _js_variable, "field_definition": _js_field,
-               "public_field_definition": _js_field},
-    )  # fmt: skip
+        hooks={
+            "call_expression": _js_test_call,
+            "lexical_declaration": _js_variable,
+            "variable_declaration": _js_variable,
+            "field_definition": _js_field,
+            "public_field_definition": _js_field,
+        },
+    )
 
 
 JAVASCRIPT = _js_grammar("javascript")
@@ -336,10 +367,12 @@ TSX = _js_grammar("tsx")
 
 # -- Java, C# ---------------------------------------------------------------------------------
 
-_JAVA_TESTS = frozenset({"Test", "ParameterizedTest", "RepeatedTest", "TestFactory",
-                         "TestTemplate"})  # fmt: skip
-_CSHARP_TESTS = frozenset({"Test", "TestMethod", "DataTestMethod", "Fact", "Theory", "TestCase",
-                           "TestCaseSource"})  # fmt: skip
+_JAVA_TESTS = frozenset(
+    {"Test", "ParameterizedTest", "RepeatedTest", "TestFactory", "TestTemplate"}
+)
+_CSHARP_TESTS = frozenset(
+    {"Test", "TestMethod", "DataTestMethod", "Fact", "Theory", "TestCase", "TestCaseSource"}
+)
 
 
 def _annotated(names: frozenset[str], holder: str, kinds: tuple[str, ...]) -> TestRule:
@@ -367,39 +400,68 @@ def _java_anchor(node: Node) -> str | None:
     return text(node.named_children[0]) if node.type == "package_declaration" else None
 
 
-_JAVA_TYPES = ("class_declaration", "interface_declaration", "enum_declaration",
-               "record_declaration", "annotation_type_declaration")  # fmt: skip
+_JAVA_TYPES = (
+    "class_declaration",
+    "interface_declaration",
+    "enum_declaration",
+    "record_declaration",
+    "annotation_type_declaration",
+)
 
 JAVA = Grammar(
     "java",
-    functions=frozenset({"method_declaration", "constructor_declaration",
-                         "compact_constructor_declaration"}),
+    functions=frozenset(
+        {"method_declaration", "constructor_declaration", "compact_constructor_declaration"}
+    ),
     types=dict.fromkeys(_JAVA_TYPES, "body"),
     groups=frozenset({"ERROR", "enum_body_declarations"}),
     prefixes=frozenset({"line_comment", "block_comment"}),
     is_test=_annotated(_JAVA_TESTS, "modifiers", ("marker_annotation", "annotation")),
     test_class=_test_class_name,
     anchor=_java_anchor,
-)  # fmt: skip
+)
 
 CSHARP = Grammar(
     "csharp",
-    functions=frozenset({"method_declaration", "constructor_declaration",
-                         "destructor_declaration", "operator_declaration"}),
-    types={"class_declaration": "body", "struct_declaration": "body", "record_declaration": "body",
-           "interface_declaration": "body", "enum_declaration": None},
+    functions=frozenset(
+        {
+            "method_declaration",
+            "constructor_declaration",
+            "destructor_declaration",
+            "operator_declaration",
+        }
+    ),
+    types={
+        "class_declaration": "body",
+        "struct_declaration": "body",
+        "record_declaration": "body",
+        "interface_declaration": "body",
+        "enum_declaration": None,
+    },
     namespaces={"namespace_declaration": "body", "file_scoped_namespace_declaration": None},
     is_test=_annotated(_CSHARP_TESTS, "attribute_list", ("attribute",)),
     test_class=_test_class_name,
-)  # fmt: skip
+)
 
 # -- C, C++ -----------------------------------------------------------------------------------
 
-_C_SPECIFIERS = frozenset({"struct_specifier", "union_specifier", "enum_specifier",
-                           "class_specifier"})  # fmt: skip
+_C_SPECIFIERS = frozenset(
+    {"struct_specifier", "union_specifier", "enum_specifier", "class_specifier"}
+)
 # Test macros that read as function definitions: gtest TEST(Suite, Name), Catch2 TEST_CASE("x").
-_C_TEST_MACROS = frozenset({"TEST", "TEST_F", "TEST_P", "TYPED_TEST", "TYPED_TEST_P", "TEST_CASE",
-                            "TEST_CASE_METHOD", "SCENARIO", "BOOST_AUTO_TEST_CASE"})  # fmt: skip
+_C_TEST_MACROS = frozenset(
+    {
+        "TEST",
+        "TEST_F",
+        "TEST_P",
+        "TYPED_TEST",
+        "TYPED_TEST_P",
+        "TEST_CASE",
+        "TEST_CASE_METHOD",
+        "SCENARIO",
+        "BOOST_AUTO_TEST_CASE",
+    }
+)
 
 
 def _c_declarator(node: Node) -> Node:
@@ -449,8 +511,13 @@ def _c_type(members: bool) -> Hook:
     return hook
 
 
-_C_TYPE_NODES = ("type_definition", "declaration", "field_declaration", "alias_declaration",
-                 *_C_SPECIFIERS)  # fmt: skip
+_C_TYPE_NODES = (
+    "type_definition",
+    "declaration",
+    "field_declaration",
+    "alias_declaration",
+    *_C_SPECIFIERS,
+)
 
 
 def _c_grammar(grammar: str, cpp: bool) -> Grammar:
@@ -461,11 +528,20 @@ def _c_grammar(grammar: str, cpp: bool) -> Grammar:
         grammar,
         sep="::" if cpp else ".",
         namespaces={"namespace_definition": "body"},
-        groups=frozenset({"ERROR", "preproc_ifdef", "preproc_if", "preproc_else", "preproc_elif",
-                          "preproc_elifdef", "declaration_list"}),
+        groups=frozenset(
+            {
+                "ERROR",
+                "preproc_ifdef",
+                "preproc_if",
+                "preproc_else",
+                "preproc_elif",
+                "preproc_elifdef",
+                "declaration_list",
+            }
+        ),
         wrappers={"template_declaration": None, "linkage_specification": "body"},
         hooks=hooks,
-    )  # fmt: skip
+    )
 
 
 # -- Kotlin (its grammar has no field names: bodies and names are found by node type) ----------
@@ -495,14 +571,17 @@ def _kotlin_anchor(node: Node) -> str | None:
 KOTLIN = Grammar(
     "kotlin",
     functions=frozenset({"function_declaration", "secondary_constructor"}),
-    types={"class_declaration": "class_body", "object_declaration": "class_body",
-           "companion_object": "class_body"},
+    types={
+        "class_declaration": "class_body",
+        "object_declaration": "class_body",
+        "companion_object": "class_body",
+    },
     prefixes=frozenset({"line_comment", "multiline_comment"}),
     name=_kotlin_name,
     is_test=_kotlin_is_test,
     test_class=_test_class_name,
     anchor=_kotlin_anchor,
-)  # fmt: skip
+)
 
 C = _c_grammar("c", cpp=False)
 CPP = _c_grammar("cpp", cpp=True)

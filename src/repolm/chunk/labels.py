@@ -12,21 +12,50 @@ from typing import NamedTuple
 from repolm.chunk.units import Unit
 
 CHANGE_TYPES = (
-    "new_function", "modified_function", "deleted_function",
-    "new_test", "modified_test", "deleted_test",
-    "new_type", "modified_type", "deleted_type",
-    "docs", "config", "build", "other",
-)  # fmt: skip
+    "new_function",
+    "modified_function",
+    "deleted_function",
+    "new_test",
+    "modified_test",
+    "deleted_test",
+    "new_type",
+    "modified_type",
+    "deleted_type",
+    "docs",
+    "config",
+    "build",
+    "other",
+)
 
 _GROUP = {"function": "function", "method": "function", "test": "test", "type": "type"}
 _DOC_LANGUAGES = {"Markdown", "reStructuredText", "AsciiDoc", "Text", "TeX"}
 _CONFIG_LANGUAGES = {"YAML", "TOML", "JSON", "INI", "XML", "HCL", "Nix"}
 _BUILD_NAMES = {
-    "makefile", "gnumakefile", "cmakelists.txt", "dockerfile", "containerfile", "cargo.toml",
-    "build.rs", "package.json", "pyproject.toml", "setup.py", "setup.cfg", "go.mod",
-    "build.gradle", "build.gradle.kts", "settings.gradle", "pom.xml", "build", "build.bazel",
-    "workspace", "justfile", "meson.build", "tox.ini", "noxfile.py", "requirements.txt",
-}  # fmt: skip
+    "makefile",
+    "gnumakefile",
+    "cmakelists.txt",
+    "dockerfile",
+    "containerfile",
+    "cargo.toml",
+    "build.rs",
+    "package.json",
+    "pyproject.toml",
+    "setup.py",
+    "setup.cfg",
+    "go.mod",
+    "build.gradle",
+    "build.gradle.kts",
+    "settings.gradle",
+    "pom.xml",
+    "build",
+    "build.bazel",
+    "workspace",
+    "justfile",
+    "meson.build",
+    "tox.ini",
+    "noxfile.py",
+    "requirements.txt",
+}
 _BUILD_PATH = re.compile(r"(^|/)(\.github/workflows|\.circleci|\.gitlab-ci|ci|\.ci)/|\.bzl$|\.mk$")
 _DOC_PATH = re.compile(
     r"(^|/)(docs?|documentation)/|(^|/)(README|CHANGELOG|CHANGES|CONTRIBUTING|"

@@ -43,23 +43,28 @@ from repolm.split import Split, run_split
 
 CHUNKS = "chunks.parquet"
 TS = pa.timestamp("ms", tz="UTC")
-SCHEMA = pa.schema([
-    ("sha", pa.string()),  # the commit: the cutoff commit for snapshot rows
-    ("path", pa.string()),
-    ("language", pa.string()),
-    ("kind", pa.string()),  # function | method | type | module | test | section | window | lines
-    ("name", pa.string()),
-    ("qualified_name", pa.string()),
-    ("parent", pa.string()),
-    ("start_line", pa.int32()),
-    ("end_line", pa.int32()),
-    ("change_type", pa.string()),  # null for snapshot rows
-    ("text", pa.string()),
-    ("source", pa.string()),  # snapshot | change
-    ("blob", pa.string()),  # the file version the text comes from
-    ("commit_time", TS),
-    ("split", pa.string()),  # train | val | test
-])  # fmt: skip
+SCHEMA = pa.schema(
+    [
+        ("sha", pa.string()),  # the commit: the cutoff commit for snapshot rows
+        ("path", pa.string()),
+        ("language", pa.string()),
+        (
+            "kind",
+            pa.string(),
+        ),  # function | method | type | module | test | section | window | lines
+        ("name", pa.string()),
+        ("qualified_name", pa.string()),
+        ("parent", pa.string()),
+        ("start_line", pa.int32()),
+        ("end_line", pa.int32()),
+        ("change_type", pa.string()),  # null for snapshot rows
+        ("text", pa.string()),
+        ("source", pa.string()),  # snapshot | change
+        ("blob", pa.string()),  # the file version the text comes from
+        ("commit_time", TS),
+        ("split", pa.string()),  # train | val | test
+    ]
+)
 BATCH_CHANGES = 400
 CHANGE_COLUMNS = [
     "sha",
@@ -263,8 +268,7 @@ def _snapshot_batch(
     return rows.table(), counts
 
 
-def _history_batch(batch: list[tuple[tuple[str, int, str], dict]]
-                   ) -> tuple[pa.Table, Counter[str]]:  # fmt: skip
+def _history_batch(batch: list[tuple[tuple[str, int, str], dict]]) -> tuple[pa.Table, Counter[str]]:
     assert _worker is not None
     counts: Counter[str] = Counter()
     rows = _Rows()
@@ -359,22 +363,50 @@ class _Rows:
     def __init__(self) -> None:
         self.rows: list[tuple] = []
 
-    def add(self, sha: str, path: str, language: str | None, u: Unit, change_type: str | None,
-            source: str, blob: str | None, when: int, part: str) -> None:  # fmt: skip
+    def add(
+        self,
+        sha: str,
+        path: str,
+        language: str | None,
+        u: Unit,
+        change_type: str | None,
+        source: str,
+        blob: str | None,
+        when: int,
+        part: str,
+    ) -> None:
         raw = u.source[u.start_byte : u.end_byte]
         text = raw if raw.isascii() else raw.decode("utf-8", "replace").encode()
-        self.rows.append((sha, path, language, u.kind, u.name, u.qualified_name, u.parent,
-                          u.start_line, u.end_line, change_type, text, source, blob, when,
-                          part))  # fmt: skip
+        self.rows.append(
+            (
+                sha,
+                path,
+                language,
+                u.kind,
+                u.name,
+                u.qualified_name,
+                u.parent,
+                u.start_line,
+                u.end_line,
+                change_type,
+                text,
+                source,
+                blob,
+                when,
+                part,
+            )
+        )
 
     def table(self) -> pa.Table:
         columns = list(zip(*self.rows, strict=True)) if self.rows else [[] for _ in SCHEMA]
         arrays = [
-            utf8_array(values) if field.name == "text"  # type: ignore[arg-type]
-            else pa.array(values, pa.int64()).cast(TS) if field.name == "commit_time"
+            utf8_array(values)
+            if field.name == "text"  # type: ignore[arg-type]
+            else pa.array(values, pa.int64()).cast(TS)
+            if field.name == "commit_time"
             else pa.array(values, field.type)
             for values, field in zip(columns, SCHEMA, strict=True)
-        ]  # fmt: skip
+        ]
         return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
@@ -391,8 +423,10 @@ class _Pool:
 
     def __enter__(self) -> _Pool:
         if self.jobs > 1:
-            self._workers = [ProcessPoolExecutor(1, initializer=_init, initargs=self._args)
-                             for _ in range(self.jobs)]  # fmt: skip
+            self._workers = [
+                ProcessPoolExecutor(1, initializer=_init, initargs=self._args)
+                for _ in range(self.jobs)
+            ]
         else:
             _init(*self._args)
         return self

@@ -162,8 +162,16 @@ def _split_lines(source: bytes) -> list[str]:
     return parts if parts[-1] else parts[:-1]
 
 
-def _make_unit(source: bytes, starts: np.ndarray, kind: str, name: str, qualified: str,
-               start: int, end: int, parent: str | None) -> Unit:  # fmt: skip
+def _make_unit(
+    source: bytes,
+    starts: np.ndarray,
+    kind: str,
+    name: str,
+    qualified: str,
+    start: int,
+    end: int,
+    parent: str | None,
+) -> Unit:
     """A unit of lines `start`..`end`; its text is those whole lines (none past the last)."""
     last = len(starts) - 1
     a = int(starts[start - 1 if start <= last else last])
@@ -190,8 +198,16 @@ class _File:
     memo: Memo  # this version's: what each declaration node emitted
     reuse: Memo  # the base version's, for the subtrees tree-sitter reused from it
 
-    def emit(self, kind: str, name: str, qualified: str, start: int, end: int,
-             parent: str | None, depth: int) -> int:  # fmt: skip
+    def emit(
+        self,
+        kind: str,
+        name: str,
+        qualified: str,
+        start: int,
+        end: int,
+        parent: str | None,
+        depth: int,
+    ) -> int:
         unit = _make_unit(self.source, self.starts, kind, name, qualified, start, end, parent)
         self.out.append((start, depth, unit))
         return len(self.out) - 1
@@ -211,8 +227,16 @@ class _File:
             self.replay(inner_key, inner, row + offset)
 
 
-def _code_units(source: bytes, starts: np.ndarray, grammar: Grammar, parser: Any, path: str,
-                base: Any | None, reuse: Memo | None, tree: Any | None) -> Parsed:  # fmt: skip
+def _code_units(
+    source: bytes,
+    starts: np.ndarray,
+    grammar: Grammar,
+    parser: Any,
+    path: str,
+    base: Any | None,
+    reuse: Memo | None,
+    tree: Any | None,
+) -> Parsed:
     if tree is None and base is None:
         tree, reuse = parser.parse(source), None  # a memo is only good for its own tree's kin
     elif tree is None:
@@ -267,8 +291,14 @@ def _module_name(path: str) -> str:
     return stem or "(module)"
 
 
-def _walk(f: _File, nodes: list[Node], scope: Scope, depth: int, after: int,
-          walked: list[tuple[int, Entry, Any]]) -> bool:  # fmt: skip
+def _walk(
+    f: _File,
+    nodes: list[Node],
+    scope: Scope,
+    depth: int,
+    after: int,
+    walked: list[tuple[int, Entry, Any]],
+) -> bool:
     """Emit the units among a container's children (`after`: the container's first line).
     Comments and attributes collect as a prefix for the next declaration when no blank line
     separates them; True if any unit emitted is (or holds) a test. Each declaration walked is
@@ -327,8 +357,9 @@ def _walk(f: _File, nodes: list[Node], scope: Scope, depth: int, after: int,
     return found
 
 
-def _emit(f: _File, decl: Decl, node: Node, inner: Node, prefix: list[Node], scope: Scope,
-          depth: int) -> Entry:  # fmt: skip
+def _emit(
+    f: _File, decl: Decl, node: Node, inner: Node, prefix: list[Node], scope: Scope, depth: int
+) -> Entry:
     """Emit one unit and, for a container, its members; return its entry."""
     g = f.grammar
     row = _first(node)
@@ -341,8 +372,14 @@ def _emit(f: _File, decl: Decl, node: Node, inner: Node, prefix: list[Node], sco
     found = test
     walked: list[tuple[int, Entry, Any]] = []
     if decl.body is not None:
-        members = Scope(decl.members or qualified, decl.sep or g.sep, qualified,
-                        in_type=decl.role == "type", in_test=test, file=scope.file)  # fmt: skip
+        members = Scope(
+            decl.members or qualified,
+            decl.sep or g.sep,
+            qualified,
+            in_type=decl.role == "type",
+            in_test=test,
+            file=scope.file,
+        )
         inside = _walk(f, decl.body.named_children, members, depth + 1, _first(inner), walked)
         if inside and not test and decl.role == "type" and g.test_class(decl.name):
             kind = "test"

@@ -126,8 +126,15 @@ class VersionCache:
             return hit
         kept = self.trees.get(key)
         if kept is not None:  # its units were dropped, not its tree: cut it again, no parse
-            parsed = parse_units(kept.data, language, path, window_lines=self.cfg.window_lines,
-                                 starts=kept.starts, tree=kept.tree, reuse=kept.memo)  # fmt: skip
+            parsed = parse_units(
+                kept.data,
+                language,
+                path,
+                window_lines=self.cfg.window_lines,
+                starts=kept.starts,
+                tree=kept.tree,
+                reuse=kept.memo,
+            )
             return self._keep(key, Version(parsed.units, kept.data, kept.starts))
         data = self.prefetched.pop(blob, _UNREAD)
         if data is _UNREAD:
@@ -146,8 +153,15 @@ class VersionCache:
             edited = self._edited_base(base, language, hunks, base_is_new, data, starts)
             tree, reuse = edited if edited is not None else (None, None)
             counts["parses_incremental" if tree is not None else "parses_full"] += 1
-            parsed = parse_units(data, language, path, window_lines=self.cfg.window_lines,
-                                 starts=starts, base=tree, reuse=reuse)  # fmt: skip
+            parsed = parse_units(
+                data,
+                language,
+                path,
+                window_lines=self.cfg.window_lines,
+                starts=starts,
+                base=tree,
+                reuse=reuse,
+            )
             v = Version(parsed.units, data, starts)
             if parsed.tree is not None:
                 self.trees[key] = _Tree(parsed.tree, parsed.memo, data, starts)

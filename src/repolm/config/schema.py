@@ -301,8 +301,10 @@ class BuildConfig(Section):
         # a named mix says what it is made of: {instructions: 0.7, qa: 0.3} means only those
         if isinstance(value, dict):
             kinds = MixConfig.model_fields
-            return {name: {**dict.fromkeys(kinds, 0.0), **mix} if isinstance(mix, dict) else mix
-                    for name, mix in value.items()}  # fmt: skip
+            return {
+                name: {**dict.fromkeys(kinds, 0.0), **mix} if isinstance(mix, dict) else mix
+                for name, mix in value.items()
+            }
         return value
 
     @field_validator("mixes")
@@ -584,8 +586,10 @@ class Config(Section):
         for name, spec in data["models"].items():
             if isinstance(spec, dict):
                 own = spec.get("train") or {}
-                spec = {**spec, "train": deep_merge(defaults, own) if isinstance(own, dict)
-                        else own}  # fmt: skip
+                spec = {
+                    **spec,
+                    "train": deep_merge(defaults, own) if isinstance(own, dict) else own,
+                }
             models[name] = spec
         return {**data, "models": models}
 

@@ -90,11 +90,16 @@ def humaneval_problems(limit: int | None = None) -> list[Problem]:
         ) from None
     problems = []
     for task in list(read_problems().values())[:limit]:
-        problems.append(Problem(
-            task_id=task["task_id"], prompt=task["prompt"], prefix=task["prompt"],
-            test=f"{task['test']}\ncheck({task['entry_point']})\n",
-            reference=task["canonical_solution"], stop=HUMANEVAL_STOP,
-        ))  # fmt: skip
+        problems.append(
+            Problem(
+                task_id=task["task_id"],
+                prompt=task["prompt"],
+                prefix=task["prompt"],
+                test=f"{task['test']}\ncheck({task['entry_point']})\n",
+                reference=task["canonical_solution"],
+                stop=HUMANEVAL_STOP,
+            )
+        )
     return problems
 
 
@@ -144,15 +149,21 @@ def _mbpp_problem(row: Any) -> Problem:
     return Problem(
         task_id=str(row["task_id"]),
         prompt=MBPP_INSTRUCTION.format(text=text.strip(), tests=shown) + MBPP_CODE_START,
-        prefix="", test=f"{setup}\n{shown}\n", reference=row.get("code", ""), stop=MBPP_STOP,
-    )  # fmt: skip
+        prefix="",
+        test=f"{setup}\n{shown}\n",
+        reference=row.get("code", ""),
+        stop=MBPP_STOP,
+    )
 
 
 def evaluate(
-    problems: Sequence[Problem], samples: Mapping[str, Sequence[str]],
-    ks: Sequence[int] = (1, 10, 100), timeout_s: float = 10.0, memory_mb: int = 1024,
+    problems: Sequence[Problem],
+    samples: Mapping[str, Sequence[str]],
+    ks: Sequence[int] = (1, 10, 100),
+    timeout_s: float = 10.0,
+    memory_mb: int = 1024,
     workers: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Run every sample of every problem in the sandbox and score them: pass@k for each k in
     `ks` up to the samples per problem (the fewest any problem has), averaged over problems,
     with counts of how the runs ended. Samples run as given (see `truncate_completion`);
@@ -187,9 +198,15 @@ def evaluate(
 
 
 def generate_samples(
-    lm: LoadedModel, problems: Sequence[Problem], n: int = 1, max_new_tokens: int = 384,
-    temperature: float = 0.0, top_p: float = 0.95, batch_size: int = 8, seed: int = 0,
-) -> dict[str, list[str]]:  # fmt: skip
+    lm: LoadedModel,
+    problems: Sequence[Problem],
+    n: int = 1,
+    max_new_tokens: int = 384,
+    temperature: float = 0.0,
+    top_p: float = 0.95,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> dict[str, list[str]]:
     """`n` completions of each problem's prompt, cut at the problem's stop sequences: greedy
     (n must be 1) or, with `temperature` > 0, nucleus-sampled with `top_p` as in the Codex
     paper, seeded by `seed`. At most half the model's context is generated (a prompt is cut
@@ -206,8 +223,9 @@ def generate_samples(
     if temperature > 0:
         torch.manual_seed(seed)
     budget = max(1, min(max_new_tokens, lm.max_len // 2))
-    texts = generate(lm, prompts, budget, batch_size=batch_size,
-                     temperature=temperature, top_p=top_p)  # fmt: skip
+    texts = generate(
+        lm, prompts, budget, batch_size=batch_size, temperature=temperature, top_p=top_p
+    )
     samples: dict[str, list[str]] = {}
     for i, p in enumerate(problems):
         samples[p.task_id] = [truncate_completion(t, p.stop) for t in texts[i * n : (i + 1) * n]]

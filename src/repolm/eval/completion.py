@@ -54,8 +54,7 @@ if TYPE_CHECKING:
 
     from repolm.eval.generate import LoadedModel
 
-METRICS = ("next_line_em", "next_line_es", "body_em", "body_es", "identifier_em",
-           "identifier_f1")  # fmt: skip
+METRICS = ("next_line_em", "next_line_es", "body_em", "body_es", "identifier_em", "identifier_f1")
 MAX_NEW_TOKENS = 256
 QUERY_LINES = 3  # lines before the unit that join its first line in the retrieval query
 UNIT_KINDS = ("function", "method", "test")
@@ -115,8 +114,10 @@ def reindent(text: str, indent: str) -> str:
     lines = text.splitlines(keepends=True)
     head = next((line for line in lines if line.strip()), "")
     old = head[: len(head) - len(head.lstrip(" \t"))]
-    return "".join(indent + line[len(old) :] if line.strip() and line.startswith(old) else line
-                   for line in lines)  # fmt: skip
+    return "".join(
+        indent + line[len(old) :] if line.strip() and line.startswith(old) else line
+        for line in lines
+    )
 
 
 class SnapshotIndex:
@@ -134,8 +135,11 @@ class SnapshotIndex:
     def read(cls, filter_dir: Path) -> SnapshotIndex:
         import pyarrow.parquet as pq
 
-        t = pq.read_table(filter_dir / "chunks.parquet", columns=["language", "kind", "text"],
-                          filters=[("source", "=", "snapshot")])  # fmt: skip
+        t = pq.read_table(
+            filter_dir / "chunks.parquet",
+            columns=["language", "kind", "text"],
+            filters=[("source", "=", "snapshot")],
+        )
         return cls(t.to_pylist())
 
     def most_similar(self, language: str | None, query: list[str]) -> str | None:
@@ -238,8 +242,10 @@ def model_bodies(lm: LoadedModel, rows: list[dict[str, Any]], batch_size: int = 
     texts = generate(lm, prompts, budgets, stop_ids=special_ids(lm.special), batch_size=batch_size)
     if fim:
         return texts
-    return [plain_body(split_unit(r["target"])[0], t, r["language"])
-            for r, t in zip(rows, texts, strict=True)]  # fmt: skip
+    return [
+        plain_body(split_unit(r["target"])[0], t, r["language"])
+        for r, t in zip(rows, texts, strict=True)
+    ]
 
 
 # -- the evaluation -------------------------------------------------------------------------
@@ -267,9 +273,13 @@ def summarize(scores: list[dict[str, float]], unseen: list[bool]) -> dict[str, A
 
 
 def evaluate_completion(
-    lm: LoadedModel | None, eval_dir: Path, run_dir: Path, split: str = "test",
-    limit: int | None = None, batch_size: int = 8,
-) -> dict[str, Any]:  # fmt: skip
+    lm: LoadedModel | None,
+    eval_dir: Path,
+    run_dir: Path,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int = 8,
+) -> dict[str, Any]:
     """Code completion of the split's new and modified functions and tests (see the module's
     doc); `lm` None scores the retrieval baseline only. Besides the common keys: `n_unseen`
     (units not in the training snapshot) and `fim` (whether the model was prompted FIM)."""
@@ -280,8 +290,10 @@ def evaluate_completion(
     unseen = [not r["seen_in_train"] for r in rows]
     index = SnapshotIndex.read(run_dir / "filter")
     retrieved = [retrieval_body(index, r) for r in rows]
-    baseline = [score_body(p, ref, r["language"])
-                for p, ref, r in zip(retrieved, references, rows, strict=True)]  # fmt: skip
+    baseline = [
+        score_body(p, ref, r["language"])
+        for p, ref, r in zip(retrieved, references, rows, strict=True)
+    ]
     predicted = model_bodies(lm, rows, batch_size) if lm is not None and rows else None
     metrics = None
     if lm is not None:
@@ -292,8 +304,13 @@ def evaluate_completion(
         r = rows[n]
         first, _ = split_unit(r["target"])
         context = "".join(r["prefix"].splitlines(keepends=True)[-3:]) + first
-        sample = {"path": r["path"], "name": r["qualified_name"], "change_type": r["change_type"],
-                  "seen_in_train": r["seen_in_train"], "input": clip(context)}  # fmt: skip
+        sample = {
+            "path": r["path"],
+            "name": r["qualified_name"],
+            "change_type": r["change_type"],
+            "seen_in_train": r["seen_in_train"],
+            "input": clip(context),
+        }
         if predicted is not None:
             sample["model"] = clip(predicted[n])
         sample["baselines"] = {"retrieval": clip(retrieved[n])}
@@ -301,5 +318,6 @@ def evaluate_completion(
         samples.append(sample)
     fim = lm is not None and sp.FIM_PREFIX in lm.special
     baselines = {"retrieval": summarize(baseline, unseen)}
-    return task_result(split, len(rows), metrics, baselines, samples, t0, n_unseen=sum(unseen),
-                       fim=fim)  # fmt: skip
+    return task_result(
+        split, len(rows), metrics, baselines, samples, t0, n_unseen=sum(unseen), fim=fim
+    )

@@ -19,8 +19,7 @@ ZSTD_LEVEL = 19
 
 def xz_size(data: bytes) -> int:
     """Bytes of `xz -9e -T1` output (.xz container, CRC64: the tool's defaults)."""
-    return len(lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64,
-                             preset=XZ_PRESET))  # fmt: skip
+    return len(lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=XZ_PRESET))
 
 
 def zstd_size(data: bytes) -> int:

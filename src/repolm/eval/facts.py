@@ -145,14 +145,20 @@ def repo_facts(run_dir: Path) -> RepoFacts:
             f"run the pipeline through the filter stage into {run_dir} first",
         )
     files = pq.read_table(needed[0], columns=["path", "language", "bytes", "text"]).to_pylist()
-    chunks = pq.read_table(needed[1], columns=["path", "kind", "qualified_name", "start_line",
-                                               "end_line", "source", "split"])  # fmt: skip
+    chunks = pq.read_table(
+        needed[1],
+        columns=["path", "kind", "qualified_name", "start_line", "end_line", "source", "split"],
+    )
     units = chunks.filter(pc.equal(chunks["source"], "snapshot")).to_pylist()
-    history = chunks.filter(pc.and_(pc.equal(chunks["source"], "change"),
-                                    pc.equal(chunks["split"], "train")))  # fmt: skip
-    unit_changes = {(r["path"], r["qualified_name"]): r["kind_count"] for r in
-                    history.group_by(["path", "qualified_name"]).aggregate(
-                        [("kind", "count")]).to_pylist()}  # fmt: skip
+    history = chunks.filter(
+        pc.and_(pc.equal(chunks["source"], "change"), pc.equal(chunks["split"], "train"))
+    )
+    unit_changes = {
+        (r["path"], r["qualified_name"]): r["kind_count"]
+        for r in history.group_by(["path", "qualified_name"])
+        .aggregate([("kind", "count")])
+        .to_pylist()
+    }
     changes = pq.read_table(needed[2], columns=["sha", "path", "split"])
     changes = changes.filter(pc.equal(changes["split"], "train"))
     pairs = list(zip(changes["sha"].to_pylist(), changes["path"].to_pylist(), strict=True))
@@ -183,9 +189,12 @@ def is_test_path(path: str) -> bool:
 
 
 def build_facts(
-    repo_name: str, files: Sequence[Mapping[str, Any]], units: Sequence[Mapping[str, Any]],
-    changes: Sequence[tuple[str, str]], unit_changes: Mapping[tuple[str, str], int],
-) -> RepoFacts:  # fmt: skip
+    repo_name: str,
+    files: Sequence[Mapping[str, Any]],
+    units: Sequence[Mapping[str, Any]],
+    changes: Sequence[tuple[str, str]],
+    unit_changes: Mapping[tuple[str, str], int],
+) -> RepoFacts:
     """Facts from the snapshot's files (path, language, bytes, text) and units (path, kind,
     qualified_name, start_line, end_line), the training history's (sha, path) file changes
     and its changed units' counts by (path, qualified_name)."""
@@ -223,12 +232,16 @@ def build_facts(
     deps = _dependencies(members, {p: by_path[p]["text"] or "" for p in code}, module_of_path)
     rank = {m: i for i, m in enumerate(order)}
     modules = tuple(
-        Module(name=m, path=members[m][0], changes=module_churn[m],
-               functions=tuple(dict.fromkeys(functions[m])),
-               dependents=tuple(sorted((d for d in deps if m in deps[d]), key=rank.__getitem__)),
-               dependencies=tuple(sorted(deps.get(m, ()), key=rank.__getitem__)))
+        Module(
+            name=m,
+            path=members[m][0],
+            changes=module_churn[m],
+            functions=tuple(dict.fromkeys(functions[m])),
+            dependents=tuple(sorted((d for d in deps if m in deps[d]), key=rank.__getitem__)),
+            dependencies=tuple(sorted(deps.get(m, ()), key=rank.__getitem__)),
+        )
         for m in order
-    )  # fmt: skip
+    )
     # history labels the innermost unit changed: a type changes when one of its members does
     members_changed: Counter[tuple[str, str]] = Counter()
     for (path, qname), n in unit_changes.items():
@@ -236,13 +249,16 @@ def build_facts(
         for prefix in [qname[: m.start()] for m in re.finditer(r"\.|::", qname)] + [qname]:
             members_changed[(path, prefix)] += n
     type_units = [u for u in units if u["kind"] == "type" and u["path"] in module_of_path]
-    type_units.sort(key=lambda u: (-members_changed[(u["path"], u["qualified_name"])],
-                                   *unit_rank(u)[1:]))  # fmt: skip
+    type_units.sort(
+        key=lambda u: (-members_changed[(u["path"], u["qualified_name"])], *unit_rank(u)[1:])
+    )
     types = tuple((u["qualified_name"], u["path"], module_of_path[u["path"]]) for u in type_units)
     top = ranked(code)
     test_files = ranked(tests)
-    test_units = sorted((u for u in units if test_files and u["path"] == test_files[0]
-                         and u["kind"] == "test"), key=unit_rank)  # fmt: skip
+    test_units = sorted(
+        (u for u in units if test_files and u["path"] == test_files[0] and u["kind"] == "test"),
+        key=unit_rank,
+    )
     code_languages = {by_path[p]["language"] for p in code}
     size: Counter[str] = Counter()
     for p in code:
@@ -250,12 +266,14 @@ def build_facts(
     return RepoFacts(
         repo_name=repo_name,
         language=max(size, key=lambda k: (size[k], k)) if size else None,
-        modules=modules, top_files=tuple(top),
+        modules=modules,
+        top_files=tuple(top),
         co_changed=tuple(_co_changed(top[0], changes, set(by_path), churn)) if top else (),
-        types=types, test_files=tuple(test_files),
+        types=types,
+        test_files=tuple(test_files),
         tests=tuple(dict.fromkeys(u["qualified_name"] for u in test_units)),
         entry_point=_entry_point(by_path, code_languages, tests, churn),
-    )  # fmt: skip
+    )
 
 
 def _dependencies(
@@ -301,9 +319,11 @@ def _co_changed(
 
 
 def _entry_point(
-    by_path: Mapping[str, Mapping[str, Any]], languages: set[str], tests: set[str],
+    by_path: Mapping[str, Mapping[str, Any]],
+    languages: set[str],
+    tests: set[str],
     churn: Mapping[str, int],
-) -> str | None:  # fmt: skip
+) -> str | None:
     """The likeliest entry file: by its stem (`__main__` before `main` before `cli`...), then
     the shallowest, then the most changed."""
     found = []

@@ -97,10 +97,14 @@ def wrap(model: Any, tokenizer: Any, path: str = "") -> LoadedModel:
     eos = [tokenizer.eos_token_id, special.get(sp.ENDOFTEXT)]
     max_len = getattr(model.config, "max_position_embeddings", None) or 2048
     return LoadedModel(
-        path=path, model=model, tokenizer=tokenizer, device=next(model.parameters()).device,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        device=next(model.parameters()).device,
         max_len=min(int(max_len), 32768),
-        eos_ids=tuple(dict.fromkeys(i for i in eos if i is not None)) or (0,), special=special,
-    )  # fmt: skip
+        eos_ids=tuple(dict.fromkeys(i for i in eos if i is not None)) or (0,),
+        special=special,
+    )
 
 
 def batches(order: Sequence[int], lengths: Sequence[int], max_tokens: int) -> Iterator[list[int]]:
@@ -120,9 +124,11 @@ def batches(order: Sequence[int], lengths: Sequence[int], max_tokens: int) -> It
 
 
 def sequence_nll(
-    lm: LoadedModel, sequences: Sequence[Sequence[int]], first: Sequence[int] | None = None,
+    lm: LoadedModel,
+    sequences: Sequence[Sequence[int]],
+    first: Sequence[int] | None = None,
     max_tokens: int = 16384,
-) -> list[tuple[float, int]]:  # fmt: skip
+) -> list[tuple[float, int]]:
     """For each token sequence: the summed negative log-likelihood in nats of its tokens from
     position `first[i]` on (default 1: every token but the first, which has no context) and
     how many tokens that is. Sequences longer than the model's context are scored in windows
@@ -169,9 +175,11 @@ def sequence_nll(
 
 
 def continuation_nll(
-    lm: LoadedModel, prompt: Sequence[int], continuations: Sequence[Sequence[int]],
+    lm: LoadedModel,
+    prompt: Sequence[int],
+    continuations: Sequence[Sequence[int]],
     max_tokens: int = 16384,
-) -> list[tuple[float, int]]:  # fmt: skip
+) -> list[tuple[float, int]]:
     """For each continuation of one shared prompt: its summed negative log-likelihood in nats
     and its token count, as `sequence_nll(prompt + continuation, first=len(prompt))` gives.
     The prompt runs once and its key/value cache is shared by the continuations, so ranking
@@ -208,8 +216,12 @@ def continuation_nll(
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(len(group))
             mask = torch.ones((len(group), len(prompt) + width), dtype=torch.long)
-            logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                              past_key_values=past, use_cache=True).logits  # fmt: skip
+            logits = lm.model(
+                input_ids=ids.to(lm.device),
+                attention_mask=mask.to(lm.device),
+                past_key_values=past,
+                use_cache=True,
+            ).logits
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             rest = -logp.gather(-1, ids[:, 1:].to(lm.device).unsqueeze(-1)).squeeze(-1).cpu()
             for row, i in enumerate(group):
@@ -221,10 +233,15 @@ def continuation_nll(
 
 
 def generate(
-    lm: LoadedModel, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
-    stop: Callable[[str], int | None] | None = None, stop_ids: Sequence[int] = (),
-    batch_size: int = 8, temperature: float = 0.0, top_p: float = 1.0,
-) -> list[str]:  # fmt: skip
+    lm: LoadedModel,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int | Sequence[int],
+    stop: Callable[[str], int | None] | None = None,
+    stop_ids: Sequence[int] = (),
+    batch_size: int = 8,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> list[str]:
     """Greedy continuations of token prompts (each cut from the left to leave room for the
     new tokens), decoded; sampled instead when `temperature` > 0, from the nucleus `top_p`
     (no top-k). `max_new_tokens`: one budget for all, or one per prompt. Generation
@@ -232,8 +249,9 @@ def generate(
     continuation is cut (None to keep it whole)."""
     import torch
 
-    budgets = ([max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int)
-               else list(max_new_tokens))  # fmt: skip
+    budgets = (
+        [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    )
     if len(budgets) != len(prompts):
         raise ValueError(f"{len(budgets)} budgets for {len(prompts)} prompts")
     for budget in budgets:
@@ -260,11 +278,15 @@ def generate(
                     ids[row, width - n :] = torch.as_tensor(cut[i])
                     mask[row, width - n :] = 1
             generated = lm.model.generate(
-                input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                max_new_tokens=most, num_beams=1, **decoding,
-                eos_token_id=ends, pad_token_id=lm.pad_id,
+                input_ids=ids.to(lm.device),
+                attention_mask=mask.to(lm.device),
+                max_new_tokens=most,
+                num_beams=1,
+                **decoding,
+                eos_token_id=ends,
+                pad_token_id=lm.pad_id,
                 use_cache=True,  # a trained model is saved with use_cache false
-            )  # fmt: skip
+            )
             for row, i in enumerate(group):
                 new = generated[row, width:].tolist()[: budgets[i]]
                 stops = [n for n, t in enumerate(new) if t in ends]

@@ -31,8 +31,16 @@ if TYPE_CHECKING:
 
 METRICS = ("subject_rouge_l", "subject_bleu", "message_rouge_l", "message_bleu")
 MAX_NEW_TOKENS = 64
-CHANGE_COLUMNS = ["sha", "path", "old_path", "status", "patch", "language", "additions",
-                  "deletions"]  # fmt: skip
+CHANGE_COLUMNS = [
+    "sha",
+    "path",
+    "old_path",
+    "status",
+    "patch",
+    "language",
+    "additions",
+    "deletions",
+]
 
 
 def file_section(
@@ -40,11 +48,13 @@ def file_section(
 ) -> list[dm.Segment]:
     """One file of a commit as the build stage encodes it: its head, then each hunk between
     `<|hunk|>` and `<|/hunk|>`; a diff over `max_diff` bytes stands in as its line counts."""
-    patch, omitted = dm.omit_large_diff(change["patch"], change["additions"],
-                                        change["deletions"], max_diff)  # fmt: skip
+    patch, omitted = dm.omit_large_diff(
+        change["patch"], change["additions"], change["deletions"], max_diff
+    )
     module = dm.module_of(change["path"], change["language"])
-    head = dm.file_head(change["path"], change["old_path"], change["status"], module,
-                        change_types, omitted)  # fmt: skip
+    head = dm.file_head(
+        change["path"], change["old_path"], change["status"], module, change_types, omitted
+    )
     return [*head, *(s for h in dm.hunks(patch) for s in (dm.Tok(sp.HUNK), h, dm.Tok(sp.HUNK_END)))]
 
 
@@ -118,8 +128,9 @@ def _history(filter_dir: Path, shas: list[str]) -> tuple[dict[str, list[dict]], 
 
     changes: dict[str, list[dict]] = defaultdict(list)
     if shas:  # (an empty "in" filter does not type-check in pyarrow)
-        t = pq.read_table(filter_dir / "changes.parquet", columns=CHANGE_COLUMNS,
-                          filters=[("sha", "in", shas)])  # fmt: skip
+        t = pq.read_table(
+            filter_dir / "changes.parquet", columns=CHANGE_COLUMNS, filters=[("sha", "in", shas)]
+        )
         for r in t.to_pylist():
             changes[r["sha"]].append(r)
     commits = Commits.read(filter_dir / "commits.parquet")
@@ -129,9 +140,14 @@ def _history(filter_dir: Path, shas: list[str]) -> tuple[dict[str, list[dict]], 
 
 
 def evaluate_commit_messages(
-    lm: LoadedModel | None, eval_dir: Path, run_dir: Path, split: str = "test",
-    limit: int | None = None, batch_size: int = 8, max_diff_bytes: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    lm: LoadedModel | None,
+    eval_dir: Path,
+    run_dir: Path,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int = 8,
+    max_diff_bytes: int | None = None,
+) -> dict[str, Any]:
     """Commit messages of the split's commits from their diffs (see the module's doc); `lm`
     None scores the baselines only. `max_diff_bytes` None: the run's."""
     t0 = time.monotonic()
@@ -153,11 +169,14 @@ def evaluate_commit_messages(
         most = _run_max_diff(run_dir) if max_diff_bytes is None else max_diff_bytes
         prompts = []
         for r in rows:
-            sections = [file_section(c, types.get((r["sha"], c["path"]), []), most)
-                        for c in changes[r["sha"]]]  # fmt: skip
+            sections = [
+                file_section(c, types.get((r["sha"], c["path"]), []), most)
+                for c in changes[r["sha"]]
+            ]
             prompts.append(describe_prompt(lm, sections, MAX_NEW_TOKENS))
-        texts = generate(lm, prompts, MAX_NEW_TOKENS, stop_ids=special_ids(lm.special),
-                         batch_size=batch_size)  # fmt: skip
+        texts = generate(
+            lm, prompts, MAX_NEW_TOKENS, stop_ids=special_ids(lm.special), batch_size=batch_size
+        )
         outputs["model"] = [t.strip() for t in texts]
         metrics = score_messages(outputs["model"], references)
     samples = []

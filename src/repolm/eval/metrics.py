@@ -91,12 +91,44 @@ _GRAMMAR_NAMES = {
 }
 # Grammars checked to parse arbitrary text here: repolm's chunking grammars and these. Some
 # grammars of the pack never return on some inputs (cobol on "x"), so no other is used.
-_VETTED = frozenset((
-    "rust", "python", "go", "javascript", "typescript", "tsx", "java", "c", "cpp", "csharp",
-    "kotlin", "bash", "ruby", "php", "scala", "swift", "lua", "json", "yaml", "toml", "html",
-    "css", "zig", "elixir", "haskell", "sql", "objc", "proto", "make", "latex", "dart", "r",
-    "julia", "perl",
-))  # fmt: skip
+_VETTED = frozenset(
+    (
+        "rust",
+        "python",
+        "go",
+        "javascript",
+        "typescript",
+        "tsx",
+        "java",
+        "c",
+        "cpp",
+        "csharp",
+        "kotlin",
+        "bash",
+        "ruby",
+        "php",
+        "scala",
+        "swift",
+        "lua",
+        "json",
+        "yaml",
+        "toml",
+        "html",
+        "css",
+        "zig",
+        "elixir",
+        "haskell",
+        "sql",
+        "objc",
+        "proto",
+        "make",
+        "latex",
+        "dart",
+        "r",
+        "julia",
+        "perl",
+    )
+)
 # Strings are not identifiers: the regex fallback drops simple quoted literals first (as
 # CrossCodeEval's extractor does).
 _STRING = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")

@@ -77,23 +77,28 @@ class History:
 
         for name in ("commits", "changes", "files"):
             if not (filter_dir / f"{name}.parquet").exists():
-                raise RepolmError(f"missing {filter_dir / name}.parquet",
-                                  "run the filter stage first (repolm run)")  # fmt: skip
+                raise RepolmError(
+                    f"missing {filter_dir / name}.parquet",
+                    "run the filter stage first (repolm run)",
+                )
         commits = Commits.read(filter_dir / "commits.parquet")
         t = pq.read_table(filter_dir / "changes.parquet", columns=["sha", "path", "status"])
         found: dict[str, dict[str, str]] = defaultdict(dict)
-        for sha, path, status in zip(*(t.column(c).to_pylist() for c in t.column_names),
-                                     strict=True):  # fmt: skip
+        for sha, path, status in zip(
+            *(t.column(c).to_pylist() for c in t.column_names), strict=True
+        ):
             found[sha][path] = status
-        line = [i for i in commits.chronological()
-                if not commits.merge[i] and commits.sha[i] in found]  # fmt: skip
+        line = [
+            i for i in commits.chronological() if not commits.merge[i] and commits.sha[i] in found
+        ]
         snapshot = pq.read_table(filter_dir / "files.parquet", columns=["path"])
         return cls(
-            shas=[commits.sha[i] for i in line], times=[commits.time[i] for i in line],
+            shas=[commits.sha[i] for i in line],
+            times=[commits.time[i] for i in line],
             authors=[commits.author[i] for i in line],
             changes=[sorted(found[commits.sha[i]].items()) for i in line],
             snapshot=sorted(snapshot.column("path").to_pylist()),
-        )  # fmt: skip
+        )
 
     def locate(self, sha: str, when: datetime) -> int:
         """The commit's position (for one outside the history: the commits before `when`)."""
@@ -140,9 +145,29 @@ class Sweep:
 
 
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-_STOP = frozenset({"the", "and", "for", "with", "from", "into", "add", "fix", "use", "update",
-                   "remove", "src", "lib", "test", "tests", "main", "index", "init",
-                   "mod"})  # fmt: skip
+_STOP = frozenset(
+    {
+        "the",
+        "and",
+        "for",
+        "with",
+        "from",
+        "into",
+        "add",
+        "fix",
+        "use",
+        "update",
+        "remove",
+        "src",
+        "lib",
+        "test",
+        "tests",
+        "main",
+        "index",
+        "init",
+        "mod",
+    }
+)
 
 
 def words(text: str) -> set[str]:
@@ -190,16 +215,21 @@ def recalls(ranking: list[str], relevant: list[str]) -> dict[str, float]:
 
 
 def evaluate_next_change(
-    lm: LoadedModel | None, eval_dir: Path, run_dir: Path, split: str = "test",
-    limit: int | None = None, candidates: int | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    lm: LoadedModel | None,
+    eval_dir: Path,
+    run_dir: Path,
+    split: str = "test",
+    limit: int | None = None,
+    candidates: int | None = None,
+) -> dict[str, Any]:
     """Next-change prediction on the split's commits (see the module's doc); `lm` None ranks
     with the baselines only. `candidates` None: CANDIDATES for the model's device."""
     t0 = time.monotonic()
     if candidates is None:
         candidates = CANDIDATES.get(lm.device.type if lm is not None else "cpu", CANDIDATES["cpu"])
-    rows = spread([r for r in read_eval_set(eval_dir, "next_change", split, None) if r["files"]],
-                  limit)  # fmt: skip
+    rows = spread(
+        [r for r in read_eval_set(eval_dir, "next_change", split, None) if r["files"]], limit
+    )
     history = History.read(run_dir / "filter")
     rows.sort(key=lambda r: history.locate(r["sha"], r["time"]))
     sweep = Sweep(history)
@@ -214,8 +244,11 @@ def evaluate_next_change(
         recent = sweep.recency()
         rank = {p: k for k, p in enumerate(recent)}
         previous = row["previous_files"][0] if row["previous_files"] else []
-        rankings = {"recency": recent, "co_change": sweep.co_change(previous, rank),
-                    "name_overlap": name_overlap(row["message"], rank, candidates)}  # fmt: skip
+        rankings = {
+            "recency": recent,
+            "co_change": sweep.co_change(previous, rank),
+            "name_overlap": name_overlap(row["message"], rank, candidates),
+        }
         for name in names:
             scores[name].append(recalls(rankings[name], row["files"]))
         if lm is not None:
@@ -227,8 +260,11 @@ def evaluate_next_change(
             found = len(set(pool) & set(row["files"])) / len(set(row["files"]))
             in_pool.append({"candidate_recall": found})
         if n in shown:
-            sample: dict[str, Any] = {"sha": row["sha"], "input": clip(row["message"], 300),
-                                      "previous_files": previous[:10]}  # fmt: skip
+            sample: dict[str, Any] = {
+                "sha": row["sha"],
+                "input": clip(row["message"], 300),
+                "previous_files": previous[:10],
+            }
             if lm is not None:
                 sample["model"] = rankings["model"][:10]
             sample["baselines"] = {name: rankings[name][:10] for name in names}

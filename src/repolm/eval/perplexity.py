@@ -91,8 +91,10 @@ def read_texts(path: Path, column: str | None = None) -> Iterator[str]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and _readable(p))
         if not files:
-            raise RepolmError(f"no .parquet, .jsonl or text files in {path}",
-                              "give a file or a directory holding some")  # fmt: skip
+            raise RepolmError(
+                f"no .parquet, .jsonl or text files in {path}",
+                "give a file or a directory holding some",
+            )
         for f in files:
             yield from read_texts(f, column)
         return
@@ -106,8 +108,9 @@ def read_texts(path: Path, column: str | None = None) -> Iterator[str]:
         try:
             yield path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise RepolmError(f"{path} is not UTF-8 text",
-                              "give a Parquet, JSONL or UTF-8 text file") from None  # fmt: skip
+            raise RepolmError(
+                f"{path} is not UTF-8 text", "give a Parquet, JSONL or UTF-8 text file"
+            ) from None
 
 
 def _readable(p: Path) -> bool:
@@ -117,14 +120,18 @@ def _readable(p: Path) -> bool:
 def _pick(names: Sequence[str], column: str | None, path: Path) -> str:
     if column:
         if column not in names:
-            raise RepolmError(f"{path} has no column {column!r} (it has {', '.join(names)})",
-                              "name one of its columns with --column")  # fmt: skip
+            raise RepolmError(
+                f"{path} has no column {column!r} (it has {', '.join(names)})",
+                "name one of its columns with --column",
+            )
         return column
     for name in TEXT_COLUMNS:
         if name in names:
             return name
-    raise RepolmError(f"{path} has none of the text columns {', '.join(TEXT_COLUMNS)}",
-                      "name the column to score with --column")  # fmt: skip
+    raise RepolmError(
+        f"{path} has none of the text columns {', '.join(TEXT_COLUMNS)}",
+        "name the column to score with --column",
+    )
 
 
 def _parquet(path: Path, column: str | None) -> Iterator[str]:
@@ -144,8 +151,9 @@ def _jsonl(path: Path, column: str | None) -> Iterator[str]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise RepolmError(f"{path}:{n}: not JSON ({e.msg})",
-                                  "give one JSON object per line") from None  # fmt: skip
+                raise RepolmError(
+                    f"{path}:{n}: not JSON ({e.msg})", "give one JSON object per line"
+                ) from None
             if not isinstance(row, dict):
                 raise RepolmError(f"{path}:{n}: not a JSON object", "give one object per line")
             text = row.get(_pick(list(row), column, path))
@@ -153,8 +161,13 @@ def _jsonl(path: Path, column: str | None) -> Iterator[str]:
                 yield text
 
 
-def perplexity(model: str, data: Path, column: str | None = None, limit: int | None = None,
-               trust_remote_code: bool = False) -> dict[str, Any]:  # fmt: skip
+def perplexity(
+    model: str,
+    data: Path,
+    column: str | None = None,
+    limit: int | None = None,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
     """`repolm eval perplexity`: bits per byte and perplexity of any causal LM on any text."""
     from repolm.eval.generate import load_model
 

@@ -237,7 +237,7 @@ def answer_questions(
             QA_PROMPT.format(context=i.context, question=i.question)
             if i.context
             else f"Question: {i.question}\nAnswer: "
-        )  # fmt: skip
+        )
         for i in items
     ]
     budget = max(1, min(max_new_tokens, lm.max_len // 4))

@@ -150,9 +150,12 @@ def run_python(program: str, timeout_s: float = 10.0, memory_mb: int = 1024) -> 
 
 
 def run_many(
-    programs: Sequence[str], workers: int | None = None, *, timeout_s: float = 10.0,
+    programs: Sequence[str],
+    workers: int | None = None,
+    *,
+    timeout_s: float = 10.0,
     memory_mb: int = 1024,
-) -> list[ExecResult]:  # fmt: skip
+) -> list[ExecResult]:
     """`run_python` on each program, `workers` at a time (default: one per usable CPU; each
     thread only waits on its subprocess), results in the order of `programs`."""
     workers = workers or _usable_cpus()
@@ -191,10 +194,15 @@ def network_namespace_available() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", "pass"], env=_environment("/"),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, preexec_fn=_namespace_preexec(),
-                              timeout=30)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", "pass"],
+            env=_environment("/"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_namespace_preexec(),
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
@@ -208,9 +216,15 @@ def _run_child(
     preexec = _limits_preexec(network == "namespace", timeout_s, memory_mb)
     child = subprocess.Popen(
         [sys.executable, "-I", "-c", _CHILD, "program.py", network, marker],
-        cwd=work, env=_environment(work), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=stderr, start_new_session=True, close_fds=True, preexec_fn=preexec,
-    )  # fmt: skip
+        cwd=work,
+        env=_environment(work),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
+        close_fds=True,
+        preexec_fn=preexec,
+    )
     exited = False
     try:
         exited = _wait_unreaped(child, timeout_s)
@@ -245,9 +259,16 @@ def _wait_unreaped(child: subprocess.Popen, timeout_s: float) -> bool:
 
 def _environment(work: str) -> dict[str, str]:
     """Built from scratch: nothing of the parent's environment reaches the program."""
-    return {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1"}  # fmt: skip
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": work,
+        "TMPDIR": work,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
 
 
 def _limits_preexec(namespace: bool, timeout_s: float, memory_mb: int) -> Callable[[], None]:
@@ -269,8 +290,10 @@ def _limits_preexec(namespace: bool, timeout_s: float, memory_mb: int) -> Callab
     if not (namespace and _kernel_at_least(5, 14)):
         processes = []
     # no limit above the parent's own hard limit, which the child could not raise
-    capped = [(which, *(_at_most(v, resource.getrlimit(which)[1]) for v in (soft, hard)))
-              for which, soft, hard in processes + limits]  # fmt: skip
+    capped = [
+        (which, *(_at_most(v, resource.getrlimit(which)[1]) for v in (soft, hard)))
+        for which, soft, hard in processes + limits
+    ]
 
     def limit() -> None:
         if enter_namespace is not None:
@@ -294,9 +317,11 @@ def _namespace_preexec() -> Callable[[], None]:
     import ctypes
 
     unshare = ctypes.CDLL(None, use_errno=True).unshare
-    maps = ((b"/proc/self/setgroups", b"deny"),
-            (b"/proc/self/uid_map", f"{os.getuid()} {os.getuid()} 1".encode()),
-            (b"/proc/self/gid_map", f"{os.getgid()} {os.getgid()} 1".encode()))  # fmt: skip
+    maps = (
+        (b"/proc/self/setgroups", b"deny"),
+        (b"/proc/self/uid_map", f"{os.getuid()} {os.getuid()} 1".encode()),
+        (b"/proc/self/gid_map", f"{os.getgid()} {os.getgid()} 1".encode()),
+    )
 
     def enter() -> None:
         if unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:

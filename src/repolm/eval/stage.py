@@ -112,29 +112,40 @@ def by_commit(docs: list[Any]) -> list[dict[str, Any]]:
         texts.setdefault(d.sha, []).append(d)
     data = ["".join(d.text for d in group).encode("utf-8") for group in texts.values()]
     return [
-        {"sha": sha, "subject": group[0].subject, "bytes": len(b),
-         "xz -9e": round(8 * n / len(b), 4) if b else None}
+        {
+            "sha": sha,
+            "subject": group[0].subject,
+            "bytes": len(b),
+            "xz -9e": round(8 * n / len(b), 4) if b else None,
+        }
         for (sha, group), b, n in zip(texts.items(), data, sizes(data), strict=True)
-    ]  # fmt: skip
+    ]
 
 
 def evaluate_model(
-    out: Path, name: str, mc: ModelConfig, cfg: EvalConfig, docs: dict[str, list[Any]],
+    out: Path,
+    name: str,
+    mc: ModelConfig,
+    cfg: EvalConfig,
+    docs: dict[str, list[Any]],
     report: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     from repolm.eval.generate import load_model
     from repolm.eval.perplexity import score_documents
 
     path = out / "models" / name
     if not (path / "config.json").is_file():
-        raise RepolmError(f"model '{name}' has not been trained ({path} is missing)",
-                          "run the train stage first")  # fmt: skip
+        raise RepolmError(
+            f"model '{name}' has not been trained ({path} is missing)", "run the train stage first"
+        )
     result: dict[str, Any] = {"path": str(path), "bits_per_byte": {}}
     if mc.base is not None and cfg.base_model and docs:
         with measured(report, f"{name}: base model bits per byte"):
             base = load_model(mc.base)
-            result["base"] = {"model": mc.base, "bits_per_byte": {
-                split: score_documents(base, d) for split, d in docs.items()}}  # fmt: skip
+            result["base"] = {
+                "model": mc.base,
+                "bits_per_byte": {split: score_documents(base, d) for split, d in docs.items()},
+            }
             del base
             _free()
     with measured(report, f"{name}: bits per byte" if docs else f"{name}: load"):
@@ -168,8 +179,11 @@ def run_code(lm: Any, bench: str, cfg: EvalConfig) -> dict[str, Any]:
     """HumanEval or MBPP: greedy completions run in the sandbox, pass@1."""
     from repolm.eval import codebench
 
-    problems = (codebench.humaneval_problems(cfg.code_limit) if bench == "humaneval"
-                else codebench.mbpp_problems(Path(cfg.mbpp or ""), cfg.code_limit))  # fmt: skip
+    problems = (
+        codebench.humaneval_problems(cfg.code_limit)
+        if bench == "humaneval"
+        else codebench.mbpp_problems(Path(cfg.mbpp or ""), cfg.code_limit)
+    )
     samples = codebench.generate_samples(lm, problems)
     return codebench.evaluate(problems, samples, ks=(1,))
 
@@ -236,10 +250,12 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     split = "test" if "test" in report["baselines"] else next(iter(report["baselines"]))
     out["split"] = split
     out["baselines"] = {
-        c: {"bits_per_byte": b["bits_per_byte"],
-            "conditioned_bits_per_byte": b.get("conditioned_bits_per_byte")}
+        c: {
+            "bits_per_byte": b["bits_per_byte"],
+            "conditioned_bits_per_byte": b.get("conditioned_bits_per_byte"),
+        }
         for c, b in report["baselines"][split].items()
-    }  # fmt: skip
+    }
     out["models"] = {}
     for name, m in report["models"].items():
         entry = {"bits_per_byte": m["bits_per_byte"][split]["bits_per_byte"]}
@@ -254,7 +270,13 @@ def _line(brief: dict[str, Any]) -> str:
         return f"no evaluation on the future: {brief['future']['reason']}"
     xz = brief["baselines"].get("xz -9e", {})
     parts = [f"{n} {m['bits_per_byte']:.3f}" for n, m in brief["models"].items()]
-    return (f"{brief['split']} bits/byte: " + ", ".join(parts)
-            + f"; xz {xz.get('bits_per_byte', float('nan')):.3f}"
-            + (f" ({xz['conditioned_bits_per_byte']:.3f} conditioned)"
-               if xz.get("conditioned_bits_per_byte") is not None else ""))  # fmt: skip
+    return (
+        f"{brief['split']} bits/byte: "
+        + ", ".join(parts)
+        + f"; xz {xz.get('bits_per_byte', float('nan')):.3f}"
+        + (
+            f" ({xz['conditioned_bits_per_byte']:.3f} conditioned)"
+            if xz.get("conditioned_bits_per_byte") is not None
+            else ""
+        )
+    )

@@ -27,8 +27,13 @@ if TYPE_CHECKING:
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "suites"
 TEMPLATE_CATEGORIES = (
-    "architecture", "cross_module", "edge_cases", "refactoring", "incentives", "performance",
-)  # fmt: skip
+    "architecture",
+    "cross_module",
+    "edge_cases",
+    "refactoring",
+    "incentives",
+    "performance",
+)
 # The build stage's Q&A format, so a model trained on repolm's pairs answers in kind.
 PROMPT_FORMAT = "Question: {question}\nAnswer: "
 HINT = "see docs/suites.md for the suite format"
@@ -258,9 +263,13 @@ def _validate(data: Any, source: str) -> Suite:
 
 
 _MODELS: dict[str, type[BaseModel]] = {
-    "suite": Suite, "test": Test, "rubric": Rubric, "required": Concept, "forbidden": Concept,
+    "suite": Suite,
+    "test": Test,
+    "rubric": Rubric,
+    "required": Concept,
+    "forbidden": Concept,
     "weights": Weights,
-}  # fmt: skip
+}
 
 
 def _explain(error: ValidationError, data: dict[str, Any], source: str) -> RepolmError:
@@ -329,9 +338,13 @@ def score_answer(answer: str, rubric: Rubric) -> TestScore:
     penalty = w.penalty * sum(c.weight for c in rubric.forbidden if c.name in hits)
     return TestScore(
         score=round(min(100.0, max(0.0, base - penalty)), 2),
-        concepts=concepts, reference=reference, penalty=penalty, found=found,
-        missing=[c.name for c in rubric.required if c.name not in found], forbidden=hits,
-    )  # fmt: skip
+        concepts=concepts,
+        reference=reference,
+        penalty=penalty,
+        found=found,
+        missing=[c.name for c in rubric.required if c.name not in found],
+        forbidden=hits,
+    )
 
 
 def score_suite(suite: Suite, answers: Mapping[str, str]) -> dict[str, Any]:
@@ -343,13 +356,20 @@ def score_suite(suite: Suite, answers: Mapping[str, str]) -> dict[str, Any]:
         raise RepolmError(f"answers for tests not in suite {suite.name}: {', '.join(stray[:5])}")
     rows = []
     for t in suite.tests:
-        rows.append({"id": t.id, "category": t.category,
-                     **score_answer(answers.get(t.id, ""), t.rubric).model_dump()})  # fmt: skip
+        rows.append(
+            {
+                "id": t.id,
+                "category": t.category,
+                **score_answer(answers.get(t.id, ""), t.rubric).model_dump(),
+            }
+        )
     categories = {
-        c: {"score": _mean(r["score"] for r in rows if r["category"] == c),
-            "tests": sum(r["category"] == c for r in rows)}
+        c: {
+            "score": _mean(r["score"] for r in rows if r["category"] == c),
+            "tests": sum(r["category"] == c for r in rows),
+        }
         for c in suite.categories()
-    }  # fmt: skip
+    }
     return {
         "suite": suite.name,
         "version": suite.version,
@@ -396,8 +416,11 @@ def run_suite(lm: LoadedModel, suite: Suite, max_new_tokens: int = 256) -> dict[
     prompt_of = {t.id: t.prompt for t in suite.tests}
     for row in result["tests"]:
         row["prompt"], row["answer"] = prompt_of[row["id"]], answers[row["id"]]
-    result["generation"] = {"model": lm.path, "max_new_tokens": new_tokens,
-                            "prompt_format": PROMPT_FORMAT}  # fmt: skip
+    result["generation"] = {
+        "model": lm.path,
+        "max_new_tokens": new_tokens,
+        "prompt_format": PROMPT_FORMAT,
+    }
     return result
 
 
@@ -412,8 +435,12 @@ class _Missing(Exception):
 
 
 def _placeholders(test: Test) -> list[str]:
-    return [m.group(2) for text in _texts(test.model_dump()) for m in _PLACEHOLDER.finditer(text)
-            if m.group(2)]  # fmt: skip
+    return [
+        m.group(2)
+        for text in _texts(test.model_dump())
+        for m in _PLACEHOLDER.finditer(text)
+        if m.group(2)
+    ]
 
 
 def _texts(value: Any) -> Iterable[str]:
@@ -470,8 +497,11 @@ def _fill_concept(c: Concept, values: Mapping[str, str]) -> dict[str, Any]:
     """The concept filled; a synonym that needs a missing fact is left out (the name must fill)."""
     synonyms = _filled(c.synonyms, lambda s: _term(s, values))
     name = _term(c.name, values)
-    return {"name": name, "synonyms": [s for s in dict.fromkeys(synonyms) if s != name],
-            "weight": c.weight}  # fmt: skip
+    return {
+        "name": name,
+        "synonyms": [s for s in dict.fromkeys(synonyms) if s != name],
+        "weight": c.weight,
+    }
 
 
 def _fill_test(test: Test, values: Mapping[str, str]) -> dict[str, Any]:
@@ -483,10 +513,17 @@ def _fill_test(test: Test, values: Mapping[str, str]) -> dict[str, Any]:
         reference = _sub(r.reference, values) if r.reference is not None else None
     except _Missing:
         reference = None
-    return {"id": test.id, "category": test.category, "prompt": _sub(test.prompt, values),
-            "rubric": {"required": [_fill_concept(c, values) for c in r.required],
-                       "forbidden": forbidden, "reference": reference,
-                       "weights": r.weights.model_dump()}}  # fmt: skip
+    return {
+        "id": test.id,
+        "category": test.category,
+        "prompt": _sub(test.prompt, values),
+        "rubric": {
+            "required": [_fill_concept(c, values) for c in r.required],
+            "forbidden": forbidden,
+            "reference": reference,
+            "weights": r.weights.model_dump(),
+        },
+    }
 
 
 def fill(suite: Suite, facts: RepoFacts | None) -> Suite:
@@ -509,8 +546,13 @@ def fill(suite: Suite, facts: RepoFacts | None) -> Suite:
             f"no test of suite {suite.name} applies to this repository",
             "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:3]),
         )
-    return Suite(name=suite.name, description=suite.description, version=suite.version,
-                 tests=kept, dropped=dropped)  # fmt: skip
+    return Suite(
+        name=suite.name,
+        description=suite.description,
+        version=suite.version,
+        tests=kept,
+        dropped=dropped,
+    )
 
 
 def fill_template(template: Path, facts: RepoFacts) -> Suite:

@@ -16,16 +16,24 @@ from repolm.errors import RepolmError
 # per task: (metric key, label); a fraction is shown as a percentage
 TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "completion": (
-        ("next_line_em", "next line exact %"), ("next_line_es", "next line edit sim %"),
-        ("body_em", "body exact %"), ("body_es", "body edit sim %"),
+        ("next_line_em", "next line exact %"),
+        ("next_line_es", "next line edit sim %"),
+        ("body_em", "body exact %"),
+        ("body_es", "body edit sim %"),
         ("identifier_f1", "identifier F1 %"),
     ),
-    "next_change": (("recall@1", "recall@1 %"), ("recall@5", "recall@5 %"),
-                    ("recall@10", "recall@10 %")),
-    "commit_messages": (("subject_rouge_l", "subject ROUGE-L %"), ("subject_bleu", "subject BLEU"),
-                        ("message_rouge_l", "message ROUGE-L %"),
-                        ("message_bleu", "message BLEU")),
-}  # fmt: skip
+    "next_change": (
+        ("recall@1", "recall@1 %"),
+        ("recall@5", "recall@5 %"),
+        ("recall@10", "recall@10 %"),
+    ),
+    "commit_messages": (
+        ("subject_rouge_l", "subject ROUGE-L %"),
+        ("subject_bleu", "subject BLEU"),
+        ("message_rouge_l", "message ROUGE-L %"),
+        ("message_bleu", "message BLEU"),
+    ),
+}
 PERCENT_SCALE = {"subject_bleu": 1.0, "message_bleu": 1.0}  # BLEU is 0-100 already
 
 
@@ -61,8 +69,7 @@ def commit_rows(report: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], di
 
 def beats_xz(rows: list[tuple[str, dict[str, Any], dict[str, float]]], model: str) -> int:
     """On how many commits `model` needs fewer bits than xz compressing that commit alone."""
-    return sum(1 for _, c, s in rows
-               if model in s and s[model] < (c.get("xz -9e") or 0))  # fmt: skip
+    return sum(1 for _, c, s in rows if model in s and s[model] < (c.get("xz -9e") or 0))
 
 
 def _commits_caption(report: dict[str, Any]) -> str | None:
@@ -71,16 +78,22 @@ def _commits_caption(report: dict[str, Any]) -> str | None:
     rows = commit_rows(report)
     lines = []
     for name in report["models"] if rows else ():
-        line = (f"model {name}: fewer bits than xz on {beats_xz(rows, name)} of {len(rows)} "
-                "commits (each compressed alone)")  # fmt: skip
-        behind = [(c["bytes"] * (s[name] - c["xz -9e"]), split, c, s[name])
-                  for split, c, s in rows
-                  if name in s and s[name] > (c.get("xz -9e") or float("inf"))]  # fmt: skip
+        line = (
+            f"model {name}: fewer bits than xz on {beats_xz(rows, name)} of {len(rows)} "
+            "commits (each compressed alone)"
+        )
+        behind = [
+            (c["bytes"] * (s[name] - c["xz -9e"]), split, c, s[name])
+            for split, c, s in rows
+            if name in s and s[name] > (c.get("xz -9e") or float("inf"))
+        ]
         if behind:
             _, split, c, v = max(behind, key=lambda x: x[0])
-            line += (f"; furthest behind on {str(c['sha'])[:10]} ({split}, "
-                     f"{c['bytes']:,} bytes) {c.get('subject', '')[:40]!r}: {v:.3f} against "
-                     f"{c['xz -9e']:.3f}")  # fmt: skip
+            line += (
+                f"; furthest behind on {str(c['sha'])[:10]} ({split}, "
+                f"{c['bytes']:,} bytes) {c.get('subject', '')[:40]!r}: {v:.3f} against "
+                f"{c['xz -9e']:.3f}"
+            )
         lines.append(line)
     return "\n".join(lines) or None
 
@@ -91,24 +104,29 @@ def bits_table(report: dict[str, Any]) -> Table:
     title = "bits per byte on the future (lower is better): " + "; ".join(
         f"{s} {text[s]['commits']} commits, {text[s]['bytes']:,} bytes" for s in splits
     )
-    table = Table(title=title, title_justify="left", caption=_commits_caption(report),
-                  caption_justify="left")  # fmt: skip
+    table = Table(
+        title=title, title_justify="left", caption=_commits_caption(report), caption_justify="left"
+    )
     table.add_column("")
     for s in splits:
         table.add_column(s, justify="right")
     for name, m in report["models"].items():
-        table.add_row(f"model {name}",
-                      *(_num(m["bits_per_byte"][s]["bits_per_byte"]) for s in splits))  # fmt: skip
+        table.add_row(
+            f"model {name}", *(_num(m["bits_per_byte"][s]["bits_per_byte"]) for s in splits)
+        )
         if "base" in m:
-            table.add_row(f"  its base {m['base']['model']}", *(
-                _num(m["base"]["bits_per_byte"][s]["bits_per_byte"]) for s in splits))  # fmt: skip
+            table.add_row(
+                f"  its base {m['base']['model']}",
+                *(_num(m["base"]["bits_per_byte"][s]["bits_per_byte"]) for s in splits),
+            )
     train_mb = text["train"]["conditioning_bytes"] / 2**20
     for c in report["baselines"][splits[0]]:
         table.add_row(c, *(_num(report["baselines"][s][c]["bits_per_byte"]) for s in splits))
         if "conditioned_bits_per_byte" in report["baselines"][splits[0]][c]:
-            table.add_row(f"{c} after {train_mb:.1f} MiB of training text", *(
-                _num(report["baselines"][s][c]["conditioned_bits_per_byte"]) for s in splits
-            ))  # fmt: skip
+            table.add_row(
+                f"{c} after {train_mb:.1f} MiB of training text",
+                *(_num(report["baselines"][s][c]["conditioned_bits_per_byte"]) for s in splits),
+            )
     return table
 
 
@@ -125,10 +143,19 @@ def task_table(report: dict[str, Any]) -> Table | None:
                 base = "; ".join(
                     f"{b}: {_num(v.get(key), scale, 1)}" for b, v in result["baselines"].items()
                 )
-                rows.append((f"{name}: {task} (n={result['n']})", label,
-                             _num(result.get("metrics", {}).get(key), scale, 1), base))  # fmt: skip
-    return _rows_table("tasks on the future commits (higher is better)",
-                       ("task", "metric", "model", "baselines"), rows)  # fmt: skip
+                rows.append(
+                    (
+                        f"{name}: {task} (n={result['n']})",
+                        label,
+                        _num(result.get("metrics", {}).get(key), scale, 1),
+                        base,
+                    )
+                )
+    return _rows_table(
+        "tasks on the future commits (higher is better)",
+        ("task", "metric", "model", "baselines"),
+        rows,
+    )
 
 
 def _rows_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table | None:
@@ -156,18 +183,35 @@ def other_table(report: dict[str, Any]) -> Table | None:
     for name, m in report["models"].items():
         for suite, r in m.get("suites", {}).items():
             cats = ", ".join(f"{c} {v['score']:.1f}" for c, v in r["categories"].items())
-            rows.append((f"{name}: suite {suite} ({r['counts']['tests']} tests)", "score 0-100",
-                         _num(r["overall"], 1, 1), cats))  # fmt: skip
+            rows.append(
+                (
+                    f"{name}: suite {suite} ({r['counts']['tests']} tests)",
+                    "score 0-100",
+                    _num(r["overall"], 1, 1),
+                    cats,
+                )
+            )
         for bench, r in m.get("code", {}).items():
             for k in (k for k in r if k.startswith("pass@")):
-                rows.append((f"{name}: {bench} ({r['problems']} problems)", f"{k} %",
-                             _num(r[k], 100, 1), ""))  # fmt: skip
+                rows.append(
+                    (
+                        f"{name}: {bench} ({r['problems']} problems)",
+                        f"{k} %",
+                        _num(r[k], 100, 1),
+                        "",
+                    )
+                )
         if m.get("qa"):
             r = m["qa"]
             cited = _num(r.get("citation_coverage"), 100, 1)
-            rows.append((f"{name}: QA (n={r['n']})", "exact match % / F1 %",
-                         f"{_num(r['exact_match'], 100, 1)} / {_num(r['f1'], 100, 1)}",
-                         f"citation coverage {cited} %"))  # fmt: skip
+            rows.append(
+                (
+                    f"{name}: QA (n={r['n']})",
+                    "exact match % / F1 %",
+                    f"{_num(r['exact_match'], 100, 1)} / {_num(r['f1'], 100, 1)}",
+                    f"citation coverage {cited} %",
+                )
+            )
     return _rows_table("suites and benchmarks", ("evaluation", "metric", "model", "detail"), rows)
 
 
@@ -198,8 +242,21 @@ def flatten(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-COMPARED = ("bits_per_byte", "conditioned_bits_per_byte", "loss", "recall@", "_em", "_es",
-            "_f1", "rouge_l", "bleu", "pass@", "score", "exact_match", "f1")  # fmt: skip
+COMPARED = (
+    "bits_per_byte",
+    "conditioned_bits_per_byte",
+    "loss",
+    "recall@",
+    "_em",
+    "_es",
+    "_f1",
+    "rouge_l",
+    "bleu",
+    "pass@",
+    "score",
+    "exact_match",
+    "f1",
+)
 
 
 def compare_table(a: dict[str, Any], b: dict[str, Any], name_a: str, name_b: str) -> Table:

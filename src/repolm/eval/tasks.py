@@ -70,9 +70,14 @@ def clip(text: str, n: int = SAMPLE_CHARS) -> str:
 
 
 def task_result(
-    split: str, n: int, metrics: dict[str, Any] | None, baselines: dict[str, dict[str, Any]],
-    samples: list[dict[str, Any]], started: float, **extra: Any,
-) -> dict[str, Any]:  # fmt: skip
+    split: str,
+    n: int,
+    metrics: dict[str, Any] | None,
+    baselines: dict[str, dict[str, Any]],
+    samples: list[dict[str, Any]],
+    started: float,
+    **extra: Any,
+) -> dict[str, Any]:
     """The result of one evaluation (`metrics` None: no model was given, the key is left out)."""
     out: dict[str, Any] = {"split": split, "n": n}
     if metrics is not None:

@@ -80,8 +80,9 @@ def _texts(split_dir: Path, tok_dir: Path) -> Iterator[str]:
         for g in range(pf.num_row_groups):
             t = pf.read_row_group(g, columns=["input_ids", "doc_lengths"])
             ids = []
-            for row_ids, lengths in zip(*(t.column(c).to_pylist() for c in t.column_names),
-                                        strict=True):  # fmt: skip
+            for row_ids, lengths in zip(
+                *(t.column(c).to_pylist() for c in t.column_names), strict=True
+            ):
                 at = 0
                 for n in lengths:
                     ids.append(row_ids[at : at + n - 1])

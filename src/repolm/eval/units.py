@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-BRACE_LANGUAGES = frozenset({"Rust", "Go", "JavaScript", "TypeScript", "Java", "C", "C++", "C#",
-                             "Kotlin"})  # fmt: skip
+BRACE_LANGUAGES = frozenset(
+    {"Rust", "Go", "JavaScript", "TypeScript", "Java", "C", "C++", "C#", "Kotlin"}
+)
 _CHAR_LITERALS = frozenset({"Rust", "Go", "Java", "C", "C++", "C#", "Kotlin"})  # ' is no string
 _BACKTICKS = frozenset({"Go", "JavaScript", "TypeScript"})
 _CHAR = re.compile(r"'(?:\\(?:x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]+\}|.)|[^'\\\n])'")
@@ -104,9 +105,12 @@ def _declaration(text: str, lines: list[_Line]) -> int:
     while k < len(lines):
         line = lines[k]
         lead = text[line.start + line.indent : line.end]
-        if line.code and not line.quoted_in and line.depth_in == 0 and not lead.startswith(
-            ("@", "#[", "#![")
-        ):  # fmt: skip
+        if (
+            line.code
+            and not line.quoted_in
+            and line.depth_in == 0
+            and not lead.startswith(("@", "#[", "#!["))
+        ):
             return k
         k += 1
     return max(len(lines) - 1, 0)

@@ -71,8 +71,9 @@ class LineScrubber:
         changed: list[int] = []
         clean_texts: list[str] = []
         for batch in self._batches(flagged, texts):
-            for i, clean in zip(batch, self._scrub_joined([texts[i] for i in batch], counts),
-                                strict=True):  # fmt: skip
+            for i, clean in zip(
+                batch, self._scrub_joined([texts[i] for i in batch], counts), strict=True
+            ):
                 if clean != texts[i]:
                     changed.append(i)
                     clean_texts.append(clean)

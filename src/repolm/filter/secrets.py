@@ -267,8 +267,9 @@ class Scrubber:
             if after.strip() and len(after) - len(after.lstrip(" \t")) > column:
                 return []  # a value of several lines: prose, a list, a certificate
         op = key.group("colon") or key.group("equals")
-        type_ = _classify_value(key.group("key"), op, value, group != "uq", value_line,
-                                m.end(group))  # fmt: skip
+        type_ = _classify_value(
+            key.group("key"), op, value, group != "uq", value_line, m.end(group)
+        )
         if type_ is None or (type_ == "high_entropy" and not self.entropy):
             return []
         enc = _utf8_offsets(value_line)
@@ -294,8 +295,12 @@ class Scrubber:
         if "=" in line and ("?" in line or "&" in line):
             for m in P.QUERY_PARAM.finditer(line):
                 value = m.group("value")
-                if len(value) >= 4 and _credential_key(m.group("key")) and \
-                        not _is_placeholder(value) and not P.SCRUBBED.search(value):  # fmt: skip
+                if (
+                    len(value) >= 4
+                    and _credential_key(m.group("key"))
+                    and not _is_placeholder(value)
+                    and not P.SCRUBBED.search(value)
+                ):
                     found.append((*m.span("value"), "password"))
         for m in P.XML_ELEMENT.finditer(line):
             if not _is_placeholder(m.group(2)) and _credential_key(m.group(1)):
@@ -429,8 +434,9 @@ def _credential_key(key: str) -> bool:
 
 def _classify(m: re.Match[str], group: str, line: str) -> str | None:
     """The finding type of one `key op value` match, or None when the value is no secret."""
-    return _classify_value(m.group("key"), m.group("op"), m.group(group), group != "uq", line,
-                           m.end(group))  # fmt: skip
+    return _classify_value(
+        m.group("key"), m.group("op"), m.group(group), group != "uq", line, m.end(group)
+    )
 
 
 def _classify_value(key: str, op: str, value: str, quoted: bool, line: str, end: int) -> str | None:

@@ -53,14 +53,16 @@ STATS = "stats.json"
 T = TypeVar("T")
 R = TypeVar("R")
 _SNAPSHOT_BATCH_CHARS = 2_000_000  # snapshot text scrubbed at once
-FILES_SCHEMA = pa.schema([
-    ("path", pa.string()),
-    ("language", pa.string()),
-    ("blob", pa.string()),
-    ("bytes", pa.int64()),  # size before scrubbing
-    ("license", pa.string()),  # the file's SPDX header, else the repository's license
-    ("text", pa.string()),  # scrubbed
-])  # fmt: skip
+FILES_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("language", pa.string()),
+        ("blob", pa.string()),
+        ("bytes", pa.int64()),  # size before scrubbing
+        ("license", pa.string()),  # the file's SPDX header, else the repository's license
+        ("text", pa.string()),  # scrubbed
+    ]
+)
 
 
 def run_stage(ctx: StageContext) -> StageResult:
@@ -80,14 +82,17 @@ def filter_run(
 ) -> dict[str, Any]:
     t0 = time.monotonic()
     stage_dir.mkdir(parents=True, exist_ok=True)
-    rules = ExcludeRules(include=tuple(cfg.include), exclude=tuple(cfg.exclude),
-                         languages=tuple(cfg.languages), max_file_bytes=cfg.max_file_bytes,
-                         max_line_length=cfg.max_line_length)  # fmt: skip
+    rules = ExcludeRules(
+        include=tuple(cfg.include),
+        exclude=tuple(cfg.exclude),
+        languages=tuple(cfg.languages),
+        max_file_bytes=cfg.max_file_bytes,
+        max_line_length=cfg.max_line_length,
+    )
     jobs = cfg.jobs or (os.cpu_count() or 1)
     with BatchScrubber(cfg.emails, cfg.ips, jobs) as scrub:
         finish_commits = _commits(out, stage_dir, cfg, split, scrub)  # scrubbed meanwhile
-        files, content_excluded, repo_license = _snapshot(repo, split, cfg, rules, scrub,
-                                                          stage_dir)  # fmt: skip
+        files, content_excluded, repo_license = _snapshot(repo, split, cfg, rules, scrub, stage_dir)
         commits = finish_commits()
         changes = _changes(out, stage_dir, rules, content_excluded, split, scrub)
         chunks = _chunks(out, stage_dir, rules, content_excluded, cfg, scrub)
@@ -116,9 +121,14 @@ def filter_run(
     return stats
 
 
-def _snapshot(repo: Repo, split: Split, cfg: FilterConfig, rules: ExcludeRules,
-              scrub: BatchScrubber, stage_dir: Path
-              ) -> tuple[dict[str, Any], set[str], str | None]:  # fmt: skip
+def _snapshot(
+    repo: Repo,
+    split: Split,
+    cfg: FilterConfig,
+    rules: ExcludeRules,
+    scrub: BatchScrubber,
+    stage_dir: Path,
+) -> tuple[dict[str, Any], set[str], str | None]:
     """The snapshot's files: license, exclusions, scrubbing, de-duplication."""
     tree = repo.tree_files(split.cutoff_sha)
     excluded: Counter[str] = Counter()
@@ -130,16 +140,22 @@ def _snapshot(repo: Repo, split: Split, cfg: FilterConfig, rules: ExcludeRules,
         return scrub.submit(pa.array([f[-1] for f in batch], pa.string()), [f[0] for f in batch])
 
     with BlobReader(repo) as reader:
-        licenses = sorted({lic for p in license_files(p for p, *_ in tree)
-                           if (lic := _license_of(reader, tree, p))})  # fmt: skip
+        licenses = sorted(
+            {
+                lic
+                for p in license_files(p for p, *_ in tree)
+                if (lic := _license_of(reader, tree, p))
+            }
+        )
         repo_license = " OR ".join(licenses) if licenses else None
         files = _kept_files(reader, tree, cfg, rules, repo_license, excluded, content_excluded)
         # Files are scrubbed a batch ahead of their de-duplication, which keeps tree order.
         for batch, pending in _ahead(_batches(files, _SNAPSHOT_BATCH_CHARS), start):
             texts = pending.result().to_pylist()
             docs = [(f[0], text or "") for f, text in zip(batch, texts, strict=True)]
-            for (path, *fields, _), text, (verdict, _) in zip(batch, texts, dedup.check_many(docs),
-                                                              strict=True):  # fmt: skip
+            for (path, *fields, _), text, (verdict, _) in zip(
+                batch, texts, dedup.check_many(docs), strict=True
+            ):
                 if verdict != "unique":
                     excluded[f"duplicate_{verdict}"] += 1
                     content_excluded.add(path)
@@ -151,9 +167,15 @@ def _snapshot(repo: Repo, split: Split, cfg: FilterConfig, rules: ExcludeRules,
     return stats, content_excluded, repo_license
 
 
-def _kept_files(reader: BlobReader, tree: list[tuple[str, int, str, int]], cfg: FilterConfig,
-                rules: ExcludeRules, repo_license: str | None, excluded: Counter[str],
-                content_excluded: set[str]) -> Iterator[tuple]:  # fmt: skip
+def _kept_files(
+    reader: BlobReader,
+    tree: list[tuple[str, int, str, int]],
+    cfg: FilterConfig,
+    rules: ExcludeRules,
+    repo_license: str | None,
+    excluded: Counter[str],
+    content_excluded: set[str],
+) -> Iterator[tuple]:
     """(path, language, blob, bytes, license, text) of each snapshot file no rule excludes;
     the others are counted in `excluded` (and in `content_excluded` if not for their path)."""
     with progress("filter snapshot", total=len(tree), unit="files") as bar:
@@ -219,8 +241,9 @@ def _commits(
     """Commit metadata with messages scrubbed and author fields hashed or dropped. Starts
     scrubbing the messages; the function returned writes the table once they are done."""
     table = pq.read_table(out / "mine" / "commits.parquet")
-    messages = scrub.submit(table.column("message").combine_chunks(),
-                            table.column("sha").to_pylist())  # fmt: skip
+    messages = scrub.submit(
+        table.column("message").combine_chunks(), table.column("sha").to_pylist()
+    )
 
     def finish() -> dict[str, Any]:
         key = _hash_key(table)
@@ -234,8 +257,11 @@ def _commits(
         schema = table.schema.append(pa.field("split", pa.string()))
         with atomic_path(stage_dir / COMMITS) as tmp:
             pq.write_table(pa.Table.from_pydict(cols, schema=schema), tmp, compression="zstd")
-        return {"total": table.num_rows, "author_emails": cfg.author_emails,
-                "author_names": cfg.author_names}  # fmt: skip
+        return {
+            "total": table.num_rows,
+            "author_emails": cfg.author_emails,
+            "author_names": cfg.author_names,
+        }
 
     return finish
 
@@ -259,8 +285,10 @@ def _identity(value: str | None, policy: str, key: bytes) -> str | None:
         return value
     if policy == "drop":
         return None
-    return "h:" + hashlib.blake2b(value.strip().lower().encode(), key=key[:32],
-                                  digest_size=8).hexdigest()  # fmt: skip
+    return (
+        "h:"
+        + hashlib.blake2b(value.strip().lower().encode(), key=key[:32], digest_size=8).hexdigest()
+    )
 
 
 def _changes(
@@ -279,8 +307,17 @@ def _changes(
 
     def start(table: pa.Table) -> tuple[pa.Table, Pending]:
         """Drop excluded changes, add the split, start scrubbing the patches."""
-        cols = _columns(table, "is_submodule", "is_symlink", "is_large", "is_binary", "path",
-                        "old_path", "language", "sha")  # fmt: skip
+        cols = _columns(
+            table,
+            "is_submodule",
+            "is_symlink",
+            "is_large",
+            "is_binary",
+            "path",
+            "old_path",
+            "language",
+            "sha",
+        )
         keep = []
         for i, row in enumerate(zip(*cols[:7], strict=True)):
             reason = _change_reason(*row, reasons, content_excluded)

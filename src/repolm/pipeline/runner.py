@@ -96,8 +96,9 @@ def fingerprint(
         "refs": refs if stage.reads_repo else None,
     }
     if stage.path_inputs:  # only then, so other stages' fingerprints stay as they were
-        parts["paths"] = {p.key: _input_digest(p, _config_value(config, p.key))
-                          for p in stage.path_inputs}  # fmt: skip
+        parts["paths"] = {
+            p.key: _input_digest(p, _config_value(config, p.key)) for p in stage.path_inputs
+        }
     return json_digest(parts)
 
 
@@ -187,8 +188,9 @@ def run_pipeline(
     manifest.setdefault("stages", {})
     if main:
         write_text_atomic(out / CONFIG_FILE, resolved.to_yaml())
-    ctx = StageContext(out=out, config=resolved.config, repo_path=repo_path,
-                       options=dict(options or {}))  # fmt: skip
+    ctx = StageContext(
+        out=out, config=resolved.config, repo_path=repo_path, options=dict(options or {})
+    )
     # --force reruns the stages asked for; their upstream stages run only if stale
     forced = ({*only} if only else {s.name for s in stages}) if force else set()
     refs = refs_digest(repo_path) if any(s.reads_repo for s in stages) else None
@@ -230,9 +232,12 @@ def launch_rank() -> tuple[int, int]:
 
 
 def _require_cached(
-    stage: Stage, ctx: StageContext, config: dict[str, Any], manifest: dict[str, Any],
+    stage: Stage,
+    ctx: StageContext,
+    config: dict[str, Any],
+    manifest: dict[str, Any],
     refs: str | None,
-) -> None:  # fmt: skip
+) -> None:
     """Under a multi-process launch only distributed stages run; the others must be cached."""
     entry = manifest["stages"].get(stage.name) or {}
     fp = fingerprint(stage, config, manifest["stages"], refs)

@@ -18,9 +18,16 @@ PLANNED = ("mine", "chunk", "filter", "tokenize", "build", "train", "eval", "ind
 
 # A Hugging Face model directory's tokenizer files (not its weights), whichever exist.
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "vocab.*", "merges.txt", "*.model", "*.tiktoken", "config.json",
-)  # fmt: skip
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.*",
+    "merges.txt",
+    "*.model",
+    "*.tiktoken",
+    "config.json",
+)
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,9 @@ def _bits(e: Mapping[str, Any]) -> str:
     rows, classes = [], []
     bars: dict[str, dict[str, float]] = {s: {} for s in splits}
     for name, m in (e.get("models") or {}).items():
-        values = [((m.get("bits_per_byte") or {}).get(s) or {}).get("bits_per_byte")
-                  for s in splits]  # fmt: skip
+        values = [
+            ((m.get("bits_per_byte") or {}).get(s) or {}).get("bits_per_byte") for s in splits
+        ]
         rows.append((f"model <b>{esc(name)}</b>", *map(bpb, values)))
         classes.append("")
         for s, v in zip(splits, values, strict=True):
@@ -67,8 +68,9 @@ def _bits(e: Mapping[str, Any]) -> str:
                 bars[s][name] = v
         if m.get("base"):
             b = m["base"]
-            values = [((b.get("bits_per_byte") or {}).get(s) or {}).get("bits_per_byte")
-                      for s in splits]  # fmt: skip
+            values = [
+                ((b.get("bits_per_byte") or {}).get(s) or {}).get("bits_per_byte") for s in splits
+            ]
             rows.append((f"its base {esc(b.get('model'))}", *map(bpb, values)))
             classes.append("base")
             for s, v in zip(splits, values, strict=True):
@@ -82,8 +84,12 @@ def _bits(e: Mapping[str, Any]) -> str:
         rows.append((esc(c), *(bpb(x.get("bits_per_byte")) for x in cells)))
         classes.append("base")
         if any("conditioned_bits_per_byte" in x for x in cells):
-            rows.append((f"{esc(c)} after {size(conditioning)} of training text",
-                         *(bpb(x.get("conditioned_bits_per_byte")) for x in cells)))  # fmt: skip
+            rows.append(
+                (
+                    f"{esc(c)} after {size(conditioning)} of training text",
+                    *(bpb(x.get("conditioned_bits_per_byte")) for x in cells),
+                )
+            )
             classes.append("base")
         for s, x in zip(splits, cells, strict=True):
             if x.get("bits_per_byte") is not None:
@@ -94,9 +100,11 @@ def _bits(e: Mapping[str, Any]) -> str:
         for s in splits
         if s in text
     )
-    parts = ["<h3>Bits per byte on the future (lower is better)</h3>",
-             f"<p class=sub>{sizes}</p>" if sizes else "",
-             table(("", *map(esc, splits)), rows, classes=classes)]  # fmt: skip
+    parts = [
+        "<h3>Bits per byte on the future (lower is better)</h3>",
+        f"<p class=sub>{sizes}</p>" if sizes else "",
+        table(("", *map(esc, splits)), rows, classes=classes),
+    ]
     if any(bars.values()) or any(lines.values()):
         parts.append(plots.bits_plot(bars, lines))
     return "".join(parts)
@@ -117,19 +125,29 @@ def _commits(e: Mapping[str, Any]) -> str:
     body, classes = [], []
     for split, c, scores in rows[:HARDEST]:
         xz = c.get("xz -9e")
-        body.append((f"<code>{esc(str(c.get('sha'))[:10])}</code>", esc(split),
-                     esc(c.get("subject")), size(c.get("bytes")),
-                     *(bpb(scores.get(n)) for n in models), bpb(xz)))  # fmt: skip
+        body.append(
+            (
+                f"<code>{esc(str(c.get('sha'))[:10])}</code>",
+                esc(split),
+                esc(c.get("subject")),
+                size(c.get("bytes")),
+                *(bpb(scores.get(n)) for n in models),
+                bpb(xz),
+            )
+        )
         behind = xz is not None and any(v > xz for v in scores.values())
         classes.append("worse" if behind else "")
-    wins = "; ".join(f"model {esc(n)} beats xz on {beats_xz(rows, n)} of {len(rows)}"
-                     for n in models)  # fmt: skip
+    wins = "; ".join(
+        f"model {esc(n)} beats xz on {beats_xz(rows, n)} of {len(rows)}" for n in models
+    )
     shown = f"the {HARDEST} hardest of {len(rows)}" if len(rows) > HARDEST else "all"
-    return ("<h3>Each future commit, hardest for the model first</h3>"
-            f"<p class=sub>bits per byte of each commit record ({shown}); xz -9e compresses "
-            f"each commit alone, without the rest of the split, so its figures are higher than "
-            f"in the table above; rows where a model is behind xz are marked. {wins}.</p>"
-            + table(head, body, numeric=3, classes=classes))  # fmt: skip
+    return (
+        "<h3>Each future commit, hardest for the model first</h3>"
+        f"<p class=sub>bits per byte of each commit record ({shown}); xz -9e compresses "
+        f"each commit alone, without the rest of the split, so its figures are higher than "
+        f"in the table above; rows where a model is behind xz are marked. {wins}.</p>"
+        + table(head, body, numeric=3, classes=classes)
+    )
 
 
 def _metric_table(columns: list[tuple[str, Mapping[str, Any]]]) -> str:
@@ -166,10 +184,11 @@ def _tasks(models: Mapping[str, Any]) -> str:
             for k, v in first.items()
             if k not in RESULT_KEYS and not isinstance(v, (dict, list))
         )
-        parts.append(f"<h3>Task: {esc(task.replace('_', ' '))}</h3><p class=sub>"
-                     f"{esc(first.get('split'))} split, {fmt(first.get('n'))} items"
-                     f"{'; ' + extra if extra else ''}; higher is better</p>"
-                     + _metric_table(rows))  # fmt: skip
+        parts.append(
+            f"<h3>Task: {esc(task.replace('_', ' '))}</h3><p class=sub>"
+            f"{esc(first.get('split'))} split, {fmt(first.get('n'))} items"
+            f"{'; ' + extra if extra else ''}; higher is better</p>" + _metric_table(rows)
+        )
     return "".join(parts)
 
 
@@ -179,13 +198,25 @@ def _suites(models: Mapping[str, Any]) -> str:
     for suite in names:
         results = {n: (m.get("suites") or {}).get(suite) or {} for n, m in models.items()}
         cats = list(dict.fromkeys(c for r in results.values() for c in r.get("categories") or {}))
-        rows = [(esc(c), *(fmt(((r.get("categories") or {}).get(c) or {}).get("score"))
-                           for r in results.values()),
-                 fmt(max((((r.get("categories") or {}).get(c) or {}).get("tests") or 0)
-                         for r in results.values())))
-                for c in cats]  # fmt: skip
-        rows.append(("<b>overall</b>", *(f"<b>{fmt(r.get('overall'))}</b>"
-                                         for r in results.values()), ""))  # fmt: skip
+        rows = [
+            (
+                esc(c),
+                *(
+                    fmt(((r.get("categories") or {}).get(c) or {}).get("score"))
+                    for r in results.values()
+                ),
+                fmt(
+                    max(
+                        (((r.get("categories") or {}).get(c) or {}).get("tests") or 0)
+                        for r in results.values()
+                    )
+                ),
+            )
+            for c in cats
+        ]
+        rows.append(
+            ("<b>overall</b>", *(f"<b>{fmt(r.get('overall'))}</b>" for r in results.values()), "")
+        )
         parts.append(
             f"<h3>Suite: {esc(suite)}</h3><p class=sub>scores 0-100 by rubric, higher is better</p>"
             + table(("category", *(f"model {esc(n)}" for n in results), "tests"), rows)
@@ -202,8 +233,9 @@ def _code(models: Mapping[str, Any]) -> str:
                 for k, v in r.items()
                 if k.startswith("pass@") and isinstance(v, (int, float))
             )
-            statuses = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in (r.get("statuses") or {}).items()
-                                 if v)  # fmt: skip
+            statuses = ", ".join(
+                f"{esc(k)} {fmt(v)}" for k, v in (r.get("statuses") or {}).items() if v
+            )
             rows.append((esc(name), esc(bench), fmt(r.get("problems")), passes or "—", statuses))
     if not rows:
         return ""
@@ -218,21 +250,34 @@ def _qa(models: Mapping[str, Any]) -> str:
         qa = m.get("qa")
         if not qa:
             continue
-        parts.append(f"<h3>Questions and answers: model {esc(name)}</h3>" + facts(
-            [(k.replace("_", " "), fmt(qa.get(k)))
-             for k in ("n", "exact_match", "f1", "citation_coverage")]))  # fmt: skip
-        rows = [(esc(s.get("question")), esc(s.get("answer")),
-                 esc("; ".join(map(str, s.get("reference") or []))))
-                for s in qa.get("samples") or []]  # fmt: skip
+        parts.append(
+            f"<h3>Questions and answers: model {esc(name)}</h3>"
+            + facts(
+                [
+                    (k.replace("_", " "), fmt(qa.get(k)))
+                    for k in ("n", "exact_match", "f1", "citation_coverage")
+                ]
+            )
+        )
+        rows = [
+            (
+                esc(s.get("question")),
+                esc(s.get("answer")),
+                esc("; ".join(map(str, s.get("reference") or []))),
+            )
+            for s in qa.get("samples") or []
+        ]
         parts.append(table(("question", "model's answer", "reference"), rows, numeric=9))
     return "".join(parts)
 
 
 # -- samples and timings ------------------------------------------------------------------------
 
-SAMPLE_TITLES = {"completion": "Completion of functions written after the cutoff",
-                 "next_change": "Which files a commit changes, from its message",
-                 "commit_messages": "Commit messages from diffs"}  # fmt: skip
+SAMPLE_TITLES = {
+    "completion": "Completion of functions written after the cutoff",
+    "next_change": "Which files a commit changes, from its message",
+    "commit_messages": "Commit messages from diffs",
+}
 
 
 def _text(value: Any, hits: Sequence[Any] = ()) -> str:
@@ -248,20 +293,28 @@ def _text(value: Any, hits: Sequence[Any] = ()) -> str:
 def sample_card(s: Mapping[str, Any], task: str) -> str:
     """One example: its input, then the model's output next to the real future and the
     baselines' outputs."""
-    head = [f"<b>{esc(s.get('path'))}</b> {esc(s.get('name'))}" if s.get("path") else "",
-            f"commit <code>{esc(str(s.get('sha'))[:12])}</code>" if s.get("sha") else "",
-            esc(s.get("change_type")) if s.get("change_type") else "",
-            ("seen in training" if s["seen_in_train"] else "not seen in training")
-            if "seen_in_train" in s else ""]  # fmt: skip
-    label = {"completion": "context before the cursor", "next_change": "commit message",
-             "commit_messages": "files changed"}.get(task, "input")  # fmt: skip
+    head = [
+        f"<b>{esc(s.get('path'))}</b> {esc(s.get('name'))}" if s.get("path") else "",
+        f"commit <code>{esc(str(s.get('sha'))[:12])}</code>" if s.get("sha") else "",
+        esc(s.get("change_type")) if s.get("change_type") else "",
+        ("seen in training" if s["seen_in_train"] else "not seen in training")
+        if "seen_in_train" in s
+        else "",
+    ]
+    label = {
+        "completion": "context before the cursor",
+        "next_change": "commit message",
+        "commit_messages": "files changed",
+    }.get(task, "input")
     cols = [("model", s["model"])] if "model" in s else []
     cols.append(("the real future", s.get("reference")))
     cols += [(f"baseline: {b}", v) for b, v in (s.get("baselines") or {}).items()]
     real = s.get("reference")
     hits = real if isinstance(real, (list, tuple)) else ()
-    grid = "".join(f"<div><h4>{esc(t)}</h4>{pre(_text(v, hits if v is not real else ()))}</div>"
-                   for t, v in cols)  # fmt: skip
+    grid = "".join(
+        f"<div><h4>{esc(t)}</h4>{pre(_text(v, hits if v is not real else ()))}</div>"
+        for t, v in cols
+    )
     return (
         f'<div class="sample">{" · ".join(h for h in head if h)}'
         f"<h4>{label}</h4>{pre(_text(s.get('input')))}<div class=grid>{grid}</div></div>"
@@ -277,8 +330,10 @@ def samples(e: Mapping[str, Any] | None) -> str:
         for task, result in (m.get("tasks") or {}).items():
             shown = result.get("samples") or []
             if shown:
-                parts.append(f"<h3>{esc(SAMPLE_TITLES.get(task, task))}: model {esc(name)}</h3>"
-                             + "".join(sample_card(s, task) for s in shown))  # fmt: skip
+                parts.append(
+                    f"<h3>{esc(SAMPLE_TITLES.get(task, task))}: model {esc(name)}</h3>"
+                    + "".join(sample_card(s, task) for s in shown)
+                )
     return "".join(parts) or note("The evaluation kept no samples (no generation task ran).")
 
 
@@ -286,8 +341,14 @@ def timings(e: Mapping[str, Any] | None) -> str:
     """Each evaluation's seconds and peak memory."""
     if not e:
         return note("No evaluation in this run yet (see Evaluation).")
-    rows = [(esc(k), duration(v.get("seconds")), size(v.get("peak_rss_bytes")),
-             size(v.get("peak_gpu_memory_bytes")) if "peak_gpu_memory_bytes" in v else "—")
-            for k, v in (e.get("timings") or {}).items()]  # fmt: skip
+    rows = [
+        (
+            esc(k),
+            duration(v.get("seconds")),
+            size(v.get("peak_rss_bytes")),
+            size(v.get("peak_gpu_memory_bytes")) if "peak_gpu_memory_bytes" in v else "—",
+        )
+        for k, v in (e.get("timings") or {}).items()
+    ]
     total = f"<p class=sub>The evaluation took {duration(e.get('seconds'))} in all.</p>"
     return total + table(("evaluation", "time", "peak memory (process)", "peak GPU memory"), rows)

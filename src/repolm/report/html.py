@@ -86,12 +86,19 @@ def render_report(inputs: ReportInputs) -> str:
     )
     nav = "".join(f'<a href="#{k}">{v}</a>' for k, v in SECTIONS.items())
     missing = missing_inputs(inputs)
-    head = [f"<h1>repolm report: {esc(repo or inputs.run_dir)}</h1>",
-            f'<p class="sub">run directory {esc(inputs.run_dir)}; updated '
-            f"{when(inputs.manifest.get('updated', '—'))}</p><nav>{nav}</nav>"]  # fmt: skip
+    head = [
+        f"<h1>repolm report: {esc(repo or inputs.run_dir)}</h1>",
+        f'<p class="sub">run directory {esc(inputs.run_dir)}; updated '
+        f"{when(inputs.manifest.get('updated', '—'))}</p><nav>{nav}</nav>",
+    ]
     if missing:
-        head.append(note("Not in this run yet: " + ", ".join(esc(m) for m in missing)
-                         + ". Their sections say what is missing."))  # fmt: skip
+        head.append(
+            note(
+                "Not in this run yet: "
+                + ", ".join(esc(m) for m in missing)
+                + ". Their sections say what is missing."
+            )
+        )
     if inputs.unreadable:
         head.append(note("Could not read: " + ", ".join(esc(u) for u in inputs.unreadable)))
     body = [
@@ -102,11 +109,13 @@ def render_report(inputs: ReportInputs) -> str:
         _section("samples", ev.samples(inputs.eval)),
         _section("timings", ev.timings(inputs.eval)),
     ]
-    return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-            '<meta name=viewport content="width=device-width,initial-scale=1">'
-            f"<title>repolm report: {esc(repo or inputs.run_dir)}</title>"
-            f"<style>{CSS}</style></head><body><main>{''.join(head)}{''.join(body)}"
-            "</main></body></html>\n")  # fmt: skip
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<title>repolm report: {esc(repo or inputs.run_dir)}</title>"
+        f"<style>{CSS}</style></head><body><main>{''.join(head)}{''.join(body)}"
+        "</main></body></html>\n"
+    )
 
 
 def _section(key: str, content: str) -> str:
@@ -133,49 +142,98 @@ def overview(inputs: ReportInputs) -> str:
     cfg = m.get("config") or {}
     deps = m.get("dependencies") or {}
     counts = cut.get("commits") or {}
-    parts = [facts([
-        ("repository", esc(repo.get("path") or m.get("repo_path"))),
-        ("HEAD", esc(f"{repo.get('head')} ({repo.get('head_ref') or 'detached'})")
-         if repo.get("head") else None),
-        ("commits", f"{fmt(repo.get('commits'))} ({fmt(repo.get('merges'))} merges)"
-         if "commits" in repo else None),
-        ("branches / tags / authors", " / ".join(fmt(repo.get(k))
-                                                 for k in ("branches", "tags", "authors"))
-         if repo else None),
-        ("history", f"{when(repo.get('first_commit_time'))} → {when(repo.get('last_commit_time'))}"
-         if repo.get("first_commit_time") else None),
-        ("cutoff (last training commit)", f"<code>{esc(cut.get('cutoff_sha'))}</code> at "
-         f"{when(cut.get('cutoff_time'))}" if cut.get("cutoff_sha") else None),
-        ("validation period ends", when(cut["val_end_time"]) if cut.get("val_end_time") else None),
-        ("future held out", "none: every commit trains" if cut.get("future") is False else None),
-        ("commits per split", ", ".join(f"{esc(k)} {fmt(v)}" for k, v in counts.items())
-         if counts else None),
-        ("config", f"preset {esc(cfg.get('preset'))}, hash {esc(str(cfg.get('hash'))[:12])}"
-         if cfg else None),
-        ("software", f"repolm {esc(m.get('repolm_version'))}, Python {esc(m.get('python'))}, "
-         f"torch {esc(deps.get('torch'))}, {esc(m.get('platform'))}"
-         if m.get("repolm_version") else None),
-    ])]  # fmt: skip
+    parts = [
+        facts(
+            [
+                ("repository", esc(repo.get("path") or m.get("repo_path"))),
+                (
+                    "HEAD",
+                    esc(f"{repo.get('head')} ({repo.get('head_ref') or 'detached'})")
+                    if repo.get("head")
+                    else None,
+                ),
+                (
+                    "commits",
+                    f"{fmt(repo.get('commits'))} ({fmt(repo.get('merges'))} merges)"
+                    if "commits" in repo
+                    else None,
+                ),
+                (
+                    "branches / tags / authors",
+                    " / ".join(fmt(repo.get(k)) for k in ("branches", "tags", "authors"))
+                    if repo
+                    else None,
+                ),
+                (
+                    "history",
+                    f"{when(repo.get('first_commit_time'))} → {when(repo.get('last_commit_time'))}"
+                    if repo.get("first_commit_time")
+                    else None,
+                ),
+                (
+                    "cutoff (last training commit)",
+                    f"<code>{esc(cut.get('cutoff_sha'))}</code> at {when(cut.get('cutoff_time'))}"
+                    if cut.get("cutoff_sha")
+                    else None,
+                ),
+                (
+                    "validation period ends",
+                    when(cut["val_end_time"]) if cut.get("val_end_time") else None,
+                ),
+                (
+                    "future held out",
+                    "none: every commit trains" if cut.get("future") is False else None,
+                ),
+                (
+                    "commits per split",
+                    ", ".join(f"{esc(k)} {fmt(v)}" for k, v in counts.items()) if counts else None,
+                ),
+                (
+                    "config",
+                    f"preset {esc(cfg.get('preset'))}, hash {esc(str(cfg.get('hash'))[:12])}"
+                    if cfg
+                    else None,
+                ),
+                (
+                    "software",
+                    f"repolm {esc(m.get('repolm_version'))}, Python {esc(m.get('python'))}, "
+                    f"torch {esc(deps.get('torch'))}, {esc(m.get('platform'))}"
+                    if m.get("repolm_version")
+                    else None,
+                ),
+            ]
+        )
+    ]
     if cut.get("future") is False:
         parts.insert(0, no_future_note(cut))
     if inputs.commits and inputs.commits.get("time"):
-        marks = {k: t for k, t in (("cutoff", _epoch(cut.get("cutoff_time"))),
-                                   ("end of validation", _epoch(cut.get("val_end_time"))))
-                 if t is not None}  # fmt: skip
+        marks = {
+            k: t
+            for k, t in (
+                ("cutoff", _epoch(cut.get("cutoff_time"))),
+                ("end of validation", _epoch(cut.get("val_end_time"))),
+            )
+            if t is not None
+        }
         parts.append(plots.commits_plot(inputs.commits["time"], inputs.commits["split"], marks))
     languages = repo.get("languages_at_head") or {}
     if languages:
         total = sum(languages.values()) or 1
-        rows = [(esc(k), size(v), f"{100 * v / total:.1f}%") for k, v in
-                sorted(languages.items(), key=lambda kv: -kv[1])]  # fmt: skip
+        rows = [
+            (esc(k), size(v), f"{100 * v / total:.1f}%")
+            for k, v in sorted(languages.items(), key=lambda kv: -kv[1])
+        ]
         parts.append("<h3>Languages at HEAD</h3>" + table(("language", "bytes", "share"), rows))
     parts.append(_models_table(inputs))
     stages = m.get("stages") or {}
     if stages:
-        rows = [(esc(k), esc(v.get("status")), duration(v.get("seconds")), esc(v.get("summary")))
-                for k, v in stages.items()]  # fmt: skip
-        parts.append("<h3>Stages</h3>" + table(("stage", "status", "time", "summary"), rows,
-                                               numeric=(2,)))  # fmt: skip
+        rows = [
+            (esc(k), esc(v.get("status")), duration(v.get("seconds")), esc(v.get("summary")))
+            for k, v in stages.items()
+        ]
+        parts.append(
+            "<h3>Stages</h3>" + table(("stage", "status", "time", "summary"), rows, numeric=(2,))
+        )
     return "".join(parts)
 
 
@@ -198,13 +256,32 @@ def _models_table(inputs: ReportInputs) -> str:
         val = (r.get("validation") or {}).get("final") or {}
         loss = val.get("loss", r.get("val_loss"))
         unigram = (r.get("validation") or {}).get("unigram_loss", r.get("unigram_val_loss"))
-        rows.append((esc(name), esc(r.get("source", "")), esc(r.get("method", "")),
-                     fmt((r.get("parameters") or {}).get("total")), fmt(r.get("steps")),
-                     fmt(r.get("tokens_seen")), fmt(loss), fmt(unigram),
-                     esc((r.get("early_stopping") or {}).get("stopped", r.get("stopped"))),
-                     duration(r.get("seconds"))))  # fmt: skip
-    head = ("model", "source", "method", "parameters", "steps", "tokens", "validation loss",
-            "unigram loss", "stopped by", "time")  # fmt: skip
+        rows.append(
+            (
+                esc(name),
+                esc(r.get("source", "")),
+                esc(r.get("method", "")),
+                fmt((r.get("parameters") or {}).get("total")),
+                fmt(r.get("steps")),
+                fmt(r.get("tokens_seen")),
+                fmt(loss),
+                fmt(unigram),
+                esc((r.get("early_stopping") or {}).get("stopped", r.get("stopped"))),
+                duration(r.get("seconds")),
+            )
+        )
+    head = (
+        "model",
+        "source",
+        "method",
+        "parameters",
+        "steps",
+        "tokens",
+        "validation loss",
+        "unigram loss",
+        "stopped by",
+        "time",
+    )
     return "<h3>Models</h3>" + table(head, rows, numeric=3)
 
 
@@ -229,16 +306,31 @@ def data(inputs: ReportInputs) -> str:
             s = f.get(kind) or {}
             if s:
                 ex = s.get("excluded") or {}
-                rows.append((esc(kind), fmt(s.get("total")), fmt(s.get("kept")),
-                             fmt(sum(ex.values())), _reasons(ex)))  # fmt: skip
+                rows.append(
+                    (
+                        esc(kind),
+                        fmt(s.get("total")),
+                        fmt(s.get("kept")),
+                        fmt(sum(ex.values())),
+                        _reasons(ex),
+                    )
+                )
         parts.append(table(("", "total", "kept", "excluded", "reasons"), rows))
         c = f.get("commits") or {}
-        parts.append(facts([
-            ("commits", fmt(c.get("total")) if c else None),
-            ("author emails / names", f"{esc(c.get('author_emails'))} / "
-             f"{esc(c.get('author_names'))}" if c else None),
-            ("repository licence", esc(f.get("repository_license") or "none found")),
-        ]))  # fmt: skip
+        parts.append(
+            facts(
+                [
+                    ("commits", fmt(c.get("total")) if c else None),
+                    (
+                        "author emails / names",
+                        f"{esc(c.get('author_emails'))} / {esc(c.get('author_names'))}"
+                        if c
+                        else None,
+                    ),
+                    ("repository licence", esc(f.get("repository_license") or "none found")),
+                ]
+            )
+        )
         parts.append(_secrets(f.get("secrets") or {}, "Secrets and personal data scrubbed"))
     d = inputs.dataset_stats
     parts.append("<h3>Dataset</h3>")
@@ -248,12 +340,18 @@ def data(inputs: ReportInputs) -> str:
         parts.append(_dataset(d))
     tok = ((inputs.manifest.get("stages") or {}).get("tokenize") or {}).get("stats") or {}
     if tok:
-        parts.append("<h3>Tokenizer</h3>" + facts([
-            ("kind", esc(tok.get("kind"))), ("vocabulary", fmt(tok.get("vocab_size"))),
-            ("special tokens", fmt(tok.get("special_tokens"))),
-            ("trained on", size(tok.get("corpus_bytes"))),
-            ("round trip exact", fmt(tok.get("roundtrip_exact"))),
-        ]))  # fmt: skip
+        parts.append(
+            "<h3>Tokenizer</h3>"
+            + facts(
+                [
+                    ("kind", esc(tok.get("kind"))),
+                    ("vocabulary", fmt(tok.get("vocab_size"))),
+                    ("special tokens", fmt(tok.get("special_tokens"))),
+                    ("trained on", size(tok.get("corpus_bytes"))),
+                    ("round trip exact", fmt(tok.get("roundtrip_exact"))),
+                ]
+            )
+        )
     return "".join(parts)
 
 
@@ -280,16 +378,27 @@ def _dataset(d: Mapping[str, Any]) -> str:
     tokens = d.get("tokens") or {}
     kinds = list(dict.fromkeys(k for s in tokens.values() for k in s if k != "total"))
     padding = d.get("padding") or {}
-    rows = [(esc(split), fmt((d.get("sequences") or {}).get(split)), fmt(t.get("total")),
-             *(fmt(t.get(k)) for k in kinds), f"{100 * padding.get(split, 0):.1f}%")
-            for split, t in tokens.items()]  # fmt: skip
-    parts = [table(("split", "sequences", "tokens", *map(esc, kinds), "padding"), rows),
-             f"<p class=sub>sequences of {fmt(d.get('seq_len'))} tokens, vocabulary "
-             f"{fmt(d.get('vocab_size'))}</p>"]  # fmt: skip
+    rows = [
+        (
+            esc(split),
+            fmt((d.get("sequences") or {}).get(split)),
+            fmt(t.get("total")),
+            *(fmt(t.get(k)) for k in kinds),
+            f"{100 * padding.get(split, 0):.1f}%",
+        )
+        for split, t in tokens.items()
+    ]
+    parts = [
+        table(("split", "sequences", "tokens", *map(esc, kinds), "padding"), rows),
+        f"<p class=sub>sequences of {fmt(d.get('seq_len'))} tokens, vocabulary "
+        f"{fmt(d.get('vocab_size'))}</p>",
+    ]
     mix = d.get("mix") or {}
     if mix.get("wanted"):
-        rows = [(esc(k), f"{100 * v:.1f}%", f"{100 * (mix.get('realised') or {}).get(k, 0):.1f}%")
-                for k, v in mix["wanted"].items()]  # fmt: skip
+        rows = [
+            (esc(k), f"{100 * v:.1f}%", f"{100 * (mix.get('realised') or {}).get(k, 0):.1f}%")
+            for k, v in mix["wanted"].items()
+        ]
         parts.append("<h3>Training mix</h3>" + table(("source", "wanted", "realised"), rows))
     plan = d.get("plan") or {}
     if plan:
@@ -320,27 +429,64 @@ def _model(name: str, r: Mapping[str, Any], scalars: Scalars) -> str:
     best = val.get("best") or {}
     lr = r.get("lr") or {}
     stop = r.get("early_stopping") or {}
-    parts = [f"<h3>Model {esc(name)}</h3>", facts([
-        ("source / method / mix", " / ".join(esc(r.get(k)) for k in ("source", "method", "mix"))),
-        ("parameters (trainable)", f"{fmt((r.get('parameters') or {}).get('total'))} "
-         f"({fmt((r.get('parameters') or {}).get('trainable'))})"),
-        ("precision, device", f"{esc(r.get('precision'))}, {esc(dev.get('kind'))} "
-         f"{esc(dev.get('name'))} × {fmt(dev.get('processes'))}" if dev else None),
-        ("steps (planned)", f"{fmt(r.get('steps'))} ({fmt(plan.get('total_steps'))}), "
-         f"{fmt(r.get('epochs_done'))} epochs"),
-        ("tokens seen", fmt(r.get("tokens_seen"))),
-        ("time, throughput", f"{duration(r.get('seconds'))}, {fmt(r.get('tokens_per_s'))} "
-         f"tokens/s (median)" + (f", MFU {100 * r['mfu']:.1f}%" if r.get("mfu") else "")),
-        ("best validation loss", f"{fmt(best.get('loss'))} at step {fmt(best.get('step'))} "
-         f"(perplexity {fmt(best.get('perplexity'))})" if best else None),
-        ("validation", "none: no validation data (no future held out)"
-         if val.get("sequences") == 0 else None),
-        ("unigram validation loss", fmt(val.get("unigram_loss"))),
-        ("learning rate", f"peak {fmt(lr.get('max'))}, lowest {fmt(lr.get('min'))}"
-         if lr else None),
-        ("stopped by", f"{esc(stop.get('stopped'))} (patience {fmt(stop.get('patience'))})"
-         if stop else None),
-    ])]  # fmt: skip
+    parts = [
+        f"<h3>Model {esc(name)}</h3>",
+        facts(
+            [
+                (
+                    "source / method / mix",
+                    " / ".join(esc(r.get(k)) for k in ("source", "method", "mix")),
+                ),
+                (
+                    "parameters (trainable)",
+                    f"{fmt((r.get('parameters') or {}).get('total'))} "
+                    f"({fmt((r.get('parameters') or {}).get('trainable'))})",
+                ),
+                (
+                    "precision, device",
+                    f"{esc(r.get('precision'))}, {esc(dev.get('kind'))} "
+                    f"{esc(dev.get('name'))} × {fmt(dev.get('processes'))}"
+                    if dev
+                    else None,
+                ),
+                (
+                    "steps (planned)",
+                    f"{fmt(r.get('steps'))} ({fmt(plan.get('total_steps'))}), "
+                    f"{fmt(r.get('epochs_done'))} epochs",
+                ),
+                ("tokens seen", fmt(r.get("tokens_seen"))),
+                (
+                    "time, throughput",
+                    f"{duration(r.get('seconds'))}, {fmt(r.get('tokens_per_s'))} "
+                    f"tokens/s (median)" + (f", MFU {100 * r['mfu']:.1f}%" if r.get("mfu") else ""),
+                ),
+                (
+                    "best validation loss",
+                    f"{fmt(best.get('loss'))} at step {fmt(best.get('step'))} "
+                    f"(perplexity {fmt(best.get('perplexity'))})"
+                    if best
+                    else None,
+                ),
+                (
+                    "validation",
+                    "none: no validation data (no future held out)"
+                    if val.get("sequences") == 0
+                    else None,
+                ),
+                ("unigram validation loss", fmt(val.get("unigram_loss"))),
+                (
+                    "learning rate",
+                    f"peak {fmt(lr.get('max'))}, lowest {fmt(lr.get('min'))}" if lr else None,
+                ),
+                (
+                    "stopped by",
+                    f"{esc(stop.get('stopped'))} (patience {fmt(stop.get('patience'))})"
+                    if stop
+                    else None,
+                ),
+            ]
+        ),
+    ]
     loss = (r.get("loss") or {}).get("per_step") or [p[1] for p in scalars.get("train/loss", [])]
     evals = [(e["step"], e["loss"]) for e in val.get("evaluations") or [] if "loss" in e]
     if loss or evals:
@@ -348,11 +494,16 @@ def _model(name: str, r: Mapping[str, Any], scalars: Scalars) -> str:
     else:
         parts.append(note("No loss was recorded (the model trained no step)."))
     if scalars.get("train/lr"):
-        parts.append(plots.series_plot(scalars["train/lr"], "learning rate",
-                                       f"{name}: learning rate"))  # fmt: skip
+        parts.append(
+            plots.series_plot(scalars["train/lr"], "learning rate", f"{name}: learning rate")
+        )
     else:
-        parts.append(note("The learning rate per step is recorded only in TensorBoard "
-                          f"(train/{esc(name)}/tensorboard), and none was found."))  # fmt: skip
+        parts.append(
+            note(
+                "The learning rate per step is recorded only in TensorBoard "
+                f"(train/{esc(name)}/tensorboard), and none was found."
+            )
+        )
     tps = r.get("tokens_per_s_per_step") or []
     points = [(i + 1, v) for i, v in enumerate(tps)] or scalars.get("train/tokens_per_s", [])
     if points:
@@ -362,8 +513,12 @@ def _model(name: str, r: Mapping[str, Any], scalars: Scalars) -> str:
     if hardware:
         parts.append(plots.hardware_plot(hardware, name))
     else:
-        parts.append(note("No hardware samples over time (they are in TensorBoard only, and "
-                          "none was found); the peaks are below."))  # fmt: skip
+        parts.append(
+            note(
+                "No hardware samples over time (they are in TensorBoard only, and "
+                "none was found); the peaks are below."
+            )
+        )
     parts.append(_peaks(r.get("hardware") or {}))
     parts.append(_train_samples(r.get("samples") or []))
     return "".join(parts)
@@ -374,8 +529,11 @@ def _peaks(peaks: Mapping[str, Any]) -> str:
         return ""
     rows = []
     for k, v in peaks.items():
-        shown = size(v) if k.endswith("_bytes") else (
-            f"{fmt(v)}%" if k.endswith(("_percent", "_util")) else fmt(v))  # fmt: skip
+        shown = (
+            size(v)
+            if k.endswith("_bytes")
+            else (f"{fmt(v)}%" if k.endswith(("_percent", "_util")) else fmt(v))
+        )
         rows.append((esc(k.replace("_", " ")), shown))
     return "<h3>Hardware peaks</h3>" + table(("", "peak"), rows)
 
@@ -390,8 +548,13 @@ def _train_samples(rounds: Sequence[Mapping[str, Any]]) -> str:
         s = r.get("samples") or []
         checked = [x.get("parses") for x in s if x.get("parses") is not None]
         rate = r.get("parse_rate")
-        rows.append((fmt(r.get("step")), f"{sum(checked)}/{len(checked)}" if checked else "—",
-                     "—" if rate is None else f"{100 * rate:.0f}%"))  # fmt: skip
+        rows.append(
+            (
+                fmt(r.get("step")),
+                f"{sum(checked)}/{len(checked)}" if checked else "—",
+                "—" if rate is None else f"{100 * rate:.0f}%",
+            )
+        )
     parts = [
         "<h3>In-training samples</h3><p class=sub>The model continues the first lines of "
         "a few files of the snapshot at each evaluation; a sample that parses is a valid "
@@ -400,7 +563,9 @@ def _train_samples(rounds: Sequence[Mapping[str, Any]]) -> str:
     ]
     last = rounds[-1]
     for s in last.get("samples") or []:
-        parts.append(f'<div class="sample"><b>{esc(s.get("path"))}</b> at step '
-                     f"{fmt(last.get('step'))}: {parse_flag(s.get('parses'))}"
-                     f"{pre(s.get('sample'))}</div>")  # fmt: skip
+        parts.append(
+            f'<div class="sample"><b>{esc(s.get("path"))}</b> at step '
+            f"{fmt(last.get('step'))}: {parse_flag(s.get('parses'))}"
+            f"{pre(s.get('sample'))}</div>"
+        )
     return "".join(parts)

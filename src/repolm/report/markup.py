@@ -90,18 +90,22 @@ def when(iso: Any) -> str:
     return esc(t.strftime("%Y-%m-%d %H:%M") + (f" {t.strftime('%z')}" if t.tzinfo else ""))
 
 
-def table(head: Sequence[str] | None, rows: Iterable[Sequence[Any]],
-          numeric: int | Sequence[int] = 1, classes: Sequence[str] = ()) -> str:  # fmt: skip
+def table(
+    head: Sequence[str] | None,
+    rows: Iterable[Sequence[Any]],
+    numeric: int | Sequence[int] = 1,
+    classes: Sequence[str] = (),
+) -> str:
     """Cells already rendered as HTML; the `numeric` columns (an int: from that one on) are
     right-aligned; no header row without `head`."""
     right = set(numeric) if not isinstance(numeric, int) else set(range(numeric, 99))
-    th = "".join(f'<th{" class=n" if i in right else ""}>{h}</th>'
-                 for i, h in enumerate(head or ()))  # fmt: skip
+    th = "".join(
+        f"<th{' class=n' if i in right else ''}>{h}</th>" for i, h in enumerate(head or ())
+    )
     body = []
     for r, row in enumerate(rows):
         cls = f' class="{classes[r]}"' if r < len(classes) and classes[r] else ""
-        tds = "".join(f'<td{" class=n" if i in right else ""}>{c}</td>'
-                      for i, c in enumerate(row))  # fmt: skip
+        tds = "".join(f"<td{' class=n' if i in right else ''}>{c}</td>" for i, c in enumerate(row))
         body.append(f"<tr{cls}>{tds}</tr>")
     return f"<table>{f'<tr>{th}</tr>' if th else ''}{''.join(body)}</table>" if body else ""
 
@@ -131,5 +135,7 @@ def parse_flag(value: Any) -> str:
 
 def missing_note(file: str, stage: str) -> str:
     """What a section says when the run has not produced its input."""
-    return note(f"No {esc(file)} in this run: the {stage} stage has not run "
-                f"(run <code>repolm run</code> through {stage}).")  # fmt: skip
+    return note(
+        f"No {esc(file)} in this run: the {stage} stage has not run "
+        f"(run <code>repolm run</code> through {stage})."
+    )

@@ -133,17 +133,31 @@ def loss_plot(
             window = max(1, len(loss) // 50)
             xs, ys = _xy(list(zip(steps, loss, strict=True)))
             smooth = window > 1
-            ax.plot(xs, ys, color=COLORS[0], linewidth=0.7, alpha=0.35 if smooth else 1.0,
-                    **_marker(xs),
-                    label="train loss" if not smooth else "train loss (each step)")  # fmt: skip
+            ax.plot(
+                xs,
+                ys,
+                color=COLORS[0],
+                linewidth=0.7,
+                alpha=0.35 if smooth else 1.0,
+                **_marker(xs),
+                label="train loss" if not smooth else "train loss (each step)",
+            )
             if smooth:
                 xs, ys = _xy(list(zip(steps, moving_average(loss, window), strict=True)))
-                ax.plot(xs, ys, color=COLORS[0], linewidth=1.4,
-                        label=f"train loss ({window}-step mean)")  # fmt: skip
+                ax.plot(
+                    xs, ys, color=COLORS[0], linewidth=1.4, label=f"train loss ({window}-step mean)"
+                )
         if validation:
             xs, ys = _xy(validation)
-            ax.plot(xs, ys, "o-", color=COLORS[1], markersize=3.5, linewidth=1.2,
-                    label="validation loss")  # fmt: skip
+            ax.plot(
+                xs,
+                ys,
+                "o-",
+                color=COLORS[1],
+                markersize=3.5,
+                linewidth=1.2,
+                label="validation loss",
+            )
         if unigram is not None:
             _hline(ax, unigram, f"unigram baseline ({unigram:.3f})")
         ax.set(xlabel="step", ylabel="loss (nats/token)", title=title)
@@ -187,14 +201,26 @@ def hardware_plot(series: Mapping[str, Points], title: str = "hardware") -> str:
         for key, pts in series.items():
             if key.endswith(("_percent", "_util")):
                 xs, ys = _xy(pts)
-                util.plot(xs, ys, linewidth=1.0, color=COLORS[n % len(COLORS)], **_marker(xs),
-                          label=key.replace("_", " "))  # fmt: skip
+                util.plot(
+                    xs,
+                    ys,
+                    linewidth=1.0,
+                    color=COLORS[n % len(COLORS)],
+                    **_marker(xs),
+                    label=key.replace("_", " "),
+                )
                 n += 1
         for key, pts in series.items():
             if key.endswith("_bytes") and not key.endswith("_total_bytes"):
                 xs, ys = _xy(pts)
-                mem.plot(xs, [y / 2**30 for y in ys], linewidth=1.0, **_marker(xs),
-                         color=COLORS[n % len(COLORS)], label=key.replace("_", " "))  # fmt: skip
+                mem.plot(
+                    xs,
+                    [y / 2**30 for y in ys],
+                    linewidth=1.0,
+                    **_marker(xs),
+                    color=COLORS[n % len(COLORS)],
+                    label=key.replace("_", " "),
+                )
                 n += 1
         for key, pts in series.items():
             if key.endswith("_memory_total_bytes") and pts:
@@ -223,11 +249,23 @@ def bits_plot(
             values = [bars[split][m] for m in names]
             ax.grid(axis="x", visible=False)
             ax.set_axisbelow(True)
-            ax.bar(range(len(names)), values, width=0.55,
-                   color=[COLORS[i % len(COLORS)] for i in range(len(names))])  # fmt: skip
+            ax.bar(
+                range(len(names)),
+                values,
+                width=0.55,
+                color=[COLORS[i % len(COLORS)] for i in range(len(names))],
+            )
             for i, v in enumerate(values):  # inside the bar's top: clear of the baselines
-                ax.annotate(f"{v:.3f}", (i, v), ha="center", va="top", fontsize=7.5,
-                            color="white", xytext=(0, -3), textcoords="offset points")  # fmt: skip
+                ax.annotate(
+                    f"{v:.3f}",
+                    (i, v),
+                    ha="center",
+                    va="top",
+                    fontsize=7.5,
+                    color="white",
+                    xytext=(0, -3),
+                    textcoords="offset points",
+                )
             ax.set_xticks(range(len(names)), names)
             ax.set_xlim(-0.8, max(len(names), 1) - 0.2)
             tops = list(values)
@@ -236,13 +274,17 @@ def bits_plot(
                 _hline(ax, alone, f"{label} {alone:.3f}", color=color)
                 tops.append(alone)
                 if conditioned is not None:
-                    _hline(ax, conditioned, f"{label} conditioned {conditioned:.3f}",
-                           color=color, style=":")  # fmt: skip
+                    _hline(
+                        ax,
+                        conditioned,
+                        f"{label} conditioned {conditioned:.3f}",
+                        color=color,
+                        style=":",
+                    )
             ax.set(ylabel="bits per byte", title=f"{split} (lower is better)")
             ax.set_ylim(0, max([*tops, 0.1]) * 1.15)
             if ax.get_legend_handles_labels()[0]:
-                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
-                          fontsize=6.5)  # fmt: skip
+                ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=6.5)
         return to_svg(fig)
 
 
@@ -264,15 +306,22 @@ def commits_plot(
             span = max(days) - min(days)
             bins = max(1, min(60, len(days) // 2 or 1)) if span else 1
             groups = [s for s in ("train", "val", "test") if s in splits] or [None]
-            data = [[d for d, s in zip(days, splits, strict=True) if s == g or g is None]
-                    for g in groups]  # fmt: skip
-            ax.hist(data, bins=bins, stacked=True,
-                    color=[SPLIT_COLORS.get(g or "train", COLORS[0]) for g in groups],
-                    label=[g or "commits" for g in groups])  # fmt: skip
+            data = [
+                [d for d, s in zip(days, splits, strict=True) if s == g or g is None]
+                for g in groups
+            ]
+            ax.hist(
+                data,
+                bins=bins,
+                stacked=True,
+                color=[SPLIT_COLORS.get(g or "train", COLORS[0]) for g in groups],
+                label=[g or "commits" for g in groups],
+            )
         for i, (label, t) in enumerate((marks or {}).items()):
             x = mdates.date2num(datetime.fromtimestamp(t, timezone.utc))
-            ax.axvline(x, color=(BASELINE, "#111827")[i % 2], linestyle="--", linewidth=1.0,
-                       label=label)  # fmt: skip
+            ax.axvline(
+                x, color=(BASELINE, "#111827")[i % 2], linestyle="--", linewidth=1.0, label=label
+            )
         locator = mdates.AutoDateLocator(maxticks=8)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))

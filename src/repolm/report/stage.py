@@ -29,11 +29,16 @@ def run_stage(ctx: StageContext) -> StageResult:
     inputs = collect(ctx.out)
     page = render_report(inputs)
     write_text_atomic(ctx.out / REPORT, page)
-    stats = {"bytes": len(page.encode("utf-8")), "plots": page.count("<svg"),
-             "missing": missing_inputs(inputs)}  # fmt: skip
+    stats = {
+        "bytes": len(page.encode("utf-8")),
+        "plots": page.count("<svg"),
+        "missing": missing_inputs(inputs),
+    }
     missing = f"; without {', '.join(stats['missing'])}" if stats["missing"] else ""
-    return StageResult(stats=stats, summary=f"{REPORT}: {stats['plots']} plots, "
-                       f"{stats['bytes'] / 1024:,.0f} KiB{missing}")  # fmt: skip
+    return StageResult(
+        stats=stats,
+        summary=f"{REPORT}: {stats['plots']} plots, {stats['bytes'] / 1024:,.0f} KiB{missing}",
+    )
 
 
 def render(out: Path) -> str:
@@ -82,16 +87,18 @@ def commit_times(out: Path) -> dict[str, list[Any]] | None:
             continue
         try:
             names = pq.read_schema(path).names
-            table = pq.read_table(path, columns=[c for c in ("commit_time", "split")
-                                                 if c in names])  # fmt: skip
+            table = pq.read_table(path, columns=[c for c in ("commit_time", "split") if c in names])
         except Exception as e:  # noqa: BLE001 - a damaged table only costs the plot
             log.warning(f"report: cannot read {path}: {e}")
             continue
         if "commit_time" not in table.column_names:
             continue
         times = [t.timestamp() for t in table.column("commit_time").to_pylist() if t is not None]
-        splits = (table.column("split").to_pylist() if "split" in table.column_names
-                  else [None] * len(times))  # fmt: skip
+        splits = (
+            table.column("split").to_pylist()
+            if "split" in table.column_names
+            else [None] * len(times)
+        )
         return {"time": times, "split": splits[: len(times)]}
     return None
 

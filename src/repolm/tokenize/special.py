@@ -16,8 +16,11 @@ AUTHOR, DATE, MESSAGE = "<|author|>", "<|date|>", "<|message|>"
 FILE, MODULE = "<|file|>", "<|module|>"
 HUNK, HUNK_END = "<|hunk|>", "<|/hunk|>"
 FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = (
-    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-)  # fmt: skip
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+)
 
 
 def change_token(change_type: str) -> str:
@@ -29,9 +32,20 @@ def change_token(change_type: str) -> str:
 
 # Order is part of the format: a trained tokenizer gives these the first ids, in this order.
 SPECIAL_TOKENS: tuple[str, ...] = (
-    ENDOFTEXT, PAD,
-    COMMIT, COMMIT_END, AUTHOR, DATE, MESSAGE,
-    FILE, MODULE, HUNK, HUNK_END,
+    ENDOFTEXT,
+    PAD,
+    COMMIT,
+    COMMIT_END,
+    AUTHOR,
+    DATE,
+    MESSAGE,
+    FILE,
+    MODULE,
+    HUNK,
+    HUNK_END,
     *(f"<|change:{t}|>" for t in CHANGE_TYPES),
-    FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD,
-)  # fmt: skip
+    FIM_PREFIX,
+    FIM_MIDDLE,
+    FIM_SUFFIX,
+    FIM_PAD,
+)

@@ -104,8 +104,10 @@ def training_documents(filter_dir: Path) -> Iterator[Document]:
 
 def corpus_bytes(filter_dir: Path) -> int:
     """UTF-8 bytes of the training corpus, summed by Arrow (no text is decoded)."""
-    return sum(pc.sum(pc.binary_length(texts)).as_py() or 0
-               for _, _, texts in _training_columns(filter_dir))  # fmt: skip
+    return sum(
+        pc.sum(pc.binary_length(texts)).as_py() or 0
+        for _, _, texts in _training_columns(filter_dir)
+    )
 
 
 def _training_columns(filter_dir: Path) -> Iterator[tuple[str, pa.Array, pa.Array]]:
@@ -187,10 +189,12 @@ def pre_tokenizer(name: str) -> Any:
 
     if name == "gpt2":
         return pre_tokenizers.ByteLevel(add_prefix_space=False)
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(GPT4_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])  # fmt: skip
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(GPT4_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
 
 
 def _save_trained(cfg: TokenizeConfig, sample: _Sample, out: Path) -> None:
@@ -201,16 +205,22 @@ def _save_trained(cfg: TokenizeConfig, sample: _Sample, out: Path) -> None:
     if cfg.kind == "bpe":
         tok = Tokenizer(models.BPE())
         trainer: Any = trainers.BpeTrainer(
-            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
-            special_tokens=list(SPECIAL_TOKENS), initial_alphabet=alphabet, show_progress=False,
-        )  # fmt: skip
+            vocab_size=cfg.vocab_size,
+            min_frequency=cfg.min_frequency,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=alphabet,
+            show_progress=False,
+        )
         unk = None
     else:
         tok = Tokenizer(models.Unigram())
         trainer = trainers.UnigramTrainer(
-            vocab_size=cfg.vocab_size, special_tokens=[*SPECIAL_TOKENS, UNK],
-            initial_alphabet=alphabet, unk_token=UNK, show_progress=False,
-        )  # fmt: skip
+            vocab_size=cfg.vocab_size,
+            special_tokens=[*SPECIAL_TOKENS, UNK],
+            initial_alphabet=alphabet,
+            unk_token=UNK,
+            show_progress=False,
+        )
         unk = UNK
     # No normalizer: code is kept byte for byte (no NFKC, whitespace runs, tabs, CRLF).
     tok.pre_tokenizer = pre_tokenizer(cfg.pre_tokenizer)
@@ -219,10 +229,14 @@ def _save_trained(cfg: TokenizeConfig, sample: _Sample, out: Path) -> None:
     if not sample.count:
         raise RepolmError("the training corpus is empty", "check the filter stage's outputs")
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, pad_token=PAD,
-        unk_token=unk, additional_special_tokens=list(SPECIAL_TOKENS[2:]),
+        tokenizer_object=tok,
+        bos_token=ENDOFTEXT,
+        eos_token=ENDOFTEXT,
+        pad_token=PAD,
+        unk_token=unk,
+        additional_special_tokens=list(SPECIAL_TOKENS[2:]),
         clean_up_tokenization_spaces=False,
-    )  # fmt: skip
+    )
     wrapped.save_pretrained(str(out))
 
 
@@ -240,8 +254,11 @@ def _save_base(cfg: TokenizeConfig, out: Path) -> int:
     # Extend the base model's own extra special tokens rather than replace them (the keyword
     # was renamed in transformers 5).
     params = inspect.signature(tok.add_special_tokens).parameters
-    keep = next(p for p in ("replace_extra_special_tokens", "replace_additional_special_tokens")
-                if p in params)  # fmt: skip
+    keep = next(
+        p
+        for p in ("replace_extra_special_tokens", "replace_additional_special_tokens")
+        if p in params
+    )
     added = tok.add_special_tokens({"additional_special_tokens": extra}, **{keep: False})
     if tok.pad_token is None:
         added += tok.add_special_tokens({"pad_token": PAD})
