@@ -66,19 +66,27 @@ def main() -> None:
         print(name, rows[name], flush=True)
 
     kb = sum(len(t.encode()) for t in future) / 1e3
-    print(f"\nvocabulary {args.vocab:,}; {size / 1e6:.1f} MB of patches, {kb:,.0f} KB of "
-          "future commit records")  # fmt: skip
-    print("| pre-tokenizer | bytes/token, future commits | bytes/token, patches | "
-          "encoding MB/s | tokenize stage s |")  # fmt: skip
+    print(
+        f"\nvocabulary {args.vocab:,}; {size / 1e6:.1f} MB of patches, {kb:,.0f} KB of "
+        "future commit records"
+    )
+    print(
+        "| pre-tokenizer | bytes/token, future commits | bytes/token, patches | "
+        "encoding MB/s | tokenize stage s |"
+    )
     print("|---|--:|--:|--:|--:|")
     for name, r in rows.items():
-        print(f"| {name} | {r['future']:.3f} | {r['patches']:.3f} | {r['mb_per_s']:.2f} | "
-              f"{r['stage_s']:.1f} |")  # fmt: skip
+        print(
+            f"| {name} | {r['future']:.3f} | {r['patches']:.3f} | {r['mb_per_s']:.2f} | "
+            f"{r['stage_s']:.1f} |"
+        )
     a, b = rows["gpt4"], rows["gpt2"]
     future_ratio = f"{a['future'] / b['future']:.3f}" if future else "—"
-    print(f"| gpt4 / gpt2 | {future_ratio} | "
-          f"{a['patches'] / b['patches']:.3f} | {a['mb_per_s'] / b['mb_per_s']:.3f} | "
-          f"{a['stage_s'] / b['stage_s']:.2f} |")  # fmt: skip
+    print(
+        f"| gpt4 / gpt2 | {future_ratio} | "
+        f"{a['patches'] / b['patches']:.3f} | {a['mb_per_s'] / b['mb_per_s']:.3f} | "
+        f"{a['stage_s'] / b['stage_s']:.2f} |"
+    )
 
 
 if __name__ == "__main__":

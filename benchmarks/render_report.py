@@ -19,15 +19,24 @@ import time
 from pathlib import Path
 
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
-    "--hide-scrollbars", "--force-device-scale-factor=1",
-)  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+)
 
 
 def find_chromium() -> str | None:
-    return next((p for n in ("chromium", "chromium-browser", "google-chrome")
-                 if (p := shutil.which(n))), None)  # fmt: skip
+    return next(
+        (p for n in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(n))),
+        None,
+    )
 
 
 def screenshot(
@@ -39,8 +48,14 @@ def screenshot(
         raise RuntimeError("no Chromium found (Debian: apt-get install chromium)")
     png.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="repolm-chromium-") as profile:
-        cmd = [browser, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={png.resolve()}",
-               f"--window-size={width},{height}", page.resolve().as_uri()]  # fmt: skip
+        cmd = [
+            browser,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--screenshot={png.resolve()}",
+            f"--window-size={width},{height}",
+            page.resolve().as_uri(),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if r.returncode != 0 or not png.is_file():
         raise RuntimeError(f"chromium failed ({r.returncode}): {r.stderr[-2000:]}")
@@ -72,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         screenshot(page, args.png, args.width, args.height)
         shot = time.perf_counter() - t0
         body = page.read_text(encoding="utf-8")
-        print(f"report: {len(body.encode('utf-8')):,} bytes, {body.count('<svg')} plots, "
-              f"rendered in {seconds:.1f} s; screenshot {args.png} in {shot:.1f} s")  # fmt: skip
+        print(
+            f"report: {len(body.encode('utf-8')):,} bytes, {body.count('<svg')} plots, "
+            f"rendered in {seconds:.1f} s; screenshot {args.png} in {shot:.1f} s"
+        )
     return 0
 
 

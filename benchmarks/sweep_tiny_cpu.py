@@ -113,27 +113,33 @@ def main() -> None:
         report = json.loads((out / "eval" / "report.json").read_text())
         train = json.loads((out / "train" / "report.json").read_text())["models"]["main"]
         test = report["baselines"]["test"]
-        rows.append({
-            "variant": name,
-            "parameters": train["parameters"]["total"],
-            "steps": train["steps"],
-            "tokens_per_s": train["tokens_per_s"],
-            "val_loss": train["validation"]["final"]["loss"],
-            "test_bpb": report["models"]["main"]["bits_per_byte"]["test"]["bits_per_byte"],
-            "val_bpb": report["models"]["main"]["bits_per_byte"]["val"]["bits_per_byte"],
-            "xz": test["xz -9e"]["bits_per_byte"],
-            "xz_conditioned": test["xz -9e"]["conditioned_bits_per_byte"],
-            "zstd": test["zstd -19"]["bits_per_byte"],
-            "seconds": round(seconds, 1),
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                "parameters": train["parameters"]["total"],
+                "steps": train["steps"],
+                "tokens_per_s": train["tokens_per_s"],
+                "val_loss": train["validation"]["final"]["loss"],
+                "test_bpb": report["models"]["main"]["bits_per_byte"]["test"]["bits_per_byte"],
+                "val_bpb": report["models"]["main"]["bits_per_byte"]["val"]["bits_per_byte"],
+                "xz": test["xz -9e"]["bits_per_byte"],
+                "xz_conditioned": test["xz -9e"]["conditioned_bits_per_byte"],
+                "zstd": test["zstd -19"]["bits_per_byte"],
+                "seconds": round(seconds, 1),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| variant | parameters | steps | tokens/s | test bits/byte | val bits/byte | "
-          "xz -9e | xz conditioned | zstd -19 |")  # fmt: skip
+    print(
+        "\n| variant | parameters | steps | tokens/s | test bits/byte | val bits/byte | "
+        "xz -9e | xz conditioned | zstd -19 |"
+    )
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
-        print(f"| {r['variant']} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | "
-              f"{r['tokens_per_s']:,.0f} | {r['test_bpb']:.3f} | {r['val_bpb']:.3f} | "
-              f"{r['xz']:.3f} | {r['xz_conditioned']:.3f} | {r['zstd']:.3f} |")  # fmt: skip
+        print(
+            f"| {r['variant']} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | "
+            f"{r['tokens_per_s']:,.0f} | {r['test_bpb']:.3f} | {r['val_bpb']:.3f} | "
+            f"{r['xz']:.3f} | {r['xz_conditioned']:.3f} | {r['zstd']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

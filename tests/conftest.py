@@ -454,17 +454,29 @@ def save_base_model(path: Path) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-    tok.train_from_iterator([f"def op_{i}(a, b):\n    return a * {i} + b\n" for i in range(50)],
-                            trainer)  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(
+        [f"def op_{i}(a, b):\n    return a * {i} + b\n" for i in range(50)], trainer
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
     fast.save_pretrained(path)
     torch.manual_seed(1)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         max_position_embeddings=128, tie_word_embeddings=False,
-                         bos_token_id=0, eos_token_id=1)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
     LlamaForCausalLM(config).save_pretrained(path)
     return path
 
@@ -476,9 +488,14 @@ def calc_history(path: Path, commits: int = 24, files: int = 6, variants: int = 
     r = GitRepo(path)
     r.write("README.md", "# Calc\n\n## Usage\n\nCall add and mul from the calc module.\n")
     for i in range(commits):
-        r.write(f"calc/op{i % files}.py", "".join(
-            f"def op_{i}_{k}(a, b):\n    \"\"\"Combine a and b, variant {k}.\"\"\"\n"
-            f"    return a * {k} + b - {i}\n\n\n" for k in range(variants)))  # fmt: skip
+        r.write(
+            f"calc/op{i % files}.py",
+            "".join(
+                f'def op_{i}_{k}(a, b):\n    """Combine a and b, variant {k}."""\n'
+                f"    return a * {k} + b - {i}\n\n\n"
+                for k in range(variants)
+            ),
+        )
         r.commit(f"op {i}: add the variants of step {i}")
     return r
 

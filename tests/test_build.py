@@ -45,9 +45,14 @@ def check_sequence(seq: dict, seq_len: int, eos: int, pad: int) -> None:
 
 def test_packer_never_joins_labels_across_documents() -> None:
     rng = random.Random(1)
-    docs = [Doc(np.asarray([rng.randrange(10, 99) for _ in range(rng.randint(1, 40))],
-                           dtype=np.int32), prompt=rng.choice([0, 0, 3]), meta=(n,))
-            for n in range(400)]  # fmt: skip
+    docs = [
+        Doc(
+            np.asarray([rng.randrange(10, 99) for _ in range(rng.randint(1, 40))], dtype=np.int32),
+            prompt=rng.choice([0, 0, 3]),
+            meta=(n,),
+        )
+        for n in range(400)
+    ]
     packer = Packer(64, eos_id=1, pad_id=0, window=8)
     seqs = [s for d in docs for s in packer.add(d)] + list(packer.flush())
     for s in seqs:
@@ -97,8 +102,10 @@ def test_fim_modes_follow_the_rate() -> None:
 
 def test_record_pieces_fit_and_keep_every_section() -> None:
     header, end = np.asarray([7, 7, 7], np.int32), np.asarray([9], np.int32)
-    sections = [(np.asarray([5, f], np.int32), [np.full(n, f, np.int32) for n in ns])
-                for f, ns in ((20, [3, 4]), (21, [30, 25]), (22, [100]), (23, [2]))]  # fmt: skip
+    sections = [
+        (np.asarray([5, f], np.int32), [np.full(n, f, np.int32) for n in ns])
+        for f, ns in ((20, [3, 4]), (21, [30, 25]), (22, [100]), (23, [2]))
+    ]
     pieces = record_pieces(header, sections, end, budget=40)
     assert all(len(p) <= 40 for p in pieces)
     assert all((p[:3] == header).all() for p in pieces)
@@ -163,38 +170,63 @@ def test_module_of(path: str, language: str, module: str) -> None:
 @pytest.mark.parametrize(
     ("text", "language", "doc"),
     [
-        ("/// Parses a line.\n/// Returns tokens.\n#[inline]\nfn parse() {}\n", "Rust",
-         "Parses a line.\nReturns tokens."),
+        (
+            "/// Parses a line.\n/// Returns tokens.\n#[inline]\nfn parse() {}\n",
+            "Rust",
+            "Parses a line.\nReturns tokens.",
+        ),
         ("// Serve starts the server.\nfunc Serve() {}\n", "Go", "Serve starts the server."),
         ("/**\n * Adds two numbers.\n */\n@Override\nint add() {}\n", "Java", "Adds two numbers."),
-        ('@cache\ndef load(path: str,\n         n: int) -> str:\n    """Load a file.\n\n    '
-         'Cached."""\n    return ""\n', "Python", "Load a file.\n\nCached."),
+        (
+            '@cache\ndef load(path: str,\n         n: int) -> str:\n    """Load a file.\n\n    '
+            'Cached."""\n    return ""\n',
+            "Python",
+            "Load a file.\n\nCached.",
+        ),
         ("def f():\n    return 1\n", "Python", ""),
         ("fn plain() {}\n", "Rust", ""),
     ],
-)  # fmt: skip
+)
 def test_doc_comment(text: str, language: str, doc: str) -> None:
     assert dm.doc_comment(text, language) == doc
 
 
 def test_qa_pairs_from_documented_units_and_sections() -> None:
-    qa = dm.qa_pairs("function", "parse", "Parser::parse", "src/p.rs", "Rust", 3, 9,
-                     "/// Parses one line of input into tokens.\nfn parse() {}\n")  # fmt: skip
+    qa = dm.qa_pairs(
+        "function",
+        "parse",
+        "Parser::parse",
+        "src/p.rs",
+        "Rust",
+        3,
+        9,
+        "/// Parses one line of input into tokens.\nfn parse() {}\n",
+    )
     assert [q.question for q in qa] == [
         "What does the function `Parser::parse` in src/p.rs do?",
         "Where is `Parser::parse` defined?",
     ]
     assert qa[0].answer == "Parses one line of input into tokens."
     assert "lines 3-9" in qa[1].answer
-    sec = dm.qa_pairs("section", "Install", "Intro > Install", "README.md", "Markdown", 1, 4,
-                      "## Install\nRun make install to build everything.\n")  # fmt: skip
+    sec = dm.qa_pairs(
+        "section",
+        "Install",
+        "Intro > Install",
+        "README.md",
+        "Markdown",
+        1,
+        4,
+        "## Install\nRun make install to build everything.\n",
+    )
     assert sec[0].answer == "Run make install to build everything."
     assert dm.qa_pairs("function", "f", "f", "a.rs", "Rust", 1, 1, "fn f() {}\n") == []
 
 
 def test_hunks_drop_the_header() -> None:
-    patch = ("diff --git a/x b/x\nindex 1..2 100644\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"
-             "@@ -9 +9 @@\n-c\n+d\n")  # fmt: skip
+    patch = (
+        "diff --git a/x b/x\nindex 1..2 100644\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"
+        "@@ -9 +9 @@\n-c\n+d\n"
+    )
     assert dm.hunks(patch) == ["@@ -1 +1 @@\n-a\n+b\n", "@@ -9 +9 @@\n-c\n+d\n"]
     assert dm.hunks("diff --git a/x b/x\nBinary files differ\n") == []
 
@@ -219,41 +251,65 @@ def history(git_repo):
     r.write("README.md", "# Proj\n\n## Install\n\nRun make install to build everything here.\n")
     lib = "/// Adds two numbers together, wrapping on overflow.\n"
     r.write("src/lib.rs", lib + "pub fn add(a: u32, b: u32) -> u32 {\n    a.wrapping_add(b)\n}\n")
-    r.write("app/core.py", 'def load(path):\n    """Read the configuration file at path."""\n'
-                           "    return open(path).read()\n")  # fmt: skip
+    r.write(
+        "app/core.py",
+        'def load(path):\n    """Read the configuration file at path."""\n'
+        "    return open(path).read()\n",
+    )
     r.commit("initial layout")
     r.write("config/prod.py", f'AWS_ACCESS_KEY_ID = "{s["aws"]}"\npassword = "{s["password"]}"\n')
     r.commit("add production config")
     r.remove("config/prod.py")
     r.commit("remove production config")
     for i in range(14):
-        r.write(f"app/m{i}.py", f"def step_{i}(x):\n    \"\"\"Step {i} of the pipeline, "
-                                f"documented.\"\"\"\n    return x + {i}\n")  # fmt: skip
-        r.write("src/lib.rs", r.path.joinpath("src/lib.rs").read_text()
-                + f"\npub fn f{i}(x: u32) -> u32 {{\n    x * {i + 2}\n}}\n")  # fmt: skip
+        r.write(
+            f"app/m{i}.py",
+            f'def step_{i}(x):\n    """Step {i} of the pipeline, '
+            f'documented."""\n    return x + {i}\n',
+        )
+        r.write(
+            "src/lib.rs",
+            r.path.joinpath("src/lib.rs").read_text()
+            + f"\npub fn f{i}(x: u32) -> u32 {{\n    x * {i + 2}\n}}\n",
+        )
         r.commit(f"step {i}: grow the library")
     # the future: only validation and test may see these lines
     for i in range(4):
-        r.write("app/core.py", f'TOKEN = "{s["late_token"]}"\n\n\ndef load(path):\n'
-                f'    """Read the configuration file at path."""\n    return open(path).read()\n'
-                f"\n\ndef future_{i}(x):\n    return x + FUTURE_MARKER_{i}\n")  # fmt: skip
-        r.write("src/lib.rs", r.path.joinpath("src/lib.rs").read_text()
-                + f"\npub fn later_{i}() -> u32 {{\n    FUTURE_MARKER_RS_{i}\n}}\n")  # fmt: skip
+        r.write(
+            "app/core.py",
+            f'TOKEN = "{s["late_token"]}"\n\n\ndef load(path):\n'
+            f'    """Read the configuration file at path."""\n    return open(path).read()\n'
+            f"\n\ndef future_{i}(x):\n    return x + FUTURE_MARKER_{i}\n",
+        )
+        r.write(
+            "src/lib.rs",
+            r.path.joinpath("src/lib.rs").read_text()
+            + f"\npub fn later_{i}() -> u32 {{\n    FUTURE_MARKER_RS_{i}\n}}\n",
+        )
         r.commit(f"future change {i}: FUTURE_MESSAGE_{i}")
     return r
 
 
 def run_build(repo, out: Path, *extra: str) -> dict:
-    overrides = ["tokenize.vocab_size=400", "build.seq_len=96", "build.batch_size=4",
-                 "build.shard_sequences=50", "split.test_fraction=0.12",
-                 "split.val_fraction=0.06", *extra]  # fmt: skip
+    overrides = [
+        "tokenize.vocab_size=400",
+        "build.seq_len=96",
+        "build.batch_size=4",
+        "build.shard_sequences=50",
+        "split.test_fraction=0.12",
+        "split.val_fraction=0.06",
+        *extra,
+    ]
     run_pipeline(out, repo.path, load_config(overrides=overrides), until="build")
     return json.loads((out / "dataset" / "stats.json").read_text())
 
 
 def rows(out: Path, part: str) -> list[dict]:
-    return [r for p in sorted((out / "dataset" / part).glob("*.parquet"))
-            for r in pq.read_table(p).to_pylist()]  # fmt: skip
+    return [
+        r
+        for p in sorted((out / "dataset" / part).glob("*.parquet"))
+        for r in pq.read_table(p).to_pylist()
+    ]
 
 
 def test_build_end_to_end(history, tmp_path: Path) -> None:
@@ -271,8 +327,9 @@ def test_build_end_to_end(history, tmp_path: Path) -> None:
     assert all(t <= cutoff for r in train for t in r["time"])
     assert all(t > cutoff for r in val + test for t in r["time"])
     train_text = "".join(r["text"] for r in train)
-    train_text += json.dumps(pq.read_table(out / "dataset/instructions/train.parquet").to_pylist(),
-                             default=str)  # fmt: skip
+    train_text += json.dumps(
+        pq.read_table(out / "dataset/instructions/train.parquet").to_pylist(), default=str
+    )
     assert "FUTURE_MARKER" not in train_text and "FUTURE_MESSAGE" not in train_text
     future_text = "".join(r["text"] for r in val + test)
     assert "FUTURE_MARKER_" in future_text and "FUTURE_MESSAGE_3" in future_text
@@ -287,8 +344,7 @@ def test_build_end_to_end(history, tmp_path: Path) -> None:
     assert any(sp.FIM_MIDDLE in r["text"] for r in train)
     assert stats["counts"]["fim_psm"] and stats["counts"]["fim_spm"]
     assert any("<|change:new_function|>" in r["text"] for r in train)
-    assert any("Adds two numbers together" in r["text"] and "Question:" in r["text"]
-               for r in train)  # fmt: skip
+    assert any("Adds two numbers together" in r["text"] and "Question:" in r["text"] for r in train)
 
     # the plan follows the formula
     plan = stats["plan"]
@@ -338,27 +394,40 @@ def test_dataset_loads_with_hugging_face_datasets(history, tmp_path: Path) -> No
     out = tmp_path / "run"
     run_build(history, out)
     d = out / "dataset"
-    ds = datasets.load_dataset("parquet", data_files={
-        p: sorted(str(f) for f in (d / p).glob("*.parquet")) for p in ("train", "val", "test")
-    }, cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    ds = datasets.load_dataset(
+        "parquet",
+        data_files={
+            p: sorted(str(f) for f in (d / p).glob("*.parquet")) for p in ("train", "val", "test")
+        },
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert ds["train"].num_rows > 0
     assert len(ds["train"][0]["input_ids"]) == 96
-    sft = datasets.load_dataset("parquet", data_files=str(d / "instructions/train.parquet"),
-                                cache_dir=str(tmp_path / "cache"))["train"]  # fmt: skip
+    sft = datasets.load_dataset(
+        "parquet",
+        data_files=str(d / "instructions/train.parquet"),
+        cache_dir=str(tmp_path / "cache"),
+    )["train"]
     assert set(sft.column_names) >= {"prompt", "completion"}
 
 
 def mix(name: str, **shares: float) -> list[str]:
     """--set overrides for a named mix; kinds not given get 0."""
-    return [f"build.mixes.{name}.{k}={shares.get(k, 0)}"
-            for k in ("files", "commits", "instructions", "qa")]  # fmt: skip
+    return [
+        f"build.mixes.{name}.{k}={shares.get(k, 0)}"
+        for k in ("files", "commits", "instructions", "qa")
+    ]
 
 
 def test_build_is_deterministic_and_follows_the_mix(history, tmp_path: Path) -> None:
     a = run_build(history, tmp_path / "a")
     # the same build with named mixes: the default dataset is byte for byte the same
-    b = run_build(history, tmp_path / "b", *mix("reasoning", instructions=0.7, qa=0.3),
-                  *mix("same", files=0.4, commits=0.35, instructions=0.15, qa=0.1))  # fmt: skip
+    b = run_build(
+        history,
+        tmp_path / "b",
+        *mix("reasoning", instructions=0.7, qa=0.3),
+        *mix("same", files=0.4, commits=0.35, instructions=0.15, qa=0.1),
+    )
     assert a["shards"] == b["shards"]
     assert a["mixes"] == {} and not (tmp_path / "a/dataset/mixes").exists()
     unchanged = lambda s: {k: v for k, v in s.items() if k not in ("mixes", "seconds")}  # noqa: E731
@@ -384,8 +453,9 @@ def test_build_is_deterministic_and_follows_the_mix(history, tmp_path: Path) -> 
     # the default's shares draw the default's copies: the same training shards
     assert b["mixes"]["same"]["shards"] == b["shards"]["train"]
     assert b["mixes"]["same"]["counts"]["fim_psm"] == b["counts"]["fim_psm"]
-    only_commits = run_build(history, tmp_path / "c", "build.mix.files=0", "build.mix.qa=0",
-                             "build.mix.instructions=0")  # fmt: skip
+    only_commits = run_build(
+        history, tmp_path / "c", "build.mix.files=0", "build.mix.qa=0", "build.mix.instructions=0"
+    )
     assert set(only_commits["tokens"]["train"]) == {"total", "commit"}
 
 
@@ -405,8 +475,9 @@ def test_a_future_with_nothing_kept_is_a_clear_error_when_required(git_repo, tmp
 
 def test_recency_makes_recent_commits_more_frequent(history, tmp_path: Path) -> None:
     # commits are a minute apart; a 90-second half-life leaves the oldest with almost no weight
-    stats = run_build(history, tmp_path / "run", "build.recency_half_life_days=0.001",
-                      "build.recency_floor=0.0")  # fmt: skip
+    stats = run_build(
+        history, tmp_path / "run", "build.recency_half_life_days=0.001", "build.recency_floor=0.0"
+    )
     seen: dict[str, int] = {}
     for r in rows(tmp_path / "run", "train"):
         for kind, sha in zip(r["kind"], r["sha"], strict=True):
@@ -414,8 +485,10 @@ def test_recency_makes_recent_commits_more_frequent(history, tmp_path: Path) -> 
                 seen[sha] = seen.get(sha, 0) + 1
     line = history.git("rev-list", "--reverse", "HEAD").split()
     cutoff = datetime.fromisoformat(stats["cutoff"]["cutoff_time"])
-    when = {s: datetime.fromtimestamp(int(history.git("log", "-1", "--format=%ct", s)),
-                                      timezone.utc) for s in line}  # fmt: skip
+    when = {
+        s: datetime.fromtimestamp(int(history.git("log", "-1", "--format=%ct", s)), timezone.utc)
+        for s in line
+    }
     train = [s for s in line if when[s] <= cutoff]
     assert seen.get(train[0], 0) == 0 and seen.get(train[-1], 0) >= 1
     assert seen.get(train[-1], 0) == max(seen.values())
@@ -458,8 +531,11 @@ def test_build_with_a_base_models_tokenizer(history, tmp_path: Path) -> None:
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     raw.train_from_iterator(["def f(x):\n    return x\n", "pub fn add() {}\n"] * 20, trainer)
     base = tmp_path / "base"
     PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>").save_pretrained(base)
@@ -493,8 +569,11 @@ def test_a_named_mix_without_data_is_a_clear_error(git_repo, tmp_path: Path) -> 
     for i in range(16):
         r.write(f"src/m{i}.py", f"def f{i}():\n    return {i}\n")
         r.commit(f"c{i}")
-    with pytest.raises(RepolmError, match="build.mixes.ask gives weight only to kinds with no "
-                       r"documents in this repository \(qa\)") as e:  # fmt: skip
+    with pytest.raises(
+        RepolmError,
+        match="build.mixes.ask gives weight only to kinds with no "
+        r"documents in this repository \(qa\)",
+    ) as e:
         run_build(r, tmp_path / "run", *mix("ask", qa=1))
     assert "build.mixes.ask.files" in e.value.hint
     assert "\n" not in str(e.value)

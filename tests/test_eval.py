@@ -73,13 +73,15 @@ def test_repolm_documents_are_scored_each_on_its_own(tiny_model: Path) -> None:
         scored += len(ids) - 1
     result = score_documents(load_model(tiny_model, precision="fp32"), docs)
     assert result["tokens"] == scored and result["bytes"] == sum(map(len, texts))
-    assert result["bits_per_byte"] == pytest.approx(sum(nll) / math.log(2) / result["bytes"],
-                                                    abs=ROUNDED_4)  # fmt: skip
+    assert result["bits_per_byte"] == pytest.approx(
+        sum(nll) / math.log(2) / result["bytes"], abs=ROUNDED_4
+    )
     # each commit's own figure: its documents' bits over its bytes
     a1 = (nll[0] + nll[2]) / math.log(2) / (len(texts[0]) + len(texts[2]))
-    assert result["by_commit"] == {"a1": pytest.approx(a1, abs=ROUNDED_4),
-                                   "b2": pytest.approx(nll[1] / math.log(2) / len(texts[1]),
-                                                       abs=ROUNDED_4)}  # fmt: skip
+    assert result["by_commit"] == {
+        "a1": pytest.approx(a1, abs=ROUNDED_4),
+        "b2": pytest.approx(nll[1] / math.log(2) / len(texts[1]), abs=ROUNDED_4),
+    }
 
 
 def test_a_record_knows_its_subject() -> None:
@@ -106,9 +108,14 @@ def test_segments_give_back_special_tokens() -> None:
     from repolm.build.documents import Tok
 
     assert segments("<|commit|><|date|>2021<|message|>fix <|file|>\n") == [
-        Tok("<|commit|>"), Tok("<|date|>"), "2021", Tok("<|message|>"), "fix ",
-        Tok("<|file|>"), "\n",
-    ]  # fmt: skip
+        Tok("<|commit|>"),
+        Tok("<|date|>"),
+        "2021",
+        Tok("<|message|>"),
+        "fix ",
+        Tok("<|file|>"),
+        "\n",
+    ]
     assert segments("plain") == ["plain"]
 
 
@@ -132,8 +139,9 @@ def test_conditioned_baseline_is_what_the_text_adds_to_the_training_text() -> No
     for c in ("xz -9e", "zstd -19"):
         s, f = out["seen"][c], out["fresh"][c]
         assert s["conditioned_bits_per_byte"] < 0.2 * s["bits_per_byte"]
-        assert s["conditioned_bytes"] == compress.COMPRESSORS[c](train + seen) - \
-            compress.COMPRESSORS[c](train)  # fmt: skip
+        assert s["conditioned_bytes"] == compress.COMPRESSORS[c](
+            train + seen
+        ) - compress.COMPRESSORS[c](train)
         assert s["bits_per_byte"] == round(8 * compress.COMPRESSORS[c](seen) / len(seen), 4)
         assert f["conditioned_bits_per_byte"] > 0.5 * f["bits_per_byte"]
     assert "conditioned_bits_per_byte" not in compress.baselines({"x": seen}, b"")["x"]["xz -9e"]
@@ -141,10 +149,21 @@ def test_conditioned_baseline_is_what_the_text_adds_to_the_training_text() -> No
 
 # -- the stage end to end ---------------------------------------------------------------------
 
-DATA = ["tokenize.vocab_size=400", "build.seq_len=64", "build.batch_size=4",
-        "split.test_fraction=0.12", "split.val_fraction=0.08"]  # fmt: skip
-TINY = [*TINY_MODEL, "train.micro_batch=4", "train.max_steps=30", "train.eval_every=10",
-        "train.eval_sequences=8", "train.hardware_every_s=0.2"]  # fmt: skip
+DATA = [
+    "tokenize.vocab_size=400",
+    "build.seq_len=64",
+    "build.batch_size=4",
+    "split.test_fraction=0.12",
+    "split.val_fraction=0.08",
+]
+TINY = [
+    *TINY_MODEL,
+    "train.micro_batch=4",
+    "train.max_steps=30",
+    "train.eval_every=10",
+    "train.eval_sequences=8",
+    "train.hardware_every_s=0.2",
+]
 FAST = ["eval.tasks=[]", "eval.suites=[]"]
 
 
@@ -163,8 +182,7 @@ def fresh(trained: tuple[Path, Path], tmp_path: Path) -> Path:
 def test_the_stage_reports_bits_per_byte_next_to_the_compressors(trained, tmp_path) -> None:
     repo, _ = trained
     out = fresh(trained, tmp_path)
-    outcomes = run_pipeline(out, repo, load_config(overrides=[*DATA, *TINY, *FAST]),
-                            only=["eval"])  # fmt: skip
+    outcomes = run_pipeline(out, repo, load_config(overrides=[*DATA, *TINY, *FAST]), only=["eval"])
     assert {o.stage: o.status for o in outcomes}["eval"] == "done"
     assert {o.status for o in outcomes if o.stage != "eval"} == {"cached"}
     report = json.loads((out / "eval" / "report.json").read_text())
@@ -181,8 +199,10 @@ def test_the_stage_reports_bits_per_byte_next_to_the_compressors(trained, tmp_pa
     assert {"text", "compressors", "main: bits per byte"} <= set(report["timings"])
     assert report["timings"]["main: bits per byte"]["peak_rss_bytes"] > 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["eval"]["models"]["main"]["bits_per_byte"] == \
-        report["models"]["main"]["bits_per_byte"]["test"]["bits_per_byte"]  # fmt: skip
+    assert (
+        manifest["eval"]["models"]["main"]["bits_per_byte"]
+        == report["models"]["main"]["bits_per_byte"]["test"]["bits_per_byte"]
+    )
     # the held-out text: whole records, the header once, in the training format
     records = pq.read_table(out / "dataset" / "eval" / "future_records.parquet").to_pylist()
     test = [r["text"] for r in records if r["split"] == "test"]
@@ -220,10 +240,19 @@ def test_a_mistyped_suite_fails_before_any_model_is_scored(trained, tmp_path, mo
 def test_a_fine_tuned_model_is_measured_next_to_its_base(tmp_path: Path) -> None:
     base = save_base_model(tmp_path / "base")
     repo = calc_history(tmp_path / "repo")
-    sets = [*DATA, "tokenize.kind=base", f"tokenize.base_model={base}",
-            f"models.main.base={base}", "models.main.method=lora", "train.micro_batch=4",
-            "train.max_steps=4", "train.eval_every=2", "train.eval_sequences=8",
-            "train.hardware_every_s=0.2", *FAST]  # fmt: skip
+    sets = [
+        *DATA,
+        "tokenize.kind=base",
+        f"tokenize.base_model={base}",
+        f"models.main.base={base}",
+        "models.main.method=lora",
+        "train.micro_batch=4",
+        "train.max_steps=4",
+        "train.eval_every=2",
+        "train.eval_sequences=8",
+        "train.hardware_every_s=0.2",
+        *FAST,
+    ]
     out = tmp_path / "run"
     run_pipeline(out, repo.path, load_config(overrides=sets), until="eval")
     report = json.loads((out / "eval" / "report.json").read_text())["models"]["main"]
@@ -248,8 +277,14 @@ def test_eval_cli_prints_the_table_and_compares_runs(trained, tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     assert "bits per byte on the future" in r.stdout and "xz -9e" in r.stdout
     assert "model main: fewer bits than xz on" in r.stdout
-    for needle in ("completion", "recall@5", "retrieval", "co_change", "template",
-                   "suite reasoning"):  # fmt: skip
+    for needle in (
+        "completion",
+        "recall@5",
+        "retrieval",
+        "co_change",
+        "template",
+        "suite reasoning",
+    ):
         assert needle in r.stdout, needle
     report = json.loads((out / "eval" / "report.json").read_text())["models"]["main"]
     assert set(report["tasks"]) == {"completion", "next_change", "commit_messages"}
@@ -269,8 +304,16 @@ def test_eval_perplexity_on_parquet_jsonl_and_text(tiny_model: Path, tmp_path: P
     (tmp_path / "c.txt").write_text(TEXT)
     results = {}
     for name in ("a.parquet", "b.jsonl", "c.txt"):
-        r = cli("eval", "perplexity", "--model", str(tiny_model), "--data", str(tmp_path / name),
-                "--json", str(tmp_path / f"{name}.json"))  # fmt: skip
+        r = cli(
+            "eval",
+            "perplexity",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(tmp_path / name),
+            "--json",
+            str(tmp_path / f"{name}.json"),
+        )
         assert r.returncode == 0, r.stderr
         results[name] = json.loads((tmp_path / f"{name}.json").read_text())
         assert json.loads(r.stdout) == results[name]
@@ -282,8 +325,10 @@ def test_eval_perplexity_on_parquet_jsonl_and_text(tiny_model: Path, tmp_path: P
 
 def test_eval_perplexity_bad_input_is_one_line(tiny_model: Path, tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
-    for data, needle in ((tmp_path / "missing.txt", "does not exist"),
-                         (tmp_path / "bad.jsonl", "bad.jsonl:2: not JSON")):  # fmt: skip
+    for data, needle in (
+        (tmp_path / "missing.txt", "does not exist"),
+        (tmp_path / "bad.jsonl", "bad.jsonl:2: not JSON"),
+    ):
         r = cli("eval", "perplexity", "--model", str(tiny_model), "--data", str(data))
         assert r.returncode == 2 and needle in r.stderr
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -299,15 +344,18 @@ def test_suite_code_and_qa_commands(tiny_model: Path, tmp_path: Path) -> None:
         "  - id: t1\n    category: architecture\n    prompt: What does add do?\n"
         "    rubric: {required: [sum], reference: It returns the sum of a and b.}\n"
     )
-    r = cli("eval", "suite", "--model", str(tiny_model), "--suite", str(suite),
-            "--max-new-tokens", "8")  # fmt: skip
+    r = cli(
+        "eval", "suite", "--model", str(tiny_model), "--suite", str(suite), "--max-new-tokens", "8"
+    )
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["counts"]["tests"] == 1 and 0 <= result["overall"] <= 100
 
     qa = tmp_path / "qa.jsonl"
-    qa.write_text(json.dumps({"question": "Who adds?", "answer": "add", "context": TEXT,
-                              "chunk_ids": ["c1"]}) + "\n")  # fmt: skip
+    qa.write_text(
+        json.dumps({"question": "Who adds?", "answer": "add", "context": TEXT, "chunk_ids": ["c1"]})
+        + "\n"
+    )
     r = cli("eval", "qa", "--model", str(tiny_model), "--data", str(qa))
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)

@@ -79,9 +79,20 @@ def test_identifiers_rust_tree_sitter() -> None:
     # Rust's `self` is a keyword and `u32` a primitive type; `Self`, `Vec` are type identifiers,
     # `collect` and `.total` field identifiers, `std::iter::once` three identifiers
     assert identifiers(RUST, "Rust") == [
-        "add", "a", "Self", "total", "Vec", "std", "iter", "once", "a", "collect",
-        "total", "total", "total",
-    ]  # fmt: skip
+        "add",
+        "a",
+        "Self",
+        "total",
+        "Vec",
+        "std",
+        "iter",
+        "once",
+        "a",
+        "collect",
+        "total",
+        "total",
+        "total",
+    ]
 
 
 def test_identifiers_other_grammar_names() -> None:

@@ -145,18 +145,26 @@ def test_the_parent_environment_does_not_reach_the_program(monkeypatch: pytest.M
     assert result.passed
     assert "REPOLM_SECRET" not in result.detail and "xyz" not in result.detail
     assert {kv.split("=")[0] for kv in result.detail.split()} <= {
-        "PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "LC_ALL",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
         "MKL_NUM_THREADS",
-    }  # fmt: skip
+    }
 
 
 def test_destructive_helpers_are_disabled_and_early_exits_do_not_pass() -> None:
-    results = run_many([
-        "import os\nos.kill(os.getpid(), 9)\n",
-        "import shutil\nshutil.rmtree('.')\n",
-        "import sys\nsys.exit(0)\n",
-        "import os\nos._exit(0)\n",
-    ])  # fmt: skip
+    results = run_many(
+        [
+            "import os\nos.kill(os.getpid(), 9)\n",
+            "import shutil\nshutil.rmtree('.')\n",
+            "import sys\nsys.exit(0)\n",
+            "import os\nos._exit(0)\n",
+        ]
+    )
     assert [r.status for r in results] == ["failed"] * 4
     assert "NoneType" in results[0].detail and "SystemExit" in results[2].detail
 
@@ -198,15 +206,23 @@ def _write_mbpp(path: Path, rows: list[dict]) -> Path:
 
 
 MBPP_ROWS = [
-    {"task_id": 11, "text": "Write a function to add two numbers.",
-     "code": "def add(a, b):\n    return a + b", "test_setup_code": "import math",
-     "test_list": ["assert add(1, 2) == 3", "assert add(2, 2) == math.sqrt(16)"],
-     "challenge_test_list": []},
-    {"task_id": 12, "text": "Write a function to double a number.",
-     "code": "def double(a):\n    return a + 2", "test_setup_code": "",
-     "test_list": ["assert double(3) == 6", "assert double(0) == 0"],
-     "challenge_test_list": []},
-]  # fmt: skip
+    {
+        "task_id": 11,
+        "text": "Write a function to add two numbers.",
+        "code": "def add(a, b):\n    return a + b",
+        "test_setup_code": "import math",
+        "test_list": ["assert add(1, 2) == 3", "assert add(2, 2) == math.sqrt(16)"],
+        "challenge_test_list": [],
+    },
+    {
+        "task_id": 12,
+        "text": "Write a function to double a number.",
+        "code": "def double(a):\n    return a + 2",
+        "test_setup_code": "",
+        "test_list": ["assert double(3) == 6", "assert double(0) == 0"],
+        "challenge_test_list": [],
+    },
+]
 
 
 def test_mbpp_from_a_file_scores_half_with_one_right_and_one_wrong_solution(

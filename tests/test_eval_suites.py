@@ -28,28 +28,46 @@ def make_shop(path: Path) -> GitRepo:
     r = GitRepo(path)
     r.write("README.md", "# Shopkeeper\n\nA small shop: carts, prices and a store.\n")
     for i in range(10):
-        r.write("shop/cart.py", (
-            "from store.db import Store\n\n\n"
-            f"def add_item(cart, item):\n    cart.append(item * {i})\n    return cart\n\n\n"
-            "def remove_item(cart, item):\n    cart.remove(item)\n    return cart\n"))  # fmt: skip
+        r.write(
+            "shop/cart.py",
+            (
+                "from store.db import Store\n\n\n"
+                f"def add_item(cart, item):\n    cart.append(item * {i})\n    return cart\n\n\n"
+                "def remove_item(cart, item):\n    cart.remove(item)\n    return cart\n"
+            ),
+        )
         if i % 2 == 0:
-            r.write("shop/pricing.py", (
-                "from shop.cart import add_item\n\n\n"
-                f"def total(cart):\n    return sum(cart) + {i}\n\n\n"
-                "class Discount:\n    def apply(self, price):\n"
-                "        return price * 0.9\n"))  # fmt: skip
+            r.write(
+                "shop/pricing.py",
+                (
+                    "from shop.cart import add_item\n\n\n"
+                    f"def total(cart):\n    return sum(cart) + {i}\n\n\n"
+                    "class Discount:\n    def apply(self, price):\n"
+                    "        return price * 0.9\n"
+                ),
+            )
         if i % 4 == 0:
-            r.write("store/db.py", (
-                f"class Store:\n    def get(self, key):\n        return key * {i}\n\n\n"
-                "def connect(url):\n    return Store()\n"))  # fmt: skip
+            r.write(
+                "store/db.py",
+                (
+                    f"class Store:\n    def get(self, key):\n        return key * {i}\n\n\n"
+                    "def connect(url):\n    return Store()\n"
+                ),
+            )
         if i % 3 == 0:
-            r.write("tests/test_cart.py", (
-                "from shop.cart import add_item, remove_item\n\n\n"
-                f"def test_add_item():\n    assert add_item([], 1) == [{i}]\n\n\n"
-                "def test_remove_item():\n    assert remove_item([1], 1) == []\n"))  # fmt: skip
+            r.write(
+                "tests/test_cart.py",
+                (
+                    "from shop.cart import add_item, remove_item\n\n\n"
+                    f"def test_add_item():\n    assert add_item([], 1) == [{i}]\n\n\n"
+                    "def test_remove_item():\n    assert remove_item([1], 1) == []\n"
+                ),
+            )
         if i == 1:
-            r.write("shop/cli.py", "from shop.pricing import total\n\n\n"
-                                   "def main():\n    print(total([1, 2]))\n")  # fmt: skip
+            r.write(
+                "shop/cli.py",
+                "from shop.pricing import total\n\n\ndef main():\n    print(total([1, 2]))\n",
+            )
         r.commit(f"step {i}")
     return r
 
@@ -114,11 +132,19 @@ def test_facts_of_the_shop_repository(facts: RepoFacts) -> None:
     assert facts.entry_point == "shop/cli.py"
 
 
-@pytest.mark.parametrize(("path", "is_test"), [
-    ("tests/test_cart.py", True), ("src/cart_test.go", True), ("web/cart.test.js", True),
-    ("src/test/java/CartTest.java", True), ("spec/cart_spec.rb", True), ("pkg/contest.py", False),
-    ("src/cart.py", False), ("src/latest.rs", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "is_test"),
+    [
+        ("tests/test_cart.py", True),
+        ("src/cart_test.go", True),
+        ("web/cart.test.js", True),
+        ("src/test/java/CartTest.java", True),
+        ("spec/cart_spec.rb", True),
+        ("pkg/contest.py", False),
+        ("src/cart.py", False),
+        ("src/latest.rs", False),
+    ],
+)
 def test_test_paths(path: str, is_test: bool) -> None:
     assert is_test_path(path) is is_test
 
@@ -130,8 +156,10 @@ def test_template_fills_from_the_repository(run_dir: Path, facts: RepoFacts) -> 
         assert not re.search(r"\{[A-Za-z_]\w*\}", text), text
     by_id = {t.id: t for t in filled.tests}
     role = by_id["architecture-module-role"]
-    assert role.prompt == ("What is the responsibility of shop.cart (shop/cart.py) in "
-                           "shopkeeper, and what are its most important functions?")  # fmt: skip
+    assert role.prompt == (
+        "What is the responsibility of shop.cart (shop/cart.py) in "
+        "shopkeeper, and what are its most important functions?"
+    )
     assert role.rubric.required[0].name == "shop.cart"
     assert role.rubric.required[0].synonyms == ["shop/cart.py", "cart"]
     assert role.rubric.required[1].name == "add_item"
@@ -157,8 +185,11 @@ def test_template_fills_from_the_repository(run_dir: Path, facts: RepoFacts) -> 
 def test_tests_needing_missing_facts_are_dropped(facts: RepoFacts) -> None:
     bare = dataclasses.replace(facts, test_files=(), tests=(), entry_point=None)
     filled = fill(template(), bare)
-    assert set(filled.dropped) == {"edge-cases-tests", "architecture-entry-point",
-                                   "incentives-abuse"}  # fmt: skip
+    assert set(filled.dropped) == {
+        "edge-cases-tests",
+        "architecture-entry-point",
+        "incentives-abuse",
+    }
     assert "{test_file}" in filled.dropped["edge-cases-tests"]
     assert len(filled.tests) == 27
     assert score_suite(filled, {})["counts"]["dropped"] == 3
@@ -188,15 +219,21 @@ def test_concept_share_all_some_none() -> None:
 
 
 def test_terms_synonyms_prefixes_and_regexes() -> None:
-    r = rubric(required=[
-        {"name": "cache", "synonyms": ["memoi*"]},
-        {"name": "rate limit"},
-        {"name": "big-O", "synonyms": [r"re:\bO\([^)]*\)"]},
-        {"name": "I/O"},
-    ])  # fmt: skip
+    r = rubric(
+        required=[
+            {"name": "cache", "synonyms": ["memoi*"]},
+            {"name": "rate limit"},
+            {"name": "big-O", "synonyms": [r"re:\bO\([^)]*\)"]},
+            {"name": "I/O"},
+        ]
+    )
     s = score_answer("Memoizing helps; add a Rate-Limit; it is O(n log n) in disk i/o.", r)
-    assert s.found == {"cache": "Memoizing", "rate limit": "Rate-Limit", "big-O": "O(n log n)",
-                       "I/O": "i/o"}  # fmt: skip
+    assert s.found == {
+        "cache": "Memoizing",
+        "rate limit": "Rate-Limit",
+        "big-O": "O(n log n)",
+        "I/O": "i/o",
+    }
     assert s.score == 100.0
     # whole words only: a longer word is not the concept
     miss = score_answer("The cachet of a ratelimiter is Ohm-like.", r)
@@ -204,8 +241,9 @@ def test_terms_synonyms_prefixes_and_regexes() -> None:
 
 
 def test_forbidden_claims_subtract_and_clamp() -> None:
-    r = rubric(required=["cart"], forbidden=[r"re:\bis unused\b",
-                                             {"name": "dead code", "weight": 3}])  # fmt: skip
+    r = rubric(
+        required=["cart"], forbidden=[r"re:\bis unused\b", {"name": "dead code", "weight": 3}]
+    )
     hit = score_answer("The cart module is unused.", r)
     assert hit.score == 75.0 and hit.penalty == 25.0
     assert hit.forbidden == {r"re:\bis unused\b": "is unused"}
@@ -220,28 +258,45 @@ def test_reference_and_the_worked_example_of_the_docs() -> None:
     s = score_answer("The cart module stores items", only)
     assert s.reference == pytest.approx(2 * 0.625 / 1.625) and s.concepts is None
     assert s.score == round(100 * 2 * 0.625 / 1.625, 2) == 76.92
-    worked = rubric(required=[{"name": "retry", "weight": 2}, "backoff", "jitter"],
-                    forbidden=[r"re:\bretry forever\b"],
-                    reference="retry with exponential backoff")  # fmt: skip
+    worked = rubric(
+        required=[{"name": "retry", "weight": 2}, "backoff", "jitter"],
+        forbidden=[r"re:\bretry forever\b"],
+        reference="retry with exponential backoff",
+    )
     s = score_answer("Callers retry forever with exponential backoff", worked)
     assert s.concepts == 0.75 and s.reference == pytest.approx(0.8)
     assert s.score == 51.5  # 70 * 0.75 + 30 * 0.8 - 25
     assert "51.5" in DOCS.read_text()
-    even = rubric(required=["retry"], reference="retry with backoff",
-                  weights={"concepts": 50, "reference": 50, "penalty": 10})  # fmt: skip
+    even = rubric(
+        required=["retry"],
+        reference="retry with backoff",
+        weights={"concepts": 50, "reference": 50, "penalty": 10},
+    )
     assert score_answer("retry", even).score == 75.0  # 50 * 1 + 50 * (2 * 1 * 1/3 / (4/3))
 
 
 def test_score_suite_means_per_category_and_overall() -> None:
-    suite = Suite.model_validate({"name": "s", "tests": [
-        {"id": "a", "category": "x", "prompt": "?", "rubric": {"required": ["cart"]}},
-        {"id": "b", "category": "x", "prompt": "?", "rubric": {"required": ["cart", "store"]}},
-        {"id": "c", "category": "y", "prompt": "?", "rubric": {"required": ["store"]}},
-    ]})  # fmt: skip
+    suite = Suite.model_validate(
+        {
+            "name": "s",
+            "tests": [
+                {"id": "a", "category": "x", "prompt": "?", "rubric": {"required": ["cart"]}},
+                {
+                    "id": "b",
+                    "category": "x",
+                    "prompt": "?",
+                    "rubric": {"required": ["cart", "store"]},
+                },
+                {"id": "c", "category": "y", "prompt": "?", "rubric": {"required": ["store"]}},
+            ],
+        }
+    )
     result = score_suite(suite, {"a": "cart", "b": "cart"})
     assert [t["score"] for t in result["tests"]] == [100.0, 50.0, 0.0]
-    assert result["categories"] == {"x": {"score": 75.0, "tests": 2},
-                                    "y": {"score": 0.0, "tests": 1}}  # fmt: skip
+    assert result["categories"] == {
+        "x": {"score": 75.0, "tests": 2},
+        "y": {"score": 0.0, "tests": 1},
+    }
     assert result["overall"] == 50.0
     assert result["counts"] == {"tests": 3, "answered": 2, "unanswered": ["c"], "dropped": 0}
     assert result["tests"][1]["missing"] == ["store"]
@@ -254,22 +309,45 @@ def test_score_suite_means_per_category_and_overall() -> None:
 GOOD_TEST = "  - id: t1\n    category: c\n    prompt: Why?\n    rubric: {required: [a]}\n"
 
 
-@pytest.mark.parametrize(("body", "expected", "hint"), [
-    ("  - id: bad-test\n    category: c\n    promt: Why?\n    rubric: {required: [a]}\n",
-     "test 'bad-test': unknown key 'promt'", "did you mean 'prompt'"),
-    ("  - id: bad-test\n    category: c\n    rubric: {required: [a]}\n",
-     "test 'bad-test': missing key 'prompt'", "docs/suites.md"),
-    ("  - id: bad-test\n    category: c\n    prompt: Why?\n"
-     "    rubric: {required: [{name: a, synonym: [b]}]}\n",
-     "test 'bad-test': unknown key 'rubric.required[0].synonym'", "did you mean 'synonyms'"),
-    ("  - id: bad-test\n    category: c\n    prompt: Why?\n    rubric: {required: ['re:(']}\n",
-     "test 'bad-test': rubric.required[0].name: invalid regular expression", None),
-    ("  - id: bad-test\n    category: c\n    prompt: Why?\n    rubric: {forbidden: [x]}\n",
-     "test 'bad-test': rubric: a rubric needs required concepts", None),
-    ("  - id: bad-test\n    category: c\n    prompt: Where is {modul}?\n"
-     "    rubric: {required: [a]}\n", "test 'bad-test': unknown placeholder {modul}", None),
-    (GOOD_TEST, "test id 't1' is used twice", None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "expected", "hint"),
+    [
+        (
+            "  - id: bad-test\n    category: c\n    promt: Why?\n    rubric: {required: [a]}\n",
+            "test 'bad-test': unknown key 'promt'",
+            "did you mean 'prompt'",
+        ),
+        (
+            "  - id: bad-test\n    category: c\n    rubric: {required: [a]}\n",
+            "test 'bad-test': missing key 'prompt'",
+            "docs/suites.md",
+        ),
+        (
+            "  - id: bad-test\n    category: c\n    prompt: Why?\n"
+            "    rubric: {required: [{name: a, synonym: [b]}]}\n",
+            "test 'bad-test': unknown key 'rubric.required[0].synonym'",
+            "did you mean 'synonyms'",
+        ),
+        (
+            "  - id: bad-test\n    category: c\n    prompt: Why?\n"
+            "    rubric: {required: ['re:(']}\n",
+            "test 'bad-test': rubric.required[0].name: invalid regular expression",
+            None,
+        ),
+        (
+            "  - id: bad-test\n    category: c\n    prompt: Why?\n    rubric: {forbidden: [x]}\n",
+            "test 'bad-test': rubric: a rubric needs required concepts",
+            None,
+        ),
+        (
+            "  - id: bad-test\n    category: c\n    prompt: Where is {modul}?\n"
+            "    rubric: {required: [a]}\n",
+            "test 'bad-test': unknown placeholder {modul}",
+            None,
+        ),
+        (GOOD_TEST, "test id 't1' is used twice", None),
+    ],
+)
 def test_bad_suites_name_the_file_and_the_test(
     tmp_path: Path, body: str, expected: str, hint: str | None
 ) -> None:
@@ -297,9 +375,11 @@ def test_bad_yaml_and_bad_top_level(tmp_path: Path) -> None:
 
 def test_a_suite_without_placeholders_needs_no_run(tmp_path: Path) -> None:
     path = tmp_path / "plain.yaml"
-    path.write_text("name: plain\ntests:\n  - id: t\n    category: c\n"
-                    "    prompt: 'What does {{x}} print?'\n"
-                    "    rubric: {required: [x]}\n")  # fmt: skip
+    path.write_text(
+        "name: plain\ntests:\n  - id: t\n    category: c\n"
+        "    prompt: 'What does {{x}} print?'\n"
+        "    rubric: {required: [x]}\n"
+    )
     suite = suites.resolve_suite(path)
     assert suite.tests[0].prompt == "What does {x} print?"
 
@@ -311,12 +391,25 @@ def test_run_suite_with_a_tiny_model(tmp_path: Path) -> None:
     from repolm.eval.generate import load_model
 
     lm = load_model(save_base_model(tmp_path / "base"), precision="fp32")
-    suite = Suite.model_validate({"name": "tiny", "tests": [
-        {"id": "one", "category": "architecture", "prompt": "What does op_1 return?",
-         "rubric": {"required": ["op_1"], "reference": "a * 1 + b"}},
-        {"id": "two", "category": "performance", "prompt": "Is op_2 fast?",
-         "rubric": {"required": ["fast"]}},
-    ]})  # fmt: skip
+    suite = Suite.model_validate(
+        {
+            "name": "tiny",
+            "tests": [
+                {
+                    "id": "one",
+                    "category": "architecture",
+                    "prompt": "What does op_1 return?",
+                    "rubric": {"required": ["op_1"], "reference": "a * 1 + b"},
+                },
+                {
+                    "id": "two",
+                    "category": "performance",
+                    "prompt": "Is op_2 fast?",
+                    "rubric": {"required": ["fast"]},
+                },
+            ],
+        }
+    )
     result = suites.run_suite(lm, suite, max_new_tokens=6)
     assert [t["id"] for t in result["tests"]] == ["one", "two"]
     for t in result["tests"]:

@@ -53,17 +53,24 @@ METHOD = "    def m(self):\n        return [\n    1]\n"
 JS_TEST = "it('adds {', () => {\n  expect(add(1, 2)).toBe(3);\n});\n"
 
 
-@pytest.mark.parametrize(("language", "unit", "after"), [
-    ("Python", PYTHON_UNIT, "    # trailing comments are left out\n# as is this one\n\ndef g():\n"),
-    ("Python", METHOD, "\n    def n(self):\n        pass\n"),
-    ("Python", "def f(): return 1\n", "def g(): pass\n"),
-    ("Rust", RUST_UNIT, "\nfn g() {}\n"),
-    ("JavaScript", JS_TEST, "\nit('b', () => {});\n"),
-    ("JavaScript", "function f({a, b}) {\n  return `${a}}`;\n}\n", "function g() {}\n"),
-    ("JavaScript", "const f = (a) =>\n  a + 1;\n", "const g = 2;\n"),
-    ("Java", "@SuppressWarnings({\"a\"})\nvoid f() {\n  /* } */\n  x();\n}\n", "void g() {}\n"),
-    ("Go", "func (r *T) F() string {\n\treturn `}`\n}\n", "\nfunc G() {}\n"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("language", "unit", "after"),
+    [
+        (
+            "Python",
+            PYTHON_UNIT,
+            "    # trailing comments are left out\n# as is this one\n\ndef g():\n",
+        ),
+        ("Python", METHOD, "\n    def n(self):\n        pass\n"),
+        ("Python", "def f(): return 1\n", "def g(): pass\n"),
+        ("Rust", RUST_UNIT, "\nfn g() {}\n"),
+        ("JavaScript", JS_TEST, "\nit('b', () => {});\n"),
+        ("JavaScript", "function f({a, b}) {\n  return `${a}}`;\n}\n", "function g() {}\n"),
+        ("JavaScript", "const f = (a) =>\n  a + 1;\n", "const g = 2;\n"),
+        ("Java", '@SuppressWarnings({"a"})\nvoid f() {\n  /* } */\n  x();\n}\n', "void g() {}\n"),
+        ("Go", "func (r *T) F() string {\n\treturn `}`\n}\n", "\nfunc G() {}\n"),
+    ],
+)
 def test_unit_end_cuts_after_the_unit(language: str, unit: str, after: str) -> None:
     assert unit_end(unit + after, language) == len(unit)
 
@@ -86,9 +93,17 @@ def test_plain_body_is_the_generation_after_the_given_first_line() -> None:
 
 def test_fim_prompt_is_the_training_builders_psm() -> None:
     segments = cp.fim_prompt("src/a.py", "Python", "x = 1\ndef f():\n", "\ny = 2\n")
-    assert segments == [dm.Tok("<|file|>"), "src/a.py\n", dm.Tok("<|module|>"), "a\n",
-                        dm.Tok("<|fim_prefix|>"), "x = 1\ndef f():\n", dm.Tok("<|fim_suffix|>"),
-                        "\ny = 2\n", dm.Tok("<|fim_middle|>")]  # fmt: skip
+    assert segments == [
+        dm.Tok("<|file|>"),
+        "src/a.py\n",
+        dm.Tok("<|module|>"),
+        "a\n",
+        dm.Tok("<|fim_prefix|>"),
+        "x = 1\ndef f():\n",
+        dm.Tok("<|fim_suffix|>"),
+        "\ny = 2\n",
+        dm.Tok("<|fim_middle|>"),
+    ]
     assert cp.plain_prompt("a.py", "Python", "def f():\n")[-1] == "def f():"
 
 
@@ -101,10 +116,23 @@ def write(path: Path, rows: list[dict[str, Any]], schema: pa.Schema | None = Non
 
 
 def completion_row(**kw: Any) -> dict[str, Any]:
-    row = {"sha": "f1", "time": T0, "split": "test", "path": "src/p.py", "language": "Python",
-           "kind": "function", "name": "x", "qualified_name": "x", "change_type": "new_function",
-           "start_line": 1, "end_line": 2, "prefix": "", "target": "", "suffix": "",
-           "seen_in_train": False}  # fmt: skip
+    row = {
+        "sha": "f1",
+        "time": T0,
+        "split": "test",
+        "path": "src/p.py",
+        "language": "Python",
+        "kind": "function",
+        "name": "x",
+        "qualified_name": "x",
+        "change_type": "new_function",
+        "start_line": 1,
+        "end_line": 2,
+        "prefix": "",
+        "target": "",
+        "suffix": "",
+        "seen_in_train": False,
+    }
     return row | kw
 
 
@@ -116,14 +144,15 @@ SNAPSHOT_UNITS = [
 
 
 def test_retrieval_finds_the_most_similar_function(tmp_path: Path) -> None:
-    index = cp.SnapshotIndex([{"language": "Python", "kind": "function", "text": t}
-                              for t in SNAPSHOT_UNITS] +
-                             [{"language": "Rust", "kind": "function",
-                               "text": "fn parse_header() {}\n"}])  # fmt: skip
+    index = cp.SnapshotIndex(
+        [{"language": "Python", "kind": "function", "text": t} for t in SNAPSHOT_UNITS]
+        + [{"language": "Rust", "kind": "function", "text": "fn parse_header() {}\n"}]
+    )
     query = cp.retrieval_query("import re\n", "def parse_header(raw_line):\n")
     assert index.most_similar("Python", query) == SNAPSHOT_UNITS[0]
-    assert index.most_similar("Python", cp.code_terms("def render_page(t, b):")) == \
-        SNAPSHOT_UNITS[1]  # fmt: skip
+    assert (
+        index.most_similar("Python", cp.code_terms("def render_page(t, b):")) == SNAPSHOT_UNITS[1]
+    )
     assert index.most_similar("Go", query) is None
     assert cp.code_terms("getUserID x_y") == ["getuserid", "get", "user", "id", "x_y"]
     assert cp.reindent("def f():\n    return 1\n", "    ") == "    def f():\n        return 1\n"
@@ -131,19 +160,29 @@ def test_retrieval_finds_the_most_similar_function(tmp_path: Path) -> None:
 
 def test_completion_baseline_on_hand_tables(tmp_path: Path) -> None:
     run, eval_dir = tmp_path / "run", tmp_path / "run" / "dataset" / "eval"
-    units = [{"source": "snapshot", "language": "Python", "kind": "function", "text": t}
-             for t in SNAPSHOT_UNITS]  # fmt: skip
+    units = [
+        {"source": "snapshot", "language": "Python", "kind": "function", "text": t}
+        for t in SNAPSHOT_UNITS
+    ]
     section = {"source": "snapshot", "language": "Markdown", "kind": "section", "text": "# x\n"}
     write(run / "filter" / "chunks.parquet", [*units, section])
-    write(eval_dir / "completion.parquet", [
-        # modified, its body unchanged: the snapshot's version is retrieved, moved to a method
-        completion_row(target="    def parse_header(self, line):\n        key, _, value = "
-                              "line.partition(':')\n        return key, value\n",
-                       prefix="class P:\n", change_type="modified_function", seen_in_train=True),
-        completion_row(target="def render_page(title, body):\n    return title + body\n"),
-        completion_row(target="def one(): return 1\n"),  # nothing after its first line
-        completion_row(target="def other():\n    pass\n", split="val"),
-    ], SCHEMAS["completion"])  # fmt: skip
+    write(
+        eval_dir / "completion.parquet",
+        [
+            # modified, its body unchanged: the snapshot's version is retrieved, moved to a method
+            completion_row(
+                target="    def parse_header(self, line):\n        key, _, value = "
+                "line.partition(':')\n        return key, value\n",
+                prefix="class P:\n",
+                change_type="modified_function",
+                seen_in_train=True,
+            ),
+            completion_row(target="def render_page(title, body):\n    return title + body\n"),
+            completion_row(target="def one(): return 1\n"),  # nothing after its first line
+            completion_row(target="def other():\n    pass\n", split="val"),
+        ],
+        SCHEMAS["completion"],
+    )
     result = cp.evaluate_completion(None, eval_dir, run, split="test")
     assert "metrics" not in result and result["n"] == 2 and result["n_unseen"] == 1
     scores = result["baselines"]["retrieval"]
@@ -158,8 +197,14 @@ def test_completion_baseline_on_hand_tables(tmp_path: Path) -> None:
 
 
 # next change: commits c1..c4 (training), then F and G (test)
-A, B, C, D, E, Z = ("src/parser.py", "docs/guide.md", "src/lexer.py", "setup.py", "old.py",
-                    "vendor/zlib.c")  # fmt: skip
+A, B, C, D, E, Z = (
+    "src/parser.py",
+    "docs/guide.md",
+    "src/lexer.py",
+    "setup.py",
+    "old.py",
+    "vendor/zlib.c",
+)
 HISTORY = [  # sha, message, [(path, status)]
     ("c1", "start", [(A, "added"), (B, "added"), (E, "added")]),
     ("c2", "lexer", [(A, "modified"), (C, "added")]),
@@ -174,13 +219,29 @@ HISTORY = [  # sha, message, [(path, status)]
 def write_history(run: Path) -> None:
     commits, changes = [], []
     for n, (sha, message, files) in enumerate(HISTORY):
-        commits.append({"sha": sha, "author_name": "Ada", "commit_time": T0 + timedelta(hours=n),
-                        "message": message, "split": "test" if sha in "FG" else "train",
-                        "is_merge": sha == "m1"})  # fmt: skip
+        commits.append(
+            {
+                "sha": sha,
+                "author_name": "Ada",
+                "commit_time": T0 + timedelta(hours=n),
+                "message": message,
+                "split": "test" if sha in "FG" else "train",
+                "is_merge": sha == "m1",
+            }
+        )
         for path, status in files:
-            changes.append({"sha": sha, "path": path, "old_path": None, "status": status,
-                            "patch": f"diff --git a/{path} b/{path}\n@@ -1 +1 @@\n-a\n+b\n",
-                            "language": None, "additions": 1, "deletions": 1})  # fmt: skip
+            changes.append(
+                {
+                    "sha": sha,
+                    "path": path,
+                    "old_path": None,
+                    "status": status,
+                    "patch": f"diff --git a/{path} b/{path}\n@@ -1 +1 @@\n-a\n+b\n",
+                    "language": None,
+                    "additions": 1,
+                    "deletions": 1,
+                }
+            )
     write(run / "filter" / "commits.parquet", commits)
     write(run / "filter" / "changes.parquet", changes)
     write(run / "filter" / "files.parquet", [{"path": p} for p in (A, B, C, D, Z)])
@@ -190,14 +251,32 @@ def test_next_change_baselines_hand_computed(tmp_path: Path) -> None:
     run, eval_dir = tmp_path / "run", tmp_path / "run" / "dataset" / "eval"
     write_history(run)
     times = {sha: T0 + timedelta(hours=n) for n, (sha, _, _) in enumerate(HISTORY)}
-    write(eval_dir / "next_change.parquet", [
-        {"sha": "F", "time": times["F"], "split": "test", "message": "Speed up the lexer",
-         "files": [C, A], "previous_shas": ["c4", "c3"], "previous_messages": ["setup", "guide"],
-         "previous_files": [[D], [B, D, E]]},
-        {"sha": "G", "time": times["G"], "split": "test", "message": "Document the setup",
-         "files": [B, D], "previous_shas": ["F"], "previous_messages": ["Speed up the lexer"],
-         "previous_files": [[C, A]]},
-    ], SCHEMAS["next_change"])  # fmt: skip
+    write(
+        eval_dir / "next_change.parquet",
+        [
+            {
+                "sha": "F",
+                "time": times["F"],
+                "split": "test",
+                "message": "Speed up the lexer",
+                "files": [C, A],
+                "previous_shas": ["c4", "c3"],
+                "previous_messages": ["setup", "guide"],
+                "previous_files": [[D], [B, D, E]],
+            },
+            {
+                "sha": "G",
+                "time": times["G"],
+                "split": "test",
+                "message": "Document the setup",
+                "files": [B, D],
+                "previous_shas": ["F"],
+                "previous_messages": ["Speed up the lexer"],
+                "previous_files": [[C, A]],
+            },
+        ],
+        SCHEMAS["next_change"],
+    )
     result = nc.evaluate_next_change(None, eval_dir, run, split="test")
     assert result["n"] == 2 and "metrics" not in result
     # F: recency D, B, (C, A: one commit, by path), then Z the history never changed; E deleted
@@ -205,10 +284,16 @@ def test_next_change_baselines_hand_computed(tmp_path: Path) -> None:
     # G: recency C, A, D, B, Z; co-change with C and A: A 3+2, C 2+2, B 1 -> [A, C, B];
     #    overlap "setup" -> [D]
     samples = result["samples"]
-    assert samples[0]["baselines"] == {"recency": [D, B, C, A, Z], "co_change": [D, B],
-                                       "name_overlap": [C]}  # fmt: skip
-    assert samples[1]["baselines"] == {"recency": [C, A, D, B, Z], "co_change": [A, C, B],
-                                       "name_overlap": [D]}  # fmt: skip
+    assert samples[0]["baselines"] == {
+        "recency": [D, B, C, A, Z],
+        "co_change": [D, B],
+        "name_overlap": [C],
+    }
+    assert samples[1]["baselines"] == {
+        "recency": [C, A, D, B, Z],
+        "co_change": [A, C, B],
+        "name_overlap": [D],
+    }
     assert result["baselines"] == {
         "recency": {"recall@1": 0.0, "recall@5": 1.0, "recall@10": 1.0},
         "co_change": {"recall@1": 0.0, "recall@5": 0.25, "recall@10": 0.25},
@@ -221,9 +306,16 @@ def test_next_change_baselines_hand_computed(tmp_path: Path) -> None:
 
 
 def test_co_change_leaves_out_large_commits_and_pool_takes_rankings_in_turn(monkeypatch) -> None:
-    history = nc.History(shas=["a", "b"], times=[T0, T0], authors=[None, None],
-                         changes=[[("x", "added"), ("y", "added"), ("z", "added")],
-                                  [("x", "modified"), ("y", "modified")]], snapshot=[])  # fmt: skip
+    history = nc.History(
+        shas=["a", "b"],
+        times=[T0, T0],
+        authors=[None, None],
+        changes=[
+            [("x", "added"), ("y", "added"), ("z", "added")],
+            [("x", "modified"), ("y", "modified")],
+        ],
+        snapshot=[],
+    )
     monkeypatch.setattr(nc, "MAX_COCHANGE_FILES", 2)
     sweep = nc.Sweep(history)
     sweep.advance(2)
@@ -237,10 +329,14 @@ def test_co_change_leaves_out_large_commits_and_pool_takes_rankings_in_turn(monk
 def test_commit_message_baselines_on_hand_tables(tmp_path: Path) -> None:
     run, eval_dir = tmp_path / "run", tmp_path / "run" / "dataset" / "eval"
     write_history(run)
-    write(eval_dir / "commit_messages.parquet", [
-        {"sha": sha, "time": T0, "split": "test", "diff": "", "message": msg}
-        for sha, msg in (("F", "Update parser.py and lexer.py"), ("G", "Document the setup"))
-    ], SCHEMAS["commit_messages"])  # fmt: skip
+    write(
+        eval_dir / "commit_messages.parquet",
+        [
+            {"sha": sha, "time": T0, "split": "test", "diff": "", "message": msg}
+            for sha, msg in (("F", "Update parser.py and lexer.py"), ("G", "Document the setup"))
+        ],
+        SCHEMAS["commit_messages"],
+    )
     result = evaluate_commit_messages(None, eval_dir, run, split="test")
     assert result["n"] == 2
     outputs = [s["baselines"] for s in result["samples"]]
@@ -252,8 +348,11 @@ def test_commit_message_baselines_on_hand_tables(tmp_path: Path) -> None:
     expected = (1.0 + rouge_l("Update guide.md and setup.py", "Document the setup")) / 2
     assert template["subject_rouge_l"] == round(expected, 4)
     assert template["message_bleu"] > result["baselines"]["previous_message"]["message_bleu"]
-    changes = [{"path": "a/x.py", "status": "added"}, {"path": "y.py", "status": "modified"},
-               {"path": "b/x.py", "status": "added"}]  # fmt: skip
+    changes = [
+        {"path": "a/x.py", "status": "added"},
+        {"path": "y.py", "status": "modified"},
+        {"path": "b/x.py", "status": "added"},
+    ]
     assert template_message(changes) == "Add x.py, update y.py"
     many = [{"path": f"f{i}.py", "status": "deleted"} for i in range(5)]
     assert template_message(many) == "Remove f0.py, f1.py, f2.py and 2 more files"
@@ -264,8 +363,12 @@ def test_commit_message_baselines_on_hand_tables(tmp_path: Path) -> None:
 
 # -- end to end on a pipeline run -----------------------------------------------------------
 
-DATA = ["tokenize.vocab_size=400", "build.seq_len=128", "split.test_fraction=0.2",
-        "split.val_fraction=0.1"]  # fmt: skip
+DATA = [
+    "tokenize.vocab_size=400",
+    "build.seq_len=128",
+    "split.test_fraction=0.2",
+    "split.val_fraction=0.1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -278,9 +381,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = run.parent
     tok = AutoTokenizer.from_pretrained(root / "run" / "tokenizer")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         max_position_embeddings=256)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     LlamaForCausalLM(config).save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
     return root
@@ -296,17 +405,21 @@ def test_prompts_are_the_training_documents(built: Path) -> None:
     run = built / "run"
     lm = load_model(built / "model")
     lm.max_len = 4096  # whole diffs (only prompts are built here)
-    pairs = {r["sha"]: r for r in pq.read_table(run / "dataset" / "instructions" /
-                                                 "test.parquet").to_pylist()
-             if r["kind"] == "describe"}  # fmt: skip
+    pairs = {
+        r["sha"]: r
+        for r in pq.read_table(run / "dataset" / "instructions" / "test.parquet").to_pylist()
+        if r["kind"] == "describe"
+    }
     rows = pq.read_table(run / "dataset" / "eval" / "commit_messages.parquet").to_pylist()
     changes, _ = messages._history(run / "filter", [r["sha"] for r in rows])
     types = change_types(run / "filter")
     checked = 0
     for r in rows:
         if r["sha"] in pairs:
-            sections = [messages.file_section(c, types.get((r["sha"], c["path"]), []), 32000)
-                        for c in changes[r["sha"]]]  # fmt: skip
+            sections = [
+                messages.file_section(c, types.get((r["sha"], c["path"]), []), 32000)
+                for c in changes[r["sha"]]
+            ]
             ids = messages.describe_prompt(lm, sections, 64)
             assert lm.decode(ids) == pairs[r["sha"]]["prompt"] + "<|message|>"
             checked += 1
@@ -315,8 +428,10 @@ def test_prompts_are_the_training_documents(built: Path) -> None:
     shards = " ".join(pq.read_table(run / "dataset" / "test").column("text").to_pylist())
     row = pq.read_table(run / "dataset" / "eval" / "next_change.parquet").to_pylist()[-1]
     at = history.position[row["sha"]]
-    header = [*dm.commit_header(history.authors[at], row["time"], row["message"]),
-              dm.Tok("<|file|>")]  # fmt: skip
+    header = [
+        *dm.commit_header(history.authors[at], row["time"], row["message"]),
+        dm.Tok("<|file|>"),
+    ]
     assert lm.decode(lm.encode_segments(header)) + row["files"][0] + "\n" in shards
 
 
@@ -327,10 +442,15 @@ def test_every_task_end_to_end_with_and_without_a_model(built: Path) -> None:
     lm = load_model(built / "model")
     assert "<|fim_prefix|>" in lm.special
     tasks = [cp.evaluate_completion, nc.evaluate_next_change, evaluate_commit_messages]
-    keys = [set(cp.METRICS) | {f"unseen_{k}" for k in cp.METRICS}, set(nc.METRICS),
-            {"subject_rouge_l", "subject_bleu", "message_rouge_l", "message_bleu"}]  # fmt: skip
-    sizes = {name: pq.read_table(eval_dir / f"{name}.parquet", filters=[("split", "=", "test")])
-             .num_rows for name in ("completion", "next_change", "commit_messages")}  # fmt: skip
+    keys = [
+        set(cp.METRICS) | {f"unseen_{k}" for k in cp.METRICS},
+        set(nc.METRICS),
+        {"subject_rouge_l", "subject_bleu", "message_rouge_l", "message_bleu"},
+    ]
+    sizes = {
+        name: pq.read_table(eval_dir / f"{name}.parquet", filters=[("split", "=", "test")]).num_rows
+        for name in ("completion", "next_change", "commit_messages")
+    }
     for task, metric_keys, name in zip(tasks, keys, sizes, strict=True):
         with_model = task(lm, eval_dir, run, split="test", limit=3)
         alone = task(None, eval_dir, run, split="test", limit=3)

@@ -199,8 +199,9 @@ def test_signatures_of_many_sets_at_once() -> None:
 
 
 def test_check_many_decides_as_check_one_by_one() -> None:
-    docs = [(f"d{i}", source(changed=set(range(i, 200, 7 + i % 4)), tag=f"t{i % 3}"))
-            for i in range(10)]  # fmt: skip
+    docs = [
+        (f"d{i}", source(changed=set(range(i, 200, 7 + i % 4)), tag=f"t{i % 3}")) for i in range(10)
+    ]
     docs += [("copy", docs[2][1]), ("short", "x = 1"), ("short copy", "x = 1\n")]
     docs += [("tiny", "a b"), ("near copy", docs[0][1].replace("value_7 ", "value_7x "))]
     one = Deduper(threshold=0.6, min_tokens=2, shingle=3)

@@ -383,8 +383,12 @@ def _can_match_newline(pattern: re.Pattern[bytes]) -> list[str]:
     # possessive repeats (a++) exist from Python 3.11
     repeats = (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", C.MAX_REPEAT))
 
-    safe_categories = {C.CATEGORY_DIGIT, C.CATEGORY_WORD, C.CATEGORY_NOT_SPACE,
-                       C.CATEGORY_NOT_LINEBREAK}  # fmt: skip
+    safe_categories = {
+        C.CATEGORY_DIGIT,
+        C.CATEGORY_WORD,
+        C.CATEGORY_NOT_SPACE,
+        C.CATEGORY_NOT_LINEBREAK,
+    }
 
     def in_set(items: list) -> bool:
         negate, hit = False, False
@@ -634,8 +638,13 @@ def test_credentials_in_url_query_parameters(text: str, scrubbed: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["https://x.io/search?q=password&page=2", "?passwordless=true&key=value",
-             "if a && password == x", "https://x.io/a?token=abc"],
-)  # fmt: skip
+    "text",
+    [
+        "https://x.io/search?q=password&page=2",
+        "?passwordless=true&key=value",
+        "if a && password == x",
+        "https://x.io/a?token=abc",
+    ],
+)
 def test_query_parameters_that_are_not_credentials(text: str) -> None:
     assert Scrubber().scrub(text)[0] == text

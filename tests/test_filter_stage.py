@@ -75,10 +75,12 @@ def secret_repo(git_repo):
 
 def test_no_planted_secret_reaches_filter_outputs_tokenizer_or_logs(secret_repo, tmp_path: Path):
     out = tmp_path / "run"
-    run_pipeline(out, secret_repo.path, load_config(overrides=["tokenize.vocab_size=600"]),
-                 until="tokenize")  # fmt: skip
-    outputs = sorted(p for d in ("filter", "tokenizer") for p in (out / d).rglob("*")
-                     if p.is_file())  # fmt: skip
+    run_pipeline(
+        out, secret_repo.path, load_config(overrides=["tokenize.vocab_size=600"]), until="tokenize"
+    )
+    outputs = sorted(
+        p for d in ("filter", "tokenizer") for p in (out / d).rglob("*") if p.is_file()
+    )
     assert (out / "tokenizer" / "tokenizer.json").is_file()
     assert {p.name for p in outputs} >= {
         "files.parquet",

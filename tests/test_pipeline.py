@@ -96,8 +96,9 @@ def test_force_reruns_only_the_stages_asked_for(repo, tmp_path: Path) -> None:
     out = tmp_path / "run"
     run_pipeline(out, repo.path, load_config(), registry=_registry())
     CALLS.clear()
-    outcomes = run_pipeline(out, repo.path, load_config(), force=True, only=["b"],
-                            registry=_registry())  # fmt: skip
+    outcomes = run_pipeline(
+        out, repo.path, load_config(), force=True, only=["b"], registry=_registry()
+    )
     assert [(o.stage, o.status) for o in outcomes] == [("a", "cached"), ("b", "done")]
     assert CALLS == ["b"]
     CALLS.clear()

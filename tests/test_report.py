@@ -41,10 +41,11 @@ def commits_table(path: Path, messages: list[str], split: bool) -> None:
     n = len(messages)
     cols: dict[str, Any] = {
         "sha": [f"{i:040x}" for i in range(n)],
-        "commit_time": pa.array([start + timedelta(days=3 * i) for i in range(n)],
-                                pa.timestamp("ms", tz="UTC")),
+        "commit_time": pa.array(
+            [start + timedelta(days=3 * i) for i in range(n)], pa.timestamp("ms", tz="UTC")
+        ),
         "message": messages,
-    }  # fmt: skip
+    }
     if split:
         cols["split"] = ["train"] * (n - 5) + ["val"] * 2 + ["test"] * 3
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,13 +55,20 @@ def commits_table(path: Path, messages: list[str], split: bool) -> None:
 def train_report(name: str, steps: int, base: bool) -> dict[str, Any]:
     loss = [round(8.0 * 0.97**i + 2.0, 4) for i in range(steps)]
     return {
-        "name": name, "source": "tiny/base" if base else "scratch:tiny", "method":
-        "lora" if base else "full", "mix": "default",
+        "name": name,
+        "source": "tiny/base" if base else "scratch:tiny",
+        "method": "lora" if base else "full",
+        "mix": "default",
         "parameters": {"total": 1000, "trainable": 100 if base else 1000},
-        "precision": "fp32", "device": {"kind": "cpu", "name": "x86_64", "processes": 1},
+        "precision": "fp32",
+        "device": {"kind": "cpu", "name": "x86_64", "processes": 1},
         "plan": {"total_steps": steps, "warmup_steps": 4, "lr": 0.001},
-        "steps": steps, "epochs_done": 1.0, "tokens_seen": steps * 512, "seconds": 12.5,
-        "tokens_per_s": 2500.0, "tokens_per_s_per_step": [2400.0 + i for i in range(steps)],
+        "steps": steps,
+        "epochs_done": 1.0,
+        "tokens_seen": steps * 512,
+        "seconds": 12.5,
+        "tokens_per_s": 2500.0,
+        "tokens_per_s_per_step": [2400.0 + i for i in range(steps)],
         "mfu": None,
         "loss": {"first": loss[0], "last": loss[-1], "per_epoch": [5.0], "per_step": loss},
         "validation": {
@@ -70,84 +78,172 @@ def train_report(name: str, steps: int, base: bool) -> dict[str, Any]:
             "unigram_loss": 6.54,
         },
         "samples": [
-            {"step": 10, "parse_rate": 0.5, "samples": [
-                {"path": "src/app.py", "sample": "def f(:\n", "parses": False},
-                {"path": "src/app.py", "sample": "x = 1\n", "parses": True}]},
-            {"step": steps, "parse_rate": 1.0, "samples": [
-                {"path": "src/<b>evil</b>.py", "sample": f"print('{XSS}')\n", "parses": True}]},
+            {
+                "step": 10,
+                "parse_rate": 0.5,
+                "samples": [
+                    {"path": "src/app.py", "sample": "def f(:\n", "parses": False},
+                    {"path": "src/app.py", "sample": "x = 1\n", "parses": True},
+                ],
+            },
+            {
+                "step": steps,
+                "parse_rate": 1.0,
+                "samples": [
+                    {"path": "src/<b>evil</b>.py", "sample": f"print('{XSS}')\n", "parses": True}
+                ],
+            },
         ],
-        "grad_norm": {"min": 0.5, "max": 2.0}, "lr": {"min": 1e-5, "max": 1e-3},
+        "grad_norm": {"min": 0.5, "max": 2.0},
+        "lr": {"min": 1e-5, "max": 1e-3},
         "early_stopping": {"stopped": "max_steps", "best_step": steps, "patience": 5},
         "hardware": {"cpu_percent": 190.0, "rss_bytes": 1.5 * 2**30},
-    }  # fmt: skip
+    }
 
 
 def bits(value: float, **by_commit: float) -> dict[str, Any]:
-    return {"bits_per_byte": value, "loss": 2.0, "tokens": 100, "bytes": 400,
-            "by_commit": by_commit}  # fmt: skip
+    return {
+        "bits_per_byte": value,
+        "loss": 2.0,
+        "tokens": 100,
+        "bytes": 400,
+        "by_commit": by_commit,
+    }
 
 
 # the held-out commits: (split, sha, subject, bytes, xz -9e on the commit alone)
-COMMITS = [("test", "a" * 40, "Add the parser", 2000, 3.1),
-           ("test", "b" * 40, "Fix a typo", 500, 4.4),
-           ("test", "c" * 40, f"New subsystem {XSS}", 1500, 1.9),
-           ("val", "d" * 40, "Tidy", 1000, 3.3),
-           ("val", "e" * 40, "Docs", 2000, 3.2)]  # fmt: skip
+COMMITS = [
+    ("test", "a" * 40, "Add the parser", 2000, 3.1),
+    ("test", "b" * 40, "Fix a typo", 500, 4.4),
+    ("test", "c" * 40, f"New subsystem {XSS}", 1500, 1.9),
+    ("val", "d" * 40, "Tidy", 1000, 3.3),
+    ("val", "e" * 40, "Docs", 2000, 3.2),
+]
 
 
 def eval_report() -> dict[str, Any]:
     completion = {
-        "split": "test", "n": 4, "metrics": {"next_line_em": 0.25, "body_es": 0.4567},
+        "split": "test",
+        "n": 4,
+        "metrics": {"next_line_em": 0.25, "body_es": 0.4567},
         "baselines": {"retrieval": {"next_line_em": 0.125, "body_es": 0.3111}},
-        "samples": [{"path": "src/<evil>.py", "name": "handler", "change_type": "new_function",
-                     "seen_in_train": False, "input": "def handler(request):\n",
-                     "model": f"    return '{XSS}'\n", "reference": "    return render(request)\n",
-                     "baselines": {"retrieval": "    return None\n"}}],
-        "n_unseen": 3, "fim": True, "seconds": 1.0,
-    }  # fmt: skip
+        "samples": [
+            {
+                "path": "src/<evil>.py",
+                "name": "handler",
+                "change_type": "new_function",
+                "seen_in_train": False,
+                "input": "def handler(request):\n",
+                "model": f"    return '{XSS}'\n",
+                "reference": "    return render(request)\n",
+                "baselines": {"retrieval": "    return None\n"},
+            }
+        ],
+        "n_unseen": 3,
+        "fim": True,
+        "seconds": 1.0,
+    }
     messages = {
-        "split": "test", "n": 2, "metrics": {"subject_rouge_l": 0.3333, "subject_bleu": 12.5},
+        "split": "test",
+        "n": 2,
+        "metrics": {"subject_rouge_l": 0.3333, "subject_bleu": 12.5},
         "baselines": {"template": {"subject_rouge_l": 0.2, "subject_bleu": 5.25}},
-        "samples": [{"sha": "ab" * 20, "input": "src/app.py", "model": "Fix the handler",
-                     "reference": f"Render {XSS} safely", "baselines": {"template": "Update"}}],
-    }  # fmt: skip
+        "samples": [
+            {
+                "sha": "ab" * 20,
+                "input": "src/app.py",
+                "model": "Fix the handler",
+                "reference": f"Render {XSS} safely",
+                "baselines": {"template": "Update"},
+            }
+        ],
+    }
     next_change = {
-        "split": "test", "n": 1, "metrics": {"recall@1": 0.0, "recall@5": 1.0},
+        "split": "test",
+        "n": 1,
+        "metrics": {"recall@1": 0.0, "recall@5": 1.0},
         "baselines": {"recency": {"recall@1": 1.0, "recall@5": 1.0}},
-        "samples": [{"sha": "cd" * 20, "input": "Fix the parser", "model": ["a.py", "b.py"],
-                     "reference": ["b.py"], "baselines": {"recency": ["b.py", "c.py"]}}],
-    }  # fmt: skip
+        "samples": [
+            {
+                "sha": "cd" * 20,
+                "input": "Fix the parser",
+                "model": ["a.py", "b.py"],
+                "reference": ["b.py"],
+                "baselines": {"recency": ["b.py", "c.py"]},
+            }
+        ],
+    }
     main = {
-        "bits_per_byte": {"test": bits(1.2345, **{"a" * 40: 1.5, "b" * 40: 3.75, "c" * 40: 2.25}),
-                          "val": bits(1.4321, **{"d" * 40: 1.25, "e" * 40: 1.5})},
-        "tasks": {"completion": completion, "next_change": next_change,
-                  "commit_messages": messages},
-        "suites": {"core": {"overall": 0.55, "categories": {
-            "history": {"score": 0.6, "tests": 3}, "api": {"score": 0.5, "tests": 2}}}},
-        "code": {"humaneval": {"problems": 5, "pass@1": 0.2,
-                               "statuses": {"passed": 1, "failed": 4}}},
-        "qa": {"n": 2, "exact_match": 0.5, "f1": 0.625, "citation_coverage": None,
-               "samples": [{"question": "Where is X?", "answer": "in y", "reference": ["y"]}]},
-    }  # fmt: skip
-    ft = {"bits_per_byte": {"test": bits(1.1111), "val": bits(1.3333)},
-          "base": {"model": "tiny/base", "bits_per_byte": {"test": bits(1.9876),
-                                                           "val": bits(2.0123)}}}  # fmt: skip
-    compressors = {s: {"xz -9e": {"bits_per_byte": b, "conditioned_bits_per_byte": b / 3},
-                       "zstd -19": {"bits_per_byte": b + 0.01}}
-                   for s, b in (("test", 2.7182), ("val", 2.5066))}  # fmt: skip
+        "bits_per_byte": {
+            "test": bits(1.2345, **{"a" * 40: 1.5, "b" * 40: 3.75, "c" * 40: 2.25}),
+            "val": bits(1.4321, **{"d" * 40: 1.25, "e" * 40: 1.5}),
+        },
+        "tasks": {
+            "completion": completion,
+            "next_change": next_change,
+            "commit_messages": messages,
+        },
+        "suites": {
+            "core": {
+                "overall": 0.55,
+                "categories": {
+                    "history": {"score": 0.6, "tests": 3},
+                    "api": {"score": 0.5, "tests": 2},
+                },
+            }
+        },
+        "code": {
+            "humaneval": {"problems": 5, "pass@1": 0.2, "statuses": {"passed": 1, "failed": 4}}
+        },
+        "qa": {
+            "n": 2,
+            "exact_match": 0.5,
+            "f1": 0.625,
+            "citation_coverage": None,
+            "samples": [{"question": "Where is X?", "answer": "in y", "reference": ["y"]}],
+        },
+    }
+    ft = {
+        "bits_per_byte": {"test": bits(1.1111), "val": bits(1.3333)},
+        "base": {
+            "model": "tiny/base",
+            "bits_per_byte": {"test": bits(1.9876), "val": bits(2.0123)},
+        },
+    }
+    compressors = {
+        s: {
+            "xz -9e": {"bits_per_byte": b, "conditioned_bits_per_byte": b / 3},
+            "zstd -19": {"bits_per_byte": b + 0.01},
+        }
+        for s, b in (("test", 2.7182), ("val", 2.5066))
+    }
     return {
         "cutoff": {"cutoff_sha": "c" * 40, "cutoff_time": CUTOFF},
-        "text": {"test": {"documents": 3, "bytes": 4000, "commits": 3},
-                 "val": {"documents": 2, "bytes": 3000, "commits": 2},
-                 "train": {"bytes": 10**6, "conditioning_bytes": 10**6}},
-        "timings": {"compressors": {"seconds": 1.5, "peak_rss_bytes": 2**30},
-                    "main: bits per byte": {"seconds": 2.5, "peak_rss_bytes": 2**31,
-                                            "peak_gpu_memory_bytes": 2**32}},
-        "baselines": compressors, "models": {"main": main, "ft": ft}, "seconds": 9.5,
-        "commits": {split: [{"sha": sha, "subject": subject, "bytes": n, "xz -9e": xz}
-                            for s, sha, subject, n, xz in COMMITS if s == split]
-                    for split in ("test", "val")},
-    }  # fmt: skip
+        "text": {
+            "test": {"documents": 3, "bytes": 4000, "commits": 3},
+            "val": {"documents": 2, "bytes": 3000, "commits": 2},
+            "train": {"bytes": 10**6, "conditioning_bytes": 10**6},
+        },
+        "timings": {
+            "compressors": {"seconds": 1.5, "peak_rss_bytes": 2**30},
+            "main: bits per byte": {
+                "seconds": 2.5,
+                "peak_rss_bytes": 2**31,
+                "peak_gpu_memory_bytes": 2**32,
+            },
+        },
+        "baselines": compressors,
+        "models": {"main": main, "ft": ft},
+        "seconds": 9.5,
+        "commits": {
+            split: [
+                {"sha": sha, "subject": subject, "bytes": n, "xz -9e": xz}
+                for s, sha, subject, n, xz in COMMITS
+                if s == split
+            ]
+            for split in ("test", "val")
+        },
+    }
 
 
 def tensorboard(path: Path, steps: int) -> None:
@@ -169,35 +265,70 @@ def make_run(out: Path, steps: int = 30) -> Path:
     commits_table(out / "mine" / "commits.parquet", messages, split=False)  # not scrubbed
     scrubbed = [m.replace(SECRET, "<AWS_KEY>") for m in messages]
     commits_table(out / "filter" / "commits.parquet", scrubbed, split=True)
-    write_json(out / "manifest.json", {
-        "repolm_version": "0.1.0", "python": "3.11", "platform": "Linux", "repo_path": "/r",
-        "repository": {"path": f"/src/{XSS}", "commits": 13, "merges": 1, "branches": 2,
-                       "tags": 0, "authors": 2, "head": "a" * 40, "head_ref": "refs/heads/main",
-                       "first_commit_time": "2024-01-01T00:00:00+00:00",
-                       "last_commit_time": "2024-02-06T00:00:00+00:00",
-                       "languages_at_head": {"Python": 9000, "Markdown": 1000}},
-        "split": {"cutoff_sha": "c" * 40, "cutoff_time": CUTOFF,
-                  "val_end_time": "2024-03-05T00:00:00+00:00",
-                  "commits": {"train": 8, "val": 2, "test": 3}},
-        "stages": {"mine": {"status": "done", "seconds": 0.5, "summary": "13 commits"},
-                   "train": {"status": "done", "seconds": 61.0, "summary": "2 models"}},
-    })  # fmt: skip
-    write_json(out / "filter" / "stats.json", {
-        "files": {"total": 10, "kept": 7, "excluded": {"vendored": 2, "generated": 1}},
-        "changes": {"total": 40, "kept": 38, "excluded": {"binary": 2}},
-        "commits": {"total": 13, "author_emails": "hash", "author_names": "keep"},
-        "secrets": {SECRET_TYPE: 1, "email": 3},
-    })  # fmt: skip
-    write_json(out / "dataset" / "stats.json", {
-        "seq_len": 64, "vocab_size": 400, "sequences": {"train": 90, "val": 5, "test": 6},
-        "tokens": {"train": {"total": 5760, "file": 4000, "commit": 1760},
-                   "val": {"total": 320, "commit": 320}, "test": {"total": 384, "commit": 384}},
-        "padding": {"train": 0.01, "val": 0.2, "test": 0.1},
-        "mix": {"wanted": {"files": 0.6, "commits": 0.4},
-                "realised": {"files": 0.69, "commits": 0.31}},
-        "eval": {"completion": 4, "commit_messages": 2,
-                 "completion_secrets_scrubbed": {"password": 1}},
-    })  # fmt: skip
+    write_json(
+        out / "manifest.json",
+        {
+            "repolm_version": "0.1.0",
+            "python": "3.11",
+            "platform": "Linux",
+            "repo_path": "/r",
+            "repository": {
+                "path": f"/src/{XSS}",
+                "commits": 13,
+                "merges": 1,
+                "branches": 2,
+                "tags": 0,
+                "authors": 2,
+                "head": "a" * 40,
+                "head_ref": "refs/heads/main",
+                "first_commit_time": "2024-01-01T00:00:00+00:00",
+                "last_commit_time": "2024-02-06T00:00:00+00:00",
+                "languages_at_head": {"Python": 9000, "Markdown": 1000},
+            },
+            "split": {
+                "cutoff_sha": "c" * 40,
+                "cutoff_time": CUTOFF,
+                "val_end_time": "2024-03-05T00:00:00+00:00",
+                "commits": {"train": 8, "val": 2, "test": 3},
+            },
+            "stages": {
+                "mine": {"status": "done", "seconds": 0.5, "summary": "13 commits"},
+                "train": {"status": "done", "seconds": 61.0, "summary": "2 models"},
+            },
+        },
+    )
+    write_json(
+        out / "filter" / "stats.json",
+        {
+            "files": {"total": 10, "kept": 7, "excluded": {"vendored": 2, "generated": 1}},
+            "changes": {"total": 40, "kept": 38, "excluded": {"binary": 2}},
+            "commits": {"total": 13, "author_emails": "hash", "author_names": "keep"},
+            "secrets": {SECRET_TYPE: 1, "email": 3},
+        },
+    )
+    write_json(
+        out / "dataset" / "stats.json",
+        {
+            "seq_len": 64,
+            "vocab_size": 400,
+            "sequences": {"train": 90, "val": 5, "test": 6},
+            "tokens": {
+                "train": {"total": 5760, "file": 4000, "commit": 1760},
+                "val": {"total": 320, "commit": 320},
+                "test": {"total": 384, "commit": 384},
+            },
+            "padding": {"train": 0.01, "val": 0.2, "test": 0.1},
+            "mix": {
+                "wanted": {"files": 0.6, "commits": 0.4},
+                "realised": {"files": 0.69, "commits": 0.31},
+            },
+            "eval": {
+                "completion": 4,
+                "commit_messages": 2,
+                "completion_secrets_scrubbed": {"password": 1},
+            },
+        },
+    )
     write_json(
         out / "train" / "report.json",
         {
@@ -322,8 +453,11 @@ def test_an_unreadable_input_is_named_not_fatal(tmp_path: Path) -> None:
 
 def test_event_files_of_one_run_are_merged_across_restarts() -> None:
     old = [("train/loss", 1.0, 9.0), ("train/loss", 2.0, 8.0), ("train/loss", 3.0, 7.0)]
-    resumed = [("hardware/cpu_percent", 2.0, 50.0), ("train/loss", 3.0, 6.5),
-               ("train/loss", 4.0, 6.0)]  # fmt: skip
+    resumed = [
+        ("hardware/cpu_percent", 2.0, 50.0),
+        ("train/loss", 3.0, 6.5),
+        ("train/loss", 4.0, 6.0),
+    ]
     merged = merge_runs([old, resumed])
     assert merged["train/loss"] == [(1.0, 9.0), (2.0, 8.0), (3.0, 6.5), (4.0, 6.0)]
     assert merged["hardware/cpu_percent"] == [(2.0, 50.0)]
@@ -362,8 +496,10 @@ def test_a_pipeline_run_writes_the_report(tmp_path: Path) -> None:
 
     r = GitRepo(tmp_path / "repo")
     for i in range(20):
-        r.write(f"calc/op{i % 4}.py", "".join(f"def op_{i}_{k}(a, b):\n    return a * {k} + b\n"
-                                               "\n\n" for k in range(3)))  # fmt: skip
+        r.write(
+            f"calc/op{i % 4}.py",
+            "".join(f"def op_{i}_{k}(a, b):\n    return a * {k} + b\n\n\n" for k in range(3)),
+        )
         r.commit(f"op {i}: {XSS}" if i == 18 else f"op {i}: add step {i}")
     overrides = [
         "tokenize.vocab_size=400",

@@ -104,8 +104,17 @@ def test_the_default_split_keeps_a_leading_symbol_with_its_word(tok) -> None:
 
     text = "bits_per_byte = 12345\n    return"
     assert pieces("gpt4", text) == [
-        "bits", "_per", "_byte", "Ġ=", "Ġ", "123", "45", "Ċ", "ĠĠĠ", "Ġreturn"
-    ]  # fmt: skip
+        "bits",
+        "_per",
+        "_byte",
+        "Ġ=",
+        "Ġ",
+        "123",
+        "45",
+        "Ċ",
+        "ĠĠĠ",
+        "Ġreturn",
+    ]
     assert pieces("gpt2", text)[:5] == ["bits", "_", "per", "_", "byte"]
     backend = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
     assert [p for p, _ in backend] == pieces("gpt4", text)  # the saved tokenizer uses it

@@ -133,8 +133,14 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.skip("reads /proc and ru_maxrss in KiB (Linux)")
     home = str(tmp_path_factory.mktemp("probe-home"))
     args = {"config": SMALL, "runs": list(RUNS.items()), "saved": SAVED}
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1", "HOME": home,
-           "HF_HOME": home, "XDG_CACHE_HOME": home}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "2",
+        "HF_HUB_OFFLINE": "1",
+        "HOME": home,
+        "HF_HOME": home,
+        "XDG_CACHE_HOME": home,
+    }
     done = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args)],
         capture_output=True,
@@ -147,9 +153,17 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def small_shape(params: int) -> ModelShape:
-    return ModelShape(vocab_size=8192, hidden=256, layers=4, heads=4, kv_heads=4,
-                      intermediate=688, tied_embeddings=True, total_params=params,
-                      trainable_params=params)  # fmt: skip
+    return ModelShape(
+        vocab_size=8192,
+        hidden=256,
+        layers=4,
+        heads=4,
+        kv_heads=4,
+        intermediate=688,
+        tied_embeddings=True,
+        total_params=params,
+        trainable_params=params,
+    )
 
 
 @pytest.mark.parametrize("run", list(RUNS))
@@ -190,9 +204,17 @@ def test_from_config_reads_gpt2_names(probe: dict[str, Any]) -> None:
 
 def llama_7b(trainable: int | None = None) -> ModelShape:
     total = 6_738_415_616
-    return ModelShape(vocab_size=32000, hidden=4096, layers=32, heads=32, kv_heads=32,
-                      intermediate=11008, tied_embeddings=False, total_params=total,
-                      trainable_params=total if trainable is None else trainable)  # fmt: skip
+    return ModelShape(
+        vocab_size=32000,
+        hidden=4096,
+        layers=32,
+        heads=32,
+        kv_heads=32,
+        intermediate=11008,
+        tied_embeddings=False,
+        total_params=total,
+        trainable_params=total if trainable is None else trainable,
+    )
 
 
 ADAPTERS = 39_976_960  # peft's count for r=16 on Llama-2-7B's seven projections
@@ -243,7 +265,8 @@ def test_suggest_combines_changes_and_knows_qlora_needs_cuda() -> None:
     run = dict(micro_batch=8, seq_len=2048, param_bytes=2, compute_bytes=2, method="lora")
     lines = suggest(llama_7b(ADAPTERS), 24 * GIB, **run, device="cuda")
     assert lines[0].startswith("turn on gradient_checkpointing and micro_batch 8 → 4 with")
-    assert not any("qlora" in line for line in suggest(llama_7b(), 80 * GIB, micro_batch=2,
-                                                          seq_len=512))  # fmt: skip
+    assert not any(
+        "qlora" in line for line in suggest(llama_7b(), 80 * GIB, micro_batch=2, seq_len=512)
+    )
     hopeless = suggest(llama_7b(), 1 * GIB, micro_batch=4, seq_len=4096)
     assert len(hopeless) == 1 and "use a smaller model or a bigger device" in hopeless[0]
