@@ -21,7 +21,9 @@ from pathlib import Path
 WARMUP = 3  # steps left out of every median
 
 
-def plain_loop(run: Path, overrides: list[str], steps: int) -> list[float]:
+def plain_loop(
+    run: Path, overrides: list[str], steps: int, preset: str | None = None
+) -> list[float]:
     """The reference: the same model, the same batches, AdamW, clipping, nothing else."""
     import torch
     from accelerate.utils import set_seed
@@ -31,7 +33,7 @@ def plain_loop(run: Path, overrides: list[str], steps: int) -> list[float]:
     from repolm.train.data import PackedData, Schedule
     from repolm.train.models import architecture, build_scratch
 
-    config = load_config(overrides=overrides).config
+    config = load_config(preset, overrides=overrides).config
     mc = config.models["main"]
     tc = mc.train
     set_seed(tc.seed)
@@ -67,7 +69,8 @@ def repolm_loop(run: Path, overrides: list[str], steps: int) -> tuple[list[float
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        shutil.copytree(run, out, ignore=shutil.ignore_patterns("train", "models"))
+        top = str(run)  # the run's own train/ and models/, not dataset/train
+        shutil.copytree(run, out, ignore=lambda d, names: {"train", "models"} if d == top else ())
         extra = [f"train.max_steps={steps}", f"train.eval_every={steps}",
                  f"train.checkpoint_every={steps}", "train.log_every=1000000"]  # fmt: skip
         resolved = load_config(overrides=[*overrides, *extra])

@@ -88,6 +88,9 @@ def test_from_scratch_every_parameter_changes_and_outputs_load(built, tmp_path: 
         assert not torch.equal(tensor, initial[name]), f"{name} did not change"
     assert report["parameters"]["total"] == report["parameters"]["trainable"] > 0
     assert report["steps"] == 1 and report["validation"]["final"]["loss"] > 0
+    # 6 per parameter and 12 x layers x hidden x seq_len of attention (device.py)
+    n = report["parameters"]["total"]
+    assert report["flops_per_token"] == 6 * n + 12 * 2 * 32 * 64
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)  # plain transformers
     assert model.config.model_type == "llama" and model.config.tie_word_embeddings
@@ -455,6 +458,38 @@ def test_auto_micro_batch_follows_the_memory(built, tmp_path: Path, monkeypatch)
     (p,) = plan_mod.plan_models(built[1], load_config(overrides=[*DATA, *TINY, *auto]).config,
                                 measure=False)  # fmt: skip
     assert p.budget.global_batch == 1 and "micro_batch auto → 1" in p.note
+
+
+def test_auto_micro_batch_halves_until_a_step_fits() -> None:
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from repolm.train.loop import _largest_that_runs
+
+    class Tokens:  # PackedData's interface: 100 sequences of 8 tokens
+        def __len__(self) -> int:
+            return 100
+
+        def batch(self, index: np.ndarray) -> dict[str, np.ndarray]:
+            return {"input_ids": np.zeros((len(index), 8), dtype=np.int32)}
+
+    class FitsEight(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+            self.tried: list[int] = []
+
+        def forward(self, input_ids: torch.Tensor) -> SimpleNamespace:
+            self.tried.append(input_ids.shape[0])
+            if input_ids.shape[0] > 8:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+            return SimpleNamespace(loss=(self.w * input_ids.float()).sum())
+
+    model = FitsEight()
+    accelerator = SimpleNamespace(device=torch.device("cpu"), autocast=nullcontext)
+    assert _largest_that_runs(model, Tokens(), 64, accelerator) == 8
+    assert model.tried == [64, 32, 16, 8]  # halved, not accelerate's 10% a try
+    assert model.w.grad is None  # the probe leaves no gradient behind
 
 
 # -- CUDA only (pytest -m gpu on a machine with a GPU) ------------------------------------

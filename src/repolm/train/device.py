@@ -38,6 +38,29 @@ class DeviceInfo:
         return None
 
 
+def train_flops_per_token(
+    trainable: int, total: int, layers: int, hidden: int, seq_len: int
+) -> int:
+    """FLOPs of one training step per token, forward and backward (PaLM, appendix B):
+
+        6 * trainable + 4 * (total - trainable) + 12 * layers * hidden * seq_len
+
+    A trained weight costs 2 FLOPs forward and 4 backward (input and weight gradients); a
+    frozen one (LoRA's base) 2 forward and 2 for the input gradients. Attention's scores and
+    weighted sum cost 4 * hidden * seq_len per token and layer forward, twice that backward,
+    counted over the whole sequence (no discount for the causal mask). `hidden` is the
+    attention width: heads x head dimension (a Llama's hidden size)."""
+    frozen = total - trainable
+    return 6 * trainable + 4 * frozen + 12 * layers * hidden * seq_len
+
+
+def model_flops_utilization(
+    flops_per_token: float, tokens_per_s: float, peak_flops: float
+) -> float:
+    """MFU: the model's FLOPs per second at this throughput over the hardware's peak."""
+    return flops_per_token * tokens_per_s / peak_flops
+
+
 def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX: the CPU computes in bf16 natively."""
     try:

@@ -28,7 +28,13 @@ from repolm.fsutil import write_json_atomic
 from repolm.logs import log, progress
 from repolm.train import checkpoint
 from repolm.train.data import PackedData, Schedule, unigram_loss
-from repolm.train.device import choose_precision, detect, torch_dtype
+from repolm.train.device import (
+    choose_precision,
+    detect,
+    model_flops_utilization,
+    torch_dtype,
+    train_flops_per_token,
+)
 
 DEFAULT_LR = {"scratch": 6e-4, "full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 
@@ -228,6 +234,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from transformers import AutoTokenizer
 
+    from repolm.train.memory import ModelShape
     from repolm.train.models import count_parameters
     from repolm.train.monitor import HardwareMonitor
 
@@ -264,6 +271,11 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     world, rank = accelerator.num_processes, accelerator.process_index
     model = build_model(spec, tokenizer, precision, device.kind)
     total_params, trainable_params = count_parameters(model)
+    shape = ModelShape.from_model(model)  # attention's FLOPs need its depth and width
+    width = shape.heads * shape.attention_head_dim
+    flops = train_flops_per_token(
+        trainable_params, total_params, shape.layers, width, train.seq_len
+    )
     ckpt_root = spec.work_dir / "checkpoints"
     found = None if spec.resume == "never" else checkpoint.latest(ckpt_root, spec.fingerprint)
     if tc.micro_batch == "auto":
@@ -282,7 +294,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     checkpoint.trainable_only(accelerator)
 
-    rec = Recorder(spec, budget, total_params, trainable_params, precision, device, world)
+    rec = Recorder(spec, budget, total_params, trainable_params, precision, device, world, flops)
     rec.val_sequences = len(val) if val else 0
     start_step = 0
     if spec.resume == "require" and found is None:
@@ -460,7 +472,7 @@ def auto_micro_batch(
 ) -> int:
     """`micro_batch: auto`: the largest power of two whose estimated peak fits in 90% of this
     device's memory (at most 64, at most the sequences one process gets), then on CUDA halved
-    by accelerate until a real forward and backward pass fits."""
+    until a real forward and backward pass fits."""
     from repolm.train.memory import ModelShape
 
     shape = ModelShape.from_model(model)
@@ -492,20 +504,33 @@ def estimated_micro_batch(
 
 
 def _largest_that_runs(model: Any, data: PackedData, start: int, accelerator: Any) -> int:
-    from accelerate.utils import find_executable_batch_size
+    """The largest of start, start/2, start/4 ... whose forward and backward pass fits.
+    (accelerate's find_executable_batch_size shrinks by 10% a try in 1.16: not powers of two.)"""
+    import gc
+
+    import torch
+    from accelerate.utils.memory import should_reduce_batch_size
 
     model.to(accelerator.device)
-
-    @find_executable_batch_size(starting_batch_size=start)
-    def probe(batch_size: int) -> int:
-        batch = _tensors(data.batch(np.arange(batch_size) % len(data)), accelerator.device)
-        with accelerator.autocast():
-            loss = model(**batch).loss
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        return batch_size
-
-    return probe()
+    micro = start
+    while True:
+        try:
+            batch = _tensors(data.batch(np.arange(micro) % len(data)), accelerator.device)
+            with accelerator.autocast():
+                loss = model(**batch).loss
+            loss.backward()
+            return micro
+        except Exception as e:
+            if micro == 1 or not should_reduce_batch_size(e):
+                raise
+        finally:
+            batch = loss = None  # free the failed try's tensors before the next one
+            model.zero_grad(set_to_none=True)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.info(f"micro_batch {micro} does not fit: trying {micro // 2}")
+        micro //= 2
 
 
 def _context(spec: RunSpec) -> int:
@@ -644,7 +669,7 @@ def _samples(spec, accelerator, model, tokenizer, rec, step, writer) -> None:
 class Recorder:
     """The run's numbers: per-step series, evaluations, early stopping; the report."""
 
-    def __init__(self, spec, budget, total, trainable, precision, device, world) -> None:
+    def __init__(self, spec, budget, total, trainable, precision, device, world, flops) -> None:
         self.spec, self.budget = spec, budget
         self.meta = {
             "name": spec.name,
@@ -652,6 +677,7 @@ class Recorder:
             "method": spec.model.method,
             "mix": spec.model.mix,
             "parameters": {"total": total, "trainable": trainable},
+            "flops_per_token": flops,
             "precision": precision,
             "device": {"kind": device.kind, "name": device.name, "processes": world},
             "plan": budget.__dict__,
@@ -670,9 +696,7 @@ class Recorder:
         self.hardware: dict[str, Any] = {}
         self.hardware_samples: list[dict[str, float]] = []  # thinned, t = seconds of training
         self.stopped = ""
-        self.flops_per_token = 6 * trainable + 2 * (total - trainable) * (
-            2 if spec.model.method != "full" else 1
-        )  # backward through frozen weights: input gradients only
+        self.flops_per_token = flops  # device.train_flops_per_token
         self.peak = device.peak_flops
 
     def step(self, step, loss, lr, grad_norm, tokens, label_tokens, seconds) -> None:
@@ -682,8 +706,8 @@ class Recorder:
         row = {"step": step, "loss": round(loss, 5), "lr": lr, "grad_norm": grad_norm,
                "tokens_per_s": round(tps, 1), "seconds": round(seconds, 4)}  # fmt: skip
         if self.peak:
-            row["mfu"] = round(self.flops_per_token * tps / (self.peak * self.meta["device"][
-                "processes"]), 4)  # fmt: skip
+            peak = self.peak * self.meta["device"]["processes"]
+            row["mfu"] = round(model_flops_utilization(self.flops_per_token, tps, peak), 4)
         self.steps.append(row)
 
     def log(self, step: int, writer: Any) -> None:
