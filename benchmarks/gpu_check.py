@@ -18,7 +18,7 @@ written to one JSON file and summarised in a short table.
   t  `pytest -m gpu tests/test_train.py` (with --pytest-gpu)
 
 MFU = train_flops_per_token x tokens/s / the card's dense bf16 peak, where the FLOPs per token
-are repolm.train.device.train_flops_per_token, the training loop's own formula:
+are repolm.hardware.device.train_flops_per_token, the training loop's own formula:
 6 x trainable + 4 x frozen parameters + 12 x layers x hidden x seq_len (attention).
 
 Each part is skipped with its reason when the device or a dependency is missing (without CUDA:
@@ -182,7 +182,7 @@ def machine(env: Environment) -> dict[str, Any]:
     if env.cuda:
         import torch
 
-        from repolm.train.device import detect
+        from repolm.hardware.device import detect
 
         info |= {
             "torch": torch.__version__,

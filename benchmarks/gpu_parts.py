@@ -113,7 +113,7 @@ def part_a(ctx: Context) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     from bench_train import WARMUP, plain_loop
     from repolm.config import load_config
-    from repolm.train.device import detect, model_flops_utilization, train_flops_per_token
+    from repolm.hardware.device import detect, model_flops_utilization, train_flops_per_token
     from repolm.train.models import architecture
 
     run = ctx.build(SMALL, SMALL)

@@ -13,12 +13,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from repolm.build import documents as dm
-from repolm.build.assemble import describe_doc, implement_doc, record_pieces
-from repolm.build.pack import IGNORE, Doc, Packer
-from repolm.build.stage import training_plan
 from repolm.config import load_config
 from repolm.config.schema import BuildConfig
+from repolm.dataset import documents as dm
+from repolm.dataset.assemble import describe_doc, implement_doc, record_pieces
+from repolm.dataset.pack import IGNORE, Doc, Packer
+from repolm.dataset.plan import training_plan
 from repolm.errors import RepolmError
 from repolm.fsutil import file_digest
 from repolm.pipeline.runner import run_pipeline
@@ -131,11 +131,11 @@ def test_instruction_docs_mask_the_prompt_and_respect_the_budget() -> None:
 @pytest.mark.parametrize(
     ("train_tokens", "sequences", "epochs", "steps", "warmup"),
     [
-        (1_000_000, 2000, 10, 630, 100),  # 20M / 1M = 20 -> at most 10
+        (1_000_000, 2000, 10, 630, 63),  # 20M / 1M = 20 -> at most 10; warm-up a tenth
         (5_000_000, 10_000, 4, 1252, 125),
         (30_000_000, 64_000, 3, 6000, 600),  # below min_epochs -> 3
         (900_000_000, 4_000_000, 3, 375_000, 1000),  # warm-up capped
-        (1_000, 10, 10, 10, 10),  # warm-up never past the last step
+        (1_000, 10, 10, 10, 1),  # a short run warms up for a tenth of its steps
     ],
 )
 def test_training_plan(train_tokens, sequences, epochs, steps, warmup) -> None:
@@ -154,7 +154,7 @@ def test_recency_weight() -> None:
 @pytest.mark.parametrize(
     ("path", "language", "module"),
     [
-        ("src/repolm/build/stage.py", "Python", "repolm.build.stage"),
+        ("src/repolm/dataset/stage.py", "Python", "repolm.dataset.stage"),
         ("pkg/__init__.py", "Python", "pkg"),
         ("src/net/mod.rs", "Rust", "crate::net"),
         ("crates/core/src/lib.rs", "Rust", "crate"),
@@ -498,7 +498,7 @@ def test_recency_makes_recent_commits_more_frequent(history, tmp_path: Path) -> 
 def test_long_files_are_cut_at_line_ends_without_losing_a_token() -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from repolm.build.stage import _line_pieces
+    from repolm.dataset.stage import _line_pieces
 
     text = "".join(f"fn f{i}(x: u32) -> u32 {{ x * {i} }} // é\n" for i in range(200))
     tok = Tokenizer(models.BPE())

@@ -48,9 +48,9 @@ def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def test_outputs_reference_covers_every_column() -> None:
     text = (DOCS / "outputs.md").read_text()
-    from repolm.build.evalsets import SCHEMAS as EVAL_SCHEMAS
-    from repolm.build.shards import INSTRUCTION_SCHEMA, SEQUENCE_SCHEMA
     from repolm.chunk.stage import SCHEMA as CHUNKS_SCHEMA
+    from repolm.dataset.evalsets import SCHEMAS as EVAL_SCHEMAS
+    from repolm.dataset.shards import INSTRUCTION_SCHEMA, SEQUENCE_SCHEMA
 
     schemas = (COMMITS_SCHEMA, CHANGES_SCHEMA, CHUNKS_SCHEMA, SEQUENCE_SCHEMA, INSTRUCTION_SCHEMA)
     for schema in (*schemas, *EVAL_SCHEMAS.values()):

@@ -20,9 +20,9 @@ from conftest import TINY_MODEL, calc_history, calc_run, save_base_model
 from repolm.config import load_config
 from repolm.errors import RepolmError
 from repolm.eval import compress
-from repolm.eval.generate import load_model, sequence_nll
 from repolm.eval.perplexity import score_documents, score_texts
 from repolm.eval.texts import Document, segments
+from repolm.lm.generate import load_model, sequence_nll
 from repolm.pipeline.runner import run_pipeline
 
 TEXT = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))  # ünïcödé\n"
@@ -105,7 +105,7 @@ def test_long_sequences_are_scored_in_windows_each_token_once(tiny_model: Path) 
 
 
 def test_segments_give_back_special_tokens() -> None:
-    from repolm.build.documents import Tok
+    from repolm.dataset.documents import Tok
 
     assert segments("<|commit|><|date|>2021<|message|>fix <|file|>\n") == [
         Tok("<|commit|>"),

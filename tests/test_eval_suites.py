@@ -14,9 +14,9 @@ import pytest
 from conftest import GitRepo, isolate, save_base_model
 from repolm.config import load_config
 from repolm.errors import RepolmError
-from repolm.eval import suites
+from repolm.eval import behaviour as suites
+from repolm.eval.behaviour import Rubric, Suite, fill, load_suite, score_answer, score_suite
 from repolm.eval.facts import PLACEHOLDERS, RepoFacts, is_test_path, repo_facts
-from repolm.eval.suites import Rubric, Suite, fill, load_suite, score_answer, score_suite
 from repolm.pipeline.runner import run_pipeline
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "suites.md"
@@ -388,7 +388,7 @@ def test_a_suite_without_placeholders_needs_no_run(tmp_path: Path) -> None:
 
 
 def test_run_suite_with_a_tiny_model(tmp_path: Path) -> None:
-    from repolm.eval.generate import load_model
+    from repolm.lm.generate import load_model
 
     lm = load_model(save_base_model(tmp_path / "base"), precision="fp32")
     suite = Suite.model_validate(

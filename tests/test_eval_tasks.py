@@ -14,14 +14,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import calc_run
-from repolm.build import documents as dm
-from repolm.build.evalsets import SCHEMAS
+from repolm.dataset import documents as dm
+from repolm.dataset.evalsets import SCHEMAS
 from repolm.eval import completion as cp
 from repolm.eval import next_change as nc
+from repolm.eval.boundaries import plain_body, unit_end
 from repolm.eval.messages import evaluate_commit_messages, template_message
 from repolm.eval.metrics import rouge_l
 from repolm.eval.tasks import spread
-from repolm.eval.units import plain_body, unit_end
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -398,9 +398,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_prompts_are_the_training_documents(built: Path) -> None:
     """The describe prompt is the build stage's instruction pair; the next-change header opens
     the commit records of the held-out sequences."""
-    from repolm.build.stage import change_types
     from repolm.eval import messages
-    from repolm.eval.generate import load_model
+    from repolm.filter.outputs import change_types
+    from repolm.lm.generate import load_model
 
     run = built / "run"
     lm = load_model(built / "model")
@@ -436,7 +436,7 @@ def test_prompts_are_the_training_documents(built: Path) -> None:
 
 
 def test_every_task_end_to_end_with_and_without_a_model(built: Path) -> None:
-    from repolm.eval.generate import load_model
+    from repolm.lm.generate import load_model
 
     run, eval_dir = built / "run", built / "run" / "dataset" / "eval"
     lm = load_model(built / "model")
@@ -475,7 +475,7 @@ def test_every_task_end_to_end_with_and_without_a_model(built: Path) -> None:
 
 
 def test_continuation_nll_equals_scoring_whole_sequences(built: Path) -> None:
-    from repolm.eval.generate import continuation_nll, generate, load_model, sequence_nll
+    from repolm.lm.generate import continuation_nll, generate, load_model, sequence_nll
 
     lm = load_model(built / "model")
     prompt = lm.encode("def op_1(a, b):\n    return a")

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from repolm.train.device import DeviceInfo, model_flops_utilization, train_flops_per_token
+from repolm.hardware.device import DeviceInfo, model_flops_utilization, train_flops_per_token
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 PARTS = ["a", "b", "c", "d", "e"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from repolm.train.monitor import HardwareMonitor, _visible_indices
+from repolm.hardware.monitor import HardwareMonitor, _visible_indices
 
 INTERVAL = 0.05
 

@@ -83,7 +83,7 @@ from pathlib import Path
 assert Path(repolm.__file__).is_relative_to(sys.argv[1]), repolm.__file__
 from repolm.config.load import list_presets, load_config
 from repolm.config.schema import ModelConfig
-from repolm.eval.suites import suite_path
+from repolm.eval.behaviour import suite_path
 from repolm.train.models import architecture, list_architectures
 names = list_architectures()
 assert names, "no architectures"

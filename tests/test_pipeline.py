@@ -144,7 +144,7 @@ def test_a_list_of_files_and_builtin_names_is_in_the_fingerprint(repo, tmp_path:
 
     mine = tmp_path / "mine.yaml"
     mine.write_text("a")
-    item = PathInput("eval.suites", resolve="repolm.eval.suites:suite_path")
+    item = PathInput("eval.suites", resolve="repolm.eval.behaviour:suite_path")
     first = _input_digest(item, ["reasoning", str(mine)])
     shipped = _input_digest(item, ["reasoning"])[0]
     assert isinstance(shipped, str) and shipped != "missing"  # the shipped file's digest

@@ -341,7 +341,7 @@ def test_every_parameter_group_follows_the_schedule() -> None:
 
 
 def test_plan_counts_times_and_suggests(built, tmp_path: Path, monkeypatch) -> None:
-    from repolm.train import device as device_mod
+    from repolm.hardware import device as device_mod
     from repolm.train import plan as plan_mod
 
     _, run = built
@@ -443,7 +443,7 @@ def test_a_deleted_model_makes_the_train_stage_stale(built, tmp_path: Path) -> N
 
 
 def test_auto_micro_batch_follows_the_memory(built, tmp_path: Path, monkeypatch) -> None:
-    from repolm.train import device as device_mod
+    from repolm.hardware import device as device_mod
     from repolm.train import plan as plan_mod
 
     repo, _ = built

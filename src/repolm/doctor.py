@@ -84,7 +84,7 @@ def _torch() -> list[Check]:
                 )
             )
     else:
-        from repolm.train.device import cpu_has_bf16
+        from repolm.hardware.device import cpu_has_bf16
 
         cpu_bf16 = cpu_has_bf16()
         checks.append(

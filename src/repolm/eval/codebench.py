@@ -27,7 +27,7 @@ from repolm.eval.metrics import mean, pass_at_k
 from repolm.eval.sandbox import STATUSES, run_many
 
 if TYPE_CHECKING:
-    from repolm.eval.generate import LoadedModel
+    from repolm.lm.generate import LoadedModel
 
 __all__ = [
     "HUMANEVAL_STOP",
@@ -217,7 +217,7 @@ def generate_samples(
         raise ValueError("n > 1 needs temperature > 0: greedy decoding gives n copies of one")
     import torch
 
-    from repolm.eval.generate import generate
+    from repolm.lm.generate import generate
 
     prompts = [lm.encode(p.prompt) for p in problems for _ in range(n)]
     if temperature > 0:

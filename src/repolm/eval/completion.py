@@ -35,7 +35,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from repolm.build import documents as dm
+from repolm.dataset import documents as dm
+from repolm.eval.boundaries import plain_body, split_unit
 from repolm.eval.metrics import edit_similarity, exact_match, first_line, identifier_match
 from repolm.eval.tasks import (
     SAMPLES,
@@ -46,13 +47,12 @@ from repolm.eval.tasks import (
     spread,
     task_result,
 )
-from repolm.eval.units import plain_body, split_unit
 from repolm.tokenize import special as sp
 
 if TYPE_CHECKING:
     import random
 
-    from repolm.eval.generate import LoadedModel
+    from repolm.lm.generate import LoadedModel
 
 METRICS = ("next_line_em", "next_line_es", "body_em", "body_es", "identifier_em", "identifier_f1")
 MAX_NEW_TOKENS = 256
@@ -233,7 +233,7 @@ def _prompt_ids(lm: LoadedModel, row: dict[str, Any], max_new: int, fim: bool) -
 
 def model_bodies(lm: LoadedModel, rows: list[dict[str, Any]], batch_size: int = 8) -> list[str]:
     """Greedy bodies of the units, FIM when the model has repolm's FIM tokens."""
-    from repolm.eval.generate import generate
+    from repolm.lm.generate import generate
 
     fim = sp.FIM_PREFIX in lm.special
     most = min(MAX_NEW_TOKENS, lm.max_len // 2)

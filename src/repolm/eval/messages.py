@@ -21,13 +21,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repolm.build import documents as dm
+from repolm.dataset import documents as dm
 from repolm.eval.metrics import bleu, first_line, mean, rouge_l
 from repolm.eval.tasks import SAMPLES, clip, read_eval_set, special_ids, spread, task_result
 from repolm.tokenize import special as sp
 
 if TYPE_CHECKING:
-    from repolm.eval.generate import LoadedModel
+    from repolm.lm.generate import LoadedModel
 
 METRICS = ("subject_rouge_l", "subject_bleu", "message_rouge_l", "message_bleu")
 MAX_NEW_TOKENS = 64
@@ -124,7 +124,7 @@ def _history(filter_dir: Path, shas: list[str]) -> tuple[dict[str, list[dict]], 
     """Each commit's changes (in the file's order) and the message of the commit before it."""
     import pyarrow.parquet as pq
 
-    from repolm.build.corpus import Commits
+    from repolm.dataset.corpus import Commits
 
     changes: dict[str, list[dict]] = defaultdict(list)
     if shas:  # (an empty "in" filter does not type-check in pyarrow)
@@ -162,8 +162,8 @@ def evaluate_commit_messages(
     baselines = {name: score_messages(p, references) for name, p in outputs.items()}
     metrics = None
     if lm is not None:
-        from repolm.build.stage import change_types
-        from repolm.eval.generate import generate
+        from repolm.filter.outputs import change_types
+        from repolm.lm.generate import generate
 
         types = change_types(filter_dir) if rows else {}
         most = _run_max_diff(run_dir) if max_diff_bytes is None else max_diff_bytes

@@ -40,14 +40,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repolm.build import documents as dm
+from repolm.dataset import documents as dm
 from repolm.errors import RepolmError
 from repolm.eval.metrics import recall_at_k
 from repolm.eval.tasks import SAMPLES, averages, clip, read_eval_set, spread, task_result
 from repolm.tokenize import special as sp
 
 if TYPE_CHECKING:
-    from repolm.eval.generate import LoadedModel
+    from repolm.lm.generate import LoadedModel
 
 KS = (1, 5, 10)
 METRICS = tuple(f"recall@{k}" for k in KS)
@@ -73,7 +73,7 @@ class History:
     def read(cls, filter_dir: Path) -> History:
         import pyarrow.parquet as pq
 
-        from repolm.build.corpus import Commits
+        from repolm.dataset.corpus import Commits
 
         for name in ("commits", "changes", "files"):
             if not (filter_dir / f"{name}.parquet").exists():
@@ -202,7 +202,7 @@ def model_ranking(
     lm: LoadedModel, author: str | None, when: datetime, message: str, candidates: list[str]
 ) -> list[str]:
     """The candidates by the model's log-probability of each as the commit's first file."""
-    from repolm.eval.generate import continuation_nll
+    from repolm.lm.generate import continuation_nll
 
     prompt = lm.encode_segments([*dm.commit_header(author, when, message), dm.Tok(sp.FILE)])
     scores = continuation_nll(lm, prompt, [lm.encode(p + "\n") for p in candidates])

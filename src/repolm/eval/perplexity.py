@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from repolm.errors import RepolmError
 
 if TYPE_CHECKING:
-    from repolm.eval.generate import LoadedModel
     from repolm.eval.texts import Document
+    from repolm.lm.generate import LoadedModel
 
 TEXT_COLUMNS = ("text", "content", "code", "completion")
 TEXT_SUFFIXES = {".txt", ".md", ".rst"}
@@ -47,8 +47,8 @@ def score_documents(lm: LoadedModel, docs: Sequence[Document]) -> dict:
     tokens are ids where the model knows them, text otherwise. (One stream with context across
     records measured worse for the tiny-cpu model, 2.82 against 2.67 bits per byte: training
     restarts positions at each document.) Also each commit's own bits per byte, `by_commit`."""
-    from repolm.eval.generate import sequence_nll
     from repolm.eval.texts import segments
+    from repolm.lm.generate import sequence_nll
 
     t0 = time.monotonic()
     eos = lm.eos_ids[0]
@@ -70,7 +70,7 @@ def score_documents(lm: LoadedModel, docs: Sequence[Document]) -> dict:
 def score_texts(lm: LoadedModel, texts: Sequence[str]) -> dict:
     """Bits per byte of plain texts, each scored on its own: the tokenizer's BOS (or EOS) in
     front is its only context, so every token of the text is scored."""
-    from repolm.eval.generate import sequence_nll
+    from repolm.lm.generate import sequence_nll
 
     t0 = time.monotonic()
     bos = lm.tokenizer.bos_token_id
@@ -169,7 +169,7 @@ def perplexity(
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """`repolm eval perplexity`: bits per byte and perplexity of any causal LM on any text."""
-    from repolm.eval.generate import load_model
+    from repolm.lm.generate import load_model
 
     texts = []
     for text in read_texts(data, column):

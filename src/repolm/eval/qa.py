@@ -23,7 +23,7 @@ from repolm.errors import RepolmError
 from repolm.eval.metrics import mean
 
 if TYPE_CHECKING:
-    from repolm.eval.generate import LoadedModel
+    from repolm.lm.generate import LoadedModel
 
 __all__ = [
     "QAItem",
@@ -230,7 +230,7 @@ def answer_questions(
 ) -> list[str]:
     """Greedy answers, one line each, to `QA_PROMPT` (the context left out when an item has
     none); the prompt is cut from the left when it does not fit the model."""
-    from repolm.eval.generate import generate
+    from repolm.lm.generate import generate
 
     prompts = [
         lm.encode(

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from repolm.config.schema import Config, EvalConfig, ModelConfig
+from repolm.dataset.plan import read_stats
 from repolm.errors import RepolmError
 from repolm.fsutil import write_json_atomic
+from repolm.layout import RunLayout
 from repolm.pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -35,16 +37,15 @@ def run_stage(ctx: StageContext) -> StageResult:
 
 
 def evaluate(out: Path, config: Config) -> dict[str, Any]:
+    from repolm.eval.behaviour import find_suite
     from repolm.eval.compress import baselines
-    from repolm.eval.suites import find_suite
     from repolm.eval.texts import held_out, training_text
-    from repolm.train.stage import dataset_stats
 
     cfg = config.eval
     for suite in cfg.suites:  # a mistyped suite fails now, not after the models are scored
         find_suite(suite)
     t0 = time.monotonic()
-    stats = dataset_stats(out)
+    stats = read_stats(RunLayout(out))
     dataset, tok_dir = out / "dataset", out / "tokenizer"
     report: dict[str, Any] = {"cutoff": stats.get("cutoff", {}), "text": {}, "timings": {}}
     future = held_out_splits(report["cutoff"], cfg)
@@ -130,8 +131,8 @@ def evaluate_model(
     docs: dict[str, list[Any]],
     report: dict[str, Any],
 ) -> dict[str, Any]:
-    from repolm.eval.generate import load_model
     from repolm.eval.perplexity import score_documents
+    from repolm.lm.generate import load_model
 
     path = out / "models" / name
     if not (path / "config.json").is_file():
@@ -155,7 +156,7 @@ def evaluate_model(
     if cfg.tasks and docs:
         result["tasks"] = run_tasks(lm, out, cfg, report, name, list(docs))
     for suite in cfg.suites:
-        from repolm.eval.suites import resolve_suite, run_suite
+        from repolm.eval.behaviour import resolve_suite, run_suite
 
         with measured(report, f"{name}: suite {suite}"):
             result.setdefault("suites", {})[Path(suite).stem] = run_suite(
@@ -217,7 +218,7 @@ def run_tasks(
 def measured(report: dict[str, Any], what: str) -> Iterator[None]:
     """Time and peak memory (process RSS, GPU memory where NVML answers) of one evaluation,
     into report["timings"][what]."""
-    from repolm.train.monitor import HardwareMonitor
+    from repolm.hardware.monitor import HardwareMonitor
 
     t0 = time.monotonic()
     with HardwareMonitor(interval_s=0.25) as monitor:

@@ -33,7 +33,7 @@ def read_eval_set(eval_dir: Path, name: str, split: str, limit: int | None) -> l
     (chronological) order; with `limit`, that many spread evenly over them."""
     import pyarrow.parquet as pq
 
-    from repolm.build.evalsets import FUTURE
+    from repolm.dataset.evalsets import FUTURE
 
     if split not in FUTURE:
         raise ValueError(f"split must be one of {FUTURE}, got {split!r}")

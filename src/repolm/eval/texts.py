@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from repolm.build.documents import Segment, Tok
+from repolm.dataset.documents import Segment, Tok
 from repolm.errors import RepolmError
 from repolm.tokenize import special as sp
 

@@ -9,6 +9,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from repolm.layout import RunLayout
+
 if TYPE_CHECKING:
     from repolm.config import Config
     from repolm.mine.git import Repo
@@ -86,6 +88,10 @@ class StageContext:
         return self.out / name
 
     @cached_property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.out)
+
+    @cached_property
     def repo(self) -> Repo:
         from repolm.mine.git import open_repo
 
@@ -141,8 +147,10 @@ REGISTRY: dict[str, Stage] = {
         ),
         Stage(
             name="build",
-            entry="repolm.build.stage:run_stage",
-            version=2,  # 2: eval/future_records.parquet
+            entry="repolm.dataset.stage:run_stage",
+            # 2: eval/future_records.parquet; 3: the plan's warm-up is the schedule's (a tenth
+            # of a short run at most)
+            version=3,
             inputs=("filter", "tokenize"),
             outputs=(
                 "dataset/stats.json",
@@ -182,7 +190,7 @@ REGISTRY: dict[str, Stage] = {
             path_inputs=(
                 PathInput("eval.mbpp"),
                 PathInput("eval.qa"),
-                PathInput("eval.suites", resolve="repolm.eval.suites:suite_path"),  # or a name
+                PathInput("eval.suites", resolve="repolm.eval.behaviour:suite_path"),  # or a name
             ),
             describe="each model on the commits after the cutoff: bits per byte next to xz and "
             "zstd, completion, next change, commit messages, suites, code benchmarks",

@@ -23,18 +23,19 @@ from typing import Any
 import numpy as np
 
 from repolm.config.schema import BuildConfig, ModelConfig
+from repolm.dataset.plan import warmup_steps
 from repolm.errors import RepolmError
 from repolm.fsutil import write_json_atomic
-from repolm.logs import log, progress
-from repolm.train import checkpoint
-from repolm.train.data import PackedData, Schedule, unigram_loss
-from repolm.train.device import (
+from repolm.hardware.device import (
     choose_precision,
     detect,
     model_flops_utilization,
     torch_dtype,
     train_flops_per_token,
 )
+from repolm.logs import log, progress
+from repolm.train import checkpoint
+from repolm.train.data import PackedData, Schedule, unigram_loss
 
 DEFAULT_LR = {"scratch": 6e-4, "full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 
@@ -117,11 +118,10 @@ def _from_main(accelerator: Any, value: int) -> int:
 
 
 def warmup_for(spec: RunSpec, total: int) -> int:
-    tc, b = spec.model.train, spec.build
+    tc = spec.model.train
     if tc.warmup_steps is not None:
         return min(tc.warmup_steps, total)
-    warmup = min(max(round(b.warmup_fraction * total), b.min_warmup_steps), b.max_warmup_steps)
-    return min(warmup, max(total // 10, 1))
+    return warmup_steps(spec.build, total)
 
 
 def fit_to_clock(
@@ -234,9 +234,9 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     from accelerate.utils import set_seed
     from transformers import AutoTokenizer
 
+    from repolm.hardware.monitor import HardwareMonitor
     from repolm.train.memory import ModelShape
     from repolm.train.models import count_parameters
-    from repolm.train.monitor import HardwareMonitor
 
     tc = spec.model.train
     device = detect()
@@ -422,7 +422,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
             "checkpoint saved",
             "run the same command again to continue from it",
         )
-    from repolm.train.export import export_model
+    from repolm.train.save import export_model
 
     export_model(spec, accelerator, model, tokenizer, rec.best_step)
     report = rec.report()
@@ -488,7 +488,7 @@ def estimated_micro_batch(
 ) -> int:
     """The largest power of two (at most 64 and `sequences`) whose estimated peak fits in 90%
     of the device's free memory; 1 when none does."""
-    from repolm.train import device as dev
+    from repolm.hardware import device as dev
     from repolm.train.memory import estimate_memory
     from repolm.train.plan import tensor_bytes
 
@@ -635,7 +635,7 @@ def _evaluate_and_track(
             writer.add_scalar("val/loss", loss, step)
             writer.add_scalar("val/perplexity", math.exp(min(loss, 50)), step)
     if improved:
-        from repolm.train.export import save_best
+        from repolm.train.save import save_best
 
         save_best(accelerator, model, spec.work_dir / "best", step)
     elif tc.patience and rec.bad_evals >= tc.patience:

@@ -11,8 +11,8 @@ from typing import Any
 
 from repolm.config.schema import Config
 from repolm.errors import RepolmError
-from repolm.train import device as dev
-from repolm.train.device import DeviceInfo, choose_precision, detect
+from repolm.hardware import device as dev
+from repolm.hardware.device import DeviceInfo, choose_precision, detect
 
 MEASURED_STEPS = 2  # timed after one warm-up step
 
@@ -51,11 +51,13 @@ class ModelPlan:
 
 
 def plan_models(out: Path, config: Config, measure: bool = True) -> list[ModelPlan]:
-    from repolm.train.stage import dataset_stats, run_spec
+    from repolm.dataset.plan import read_stats
+    from repolm.layout import RunLayout
+    from repolm.train.stage import run_spec
 
     if not (out / "tokenizer" / "tokenizer.json").is_file():
         raise RepolmError(f"no tokenizer in {out}", "run 'repolm build' first (plan reads it)")
-    stats = dataset_stats(out)
+    stats = read_stats(RunLayout(out))
     device = detect()
     plans = []
     for name, mc in config.models.items():

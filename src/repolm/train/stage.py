@@ -3,11 +3,11 @@ mix, each saved under OUT/models/<name>/ with its report under OUT/train/<name>/
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from repolm.config.schema import Config, ModelConfig
+from repolm.dataset.plan import read_stats
 from repolm.errors import RepolmError
 from repolm.fsutil import file_digest, json_digest, write_json_atomic
 from repolm.pipeline.stage import StageContext, StageResult
@@ -26,7 +26,7 @@ def run_stage(ctx: StageContext) -> StageResult:
     resume = ctx.options.get("resume", "auto")
     if ctx.force:
         resume = "never"
-    stats = dataset_stats(ctx.out)
+    stats = read_stats(ctx.layout)
     reports: dict[str, Any] = {}
     for name, mc in ctx.config.models.items():
         spec = run_spec(ctx.out, ctx.config, name, mc, stats, resume)
@@ -39,13 +39,6 @@ def run_stage(ctx: StageContext) -> StageResult:
     weights = sorted(p.relative_to(ctx.out).as_posix() for p in files)
     return StageResult(stats={"models": brief}, summary=summary, manifest={"models": brief},
                        outputs=tuple(weights))  # fmt: skip
-
-
-def dataset_stats(out: Path) -> dict[str, Any]:
-    path = out / "dataset" / "stats.json"
-    if not path.is_file():
-        raise RepolmError(f"missing {path}", "run the build stage first")
-    return json.loads(path.read_text())
 
 
 def check_model(config: Config, name: str, mc: ModelConfig, stats: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from repolm.mine.tables import rows_table
 from repolm.split import Split
 
 if TYPE_CHECKING:
-    from repolm.build.corpus import Commits
+    from repolm.dataset.corpus import Commits
     from repolm.mine.git import Repo
 
 FUTURE = ("val", "test")

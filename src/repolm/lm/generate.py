@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repolm.build.documents import Segment, Tok
+from repolm.dataset.documents import Segment, Tok
 from repolm.errors import RepolmError
 
 
@@ -67,8 +67,8 @@ def load_model(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from repolm.hardware.device import choose_precision, detect, torch_dtype
     from repolm.hub import local_model_dir
-    from repolm.train.device import choose_precision, detect, torch_dtype
 
     where = local_model_dir(str(path))
     info = detect()

@@ -23,7 +23,7 @@ from repolm.errors import RepolmError
 from repolm.eval.facts import PLACEHOLDERS, RepoFacts, placeholder_values, repo_facts
 
 if TYPE_CHECKING:
-    from repolm.eval.generate import LoadedModel
+    from repolm.lm.generate import LoadedModel
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "suites"
 TEMPLATE_CATEGORIES = (
@@ -406,7 +406,7 @@ def run_suite(lm: LoadedModel, suite: Suite, max_new_tokens: int = 256) -> dict[
     """Greedy answers to every test (prompts in `PROMPT_FORMAT`, at most `max_new_tokens` new
     tokens but no more than half the model's context), scored: `score_suite`'s result with each
     test's prompt and answer added, and the generation settings under `generation`."""
-    from repolm.eval.generate import generate
+    from repolm.lm.generate import generate
 
     new_tokens = max(1, min(max_new_tokens, lm.max_len // 2))
     prompts = [lm.encode(format_prompt(t.prompt)) for t in suite.tests]

@@ -94,7 +94,7 @@ _HUNK = re.compile(r"^@@ ", re.M)
 
 def module_of(path: str, language: str | None) -> str:
     """The module a file belongs to, in its language's notation where there is one:
-    `repolm.build.stage` (Python), `build::stage` (Rust), `pkg/sub` (Go), else the directory."""
+    `repolm.dataset.stage` (Python), `build::stage` (Rust), `pkg/sub` (Go), else the directory."""
     stem, _, ext = path.rpartition(".")
     if not stem:
         stem = path

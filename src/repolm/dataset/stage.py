@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,16 +32,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from repolm.build import documents as dm
-from repolm.build.assemble import describe_doc, implement_doc, record_pieces
-from repolm.build.corpus import Commits, Corpus, Encoder, Section, Spool, render
-from repolm.build.evalsets import FUTURE, write_eval_set, write_eval_sets
-from repolm.build.pack import Doc, Packer
-from repolm.build.shards import SPLITS, InstructionWriter, ShardWriter
-from repolm.build.weigh import KINDS, Copies, draw_copies, measure
-from repolm.chunk.labels import CHANGE_TYPES
 from repolm.config.schema import BuildConfig, Config
+from repolm.dataset import documents as dm
+from repolm.dataset.assemble import describe_doc, implement_doc, record_pieces
+from repolm.dataset.corpus import Commits, Corpus, Encoder, Section, Spool, render
+from repolm.dataset.evalsets import FUTURE, write_eval_set, write_eval_sets
+from repolm.dataset.pack import Doc, Packer
+from repolm.dataset.plan import training_plan
+from repolm.dataset.shards import SPLITS, InstructionWriter, ShardWriter
+from repolm.dataset.weigh import KINDS, Copies, draw_copies, measure
 from repolm.errors import RepolmError
+from repolm.filter.outputs import change_types
 from repolm.fsutil import atomic_dir, file_digest
 from repolm.logs import log, progress
 from repolm.pipeline.stage import StageContext, StageResult
@@ -221,21 +221,6 @@ def _pack_mix(
         "plan": training_plan(cfg, total, writer.sequences),
         "shards": {n: file_digest(out / n) for n in writer.shards},
     }
-
-
-def change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:
-    """(sha, path) -> the change types of its labelled units, in CHANGE_TYPES order."""
-    t = pq.read_table(
-        filter_dir / "chunks.parquet",
-        columns=["sha", "path", "change_type"],
-        filters=[("source", "=", "change")],
-    )
-    found: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for sha, path, ct in zip(*(t.column(n).to_pylist() for n in t.column_names), strict=True):
-        if ct:
-            found[(sha, path)].add(ct)
-    order = {t: i for i, t in enumerate(CHANGE_TYPES)}
-    return {k: sorted(v, key=order.__getitem__) for k, v in found.items()}
 
 
 def _encode_commits(
@@ -523,28 +508,6 @@ def _stream(
 
 
 # -- stats and the training plan ------------------------------------------------------------
-
-
-def training_plan(cfg: BuildConfig, train_tokens: int, train_sequences: int) -> dict[str, Any]:
-    """The original design's plan: epochs = clamp(target_tokens // train_tokens, min, max);
-    warm-up = clamp(warmup_fraction * total_steps, min, max), never past the last step."""
-    epochs = min(max(cfg.target_tokens // max(train_tokens, 1), cfg.min_epochs), cfg.max_epochs)
-    steps_per_epoch = math.ceil(train_sequences / cfg.batch_size)
-    total = steps_per_epoch * epochs
-    warmup = min(
-        max(round(cfg.warmup_fraction * total), cfg.min_warmup_steps), cfg.max_warmup_steps
-    )
-    return {
-        "train_tokens": train_tokens,
-        "train_sequences": train_sequences,
-        "target_tokens": cfg.target_tokens,
-        "epochs": epochs,
-        "batch_size": cfg.batch_size,
-        "tokens_per_step": cfg.batch_size * cfg.seq_len,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-        "warmup_steps": min(warmup, total),
-    }
 
 
 def _realised(tokens: Counter[str]) -> dict[str, float]:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from repolm.build import documents as dm
-from repolm.build.assemble import EMPTY
+from repolm.dataset import documents as dm
+from repolm.dataset.assemble import EMPTY
 from repolm.errors import RepolmError
 from repolm.tokenize import special as sp
 

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from repolm.build.corpus import Encoder
+from repolm.dataset.corpus import Encoder
 from repolm.mine.tables import rows_table
 
 SPLITS = ("train", "val", "test")

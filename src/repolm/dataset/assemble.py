@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from repolm.build.pack import Doc
+from repolm.dataset.pack import Doc
 
 EMPTY = np.zeros(0, dtype=np.int32)
 

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from repolm.build import documents as dm
 from repolm.config.schema import BuildConfig, MixConfig
+from repolm.dataset import documents as dm
 from repolm.errors import RepolmError
 
 if TYPE_CHECKING:
-    from repolm.build.corpus import Corpus, Encoder
+    from repolm.dataset.corpus import Corpus, Encoder
     from repolm.split import Split
 
 KINDS = ("files", "commits", "instructions", "qa")  # the mix's kinds

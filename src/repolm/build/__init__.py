@@ -1,1 +1,0 @@
-"""The build stage: packed training sequences, instruction pairs and evaluation sets."""

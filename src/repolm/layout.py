@@ -1,0 +1,120 @@
+"""Where a run keeps everything: one object that knows every path under `OUT/`.
+
+Stages ask it for their own directories and for the files of the stages before them, so no
+module joins run paths by hand and a renamed file is renamed in one place. It only names
+paths; reading a stage's outputs is that stage's own code (`repolm.dataset.plan.read_stats`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    out: Path
+
+    # -- the run as a whole
+    @property
+    def manifest(self) -> Path:
+        return self.out / "manifest.json"
+
+    @property
+    def report_html(self) -> Path:
+        return self.out / "report.html"
+
+    # -- mine
+    @property
+    def mine_dir(self) -> Path:
+        return self.out / "mine"
+
+    @property
+    def mined_commits(self) -> Path:
+        return self.mine_dir / "commits.parquet"
+
+    @property
+    def mined_changes(self) -> Path:
+        return self.mine_dir / "changes.parquet"
+
+    # -- chunk
+    @property
+    def chunk_dir(self) -> Path:
+        return self.out / "chunk"
+
+    @property
+    def chunks(self) -> Path:
+        return self.chunk_dir / "chunks.parquet"
+
+    # -- filter
+    @property
+    def filter_dir(self) -> Path:
+        return self.out / "filter"
+
+    def filtered(self, table: str) -> Path:
+        """One of the filter stage's tables: files, commits, changes, chunks."""
+        return self.filter_dir / f"{table}.parquet"
+
+    @property
+    def filter_stats(self) -> Path:
+        return self.filter_dir / "stats.json"
+
+    # -- tokenize
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.out / "tokenizer"
+
+    # -- build (the dataset)
+    @property
+    def dataset_dir(self) -> Path:
+        return self.out / "dataset"
+
+    @property
+    def dataset_stats(self) -> Path:
+        return self.dataset_dir / "stats.json"
+
+    @property
+    def eval_sets_dir(self) -> Path:
+        """The evaluation sets the build stage writes from the commits after the cutoff."""
+        return self.dataset_dir / "eval"
+
+    def eval_set(self, name: str) -> Path:
+        return self.eval_sets_dir / f"{name}.parquet"
+
+    def instructions(self, split: str) -> Path:
+        return self.dataset_dir / "instructions" / f"{split}.parquet"
+
+    # -- train
+    @property
+    def train_dir(self) -> Path:
+        return self.out / "train"
+
+    @property
+    def train_report(self) -> Path:
+        return self.train_dir / "report.json"
+
+    def train_work_dir(self, model: str) -> Path:
+        """A model's checkpoints, best weights and curves while it trains."""
+        return self.train_dir / model
+
+    def tensorboard_dir(self, model: str) -> Path:
+        return self.train_work_dir(model) / "tensorboard"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.out / "models"
+
+    def model_dir(self, model: str) -> Path:
+        """A trained model as a plain Hugging Face directory."""
+        return self.models_dir / model
+
+    # -- eval
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "eval"
+
+    @property
+    def eval_report(self) -> Path:
+        return self.eval_dir / "report.json"
