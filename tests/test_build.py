@@ -15,14 +15,14 @@ import pytest
 
 from repolm.config import load_config
 from repolm.config.schema import BuildConfig
-from repolm.dataset import documents as dm
 from repolm.dataset.assemble import describe_doc, implement_doc, record_pieces
 from repolm.dataset.pack import IGNORE, Doc, Packer
 from repolm.dataset.plan import training_plan
 from repolm.errors import RepolmError
+from repolm.formats import documents as dm
+from repolm.formats import special as sp
 from repolm.fsutil import file_digest
 from repolm.pipeline.runner import run_pipeline
-from repolm.tokenize import special as sp
 
 # -- pure pieces ------------------------------------------------------------------------------
 

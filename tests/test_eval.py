@@ -105,7 +105,7 @@ def test_long_sequences_are_scored_in_windows_each_token_once(tiny_model: Path) 
 
 
 def test_segments_give_back_special_tokens() -> None:
-    from repolm.dataset.documents import Tok
+    from repolm.formats.documents import Tok
 
     assert segments("<|commit|><|date|>2021<|message|>fix <|file|>\n") == [
         Tok("<|commit|>"),

@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import calc_run
-from repolm.dataset import documents as dm
 from repolm.dataset.evalsets import SCHEMAS
 from repolm.eval import completion as cp
 from repolm.eval import next_change as nc
@@ -22,6 +21,7 @@ from repolm.eval.boundaries import plain_body, unit_end
 from repolm.eval.messages import evaluate_commit_messages, template_message
 from repolm.eval.metrics import rouge_l
 from repolm.eval.tasks import spread
+from repolm.formats import documents as dm
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from repolm.config import load_config
+from repolm.formats.special import SPECIAL_TOKENS
 from repolm.pipeline.runner import run_pipeline
-from repolm.tokenize.special import SPECIAL_TOKENS
 from repolm.tokenize.stage import training_documents
 
 ODD = (

@@ -11,22 +11,6 @@ from typing import NamedTuple
 
 from repolm.chunk.units import Unit
 
-CHANGE_TYPES = (
-    "new_function",
-    "modified_function",
-    "deleted_function",
-    "new_test",
-    "modified_test",
-    "deleted_test",
-    "new_type",
-    "modified_type",
-    "deleted_type",
-    "docs",
-    "config",
-    "build",
-    "other",
-)
-
 _GROUP = {"function": "function", "method": "function", "test": "test", "type": "type"}
 _DOC_LANGUAGES = {"Markdown", "reStructuredText", "AsciiDoc", "Text", "TeX"}
 _CONFIG_LANGUAGES = {"YAML", "TOML", "JSON", "INI", "XML", "HCL", "Nix"}

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from repolm.dataset import documents as dm
 from repolm.dataset.assemble import EMPTY
 from repolm.errors import RepolmError
-from repolm.tokenize import special as sp
+from repolm.formats import documents as dm
+from repolm.formats import special as sp
 
 BATCH_CHARS = 2_000_000  # text encoded per library call
 

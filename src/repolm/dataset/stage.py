@@ -33,7 +33,6 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from repolm.config.schema import BuildConfig, Config
-from repolm.dataset import documents as dm
 from repolm.dataset.assemble import describe_doc, implement_doc, record_pieces
 from repolm.dataset.corpus import Commits, Corpus, Encoder, Section, Spool, render
 from repolm.dataset.evalsets import FUTURE, write_eval_set, write_eval_sets
@@ -43,11 +42,12 @@ from repolm.dataset.shards import SPLITS, InstructionWriter, ShardWriter
 from repolm.dataset.weigh import KINDS, Copies, draw_copies, measure
 from repolm.errors import RepolmError
 from repolm.filter.outputs import change_types
+from repolm.formats import documents as dm
+from repolm.formats import special as sp
 from repolm.fsutil import atomic_dir, file_digest
 from repolm.logs import log, progress
 from repolm.pipeline.stage import StageContext, StageResult
 from repolm.split import Split, run_split
-from repolm.tokenize import special as sp
 
 if TYPE_CHECKING:
     from repolm.mine.git import Repo

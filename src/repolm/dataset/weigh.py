@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from repolm.config.schema import BuildConfig, MixConfig
-from repolm.dataset import documents as dm
 from repolm.errors import RepolmError
+from repolm.formats import documents as dm
 
 if TYPE_CHECKING:
     from repolm.dataset.corpus import Corpus, Encoder

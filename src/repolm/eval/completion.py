@@ -35,7 +35,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from repolm.dataset import documents as dm
 from repolm.eval.boundaries import plain_body, split_unit
 from repolm.eval.metrics import edit_similarity, exact_match, first_line, identifier_match
 from repolm.eval.tasks import (
@@ -47,7 +46,8 @@ from repolm.eval.tasks import (
     spread,
     task_result,
 )
-from repolm.tokenize import special as sp
+from repolm.formats import documents as dm
+from repolm.formats import special as sp
 
 if TYPE_CHECKING:
     import random

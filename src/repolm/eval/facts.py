@@ -16,7 +16,7 @@ from repolm.errors import RepolmError
 
 @dataclass(frozen=True)
 class Module:
-    """A module of the snapshot (`repolm.dataset.documents.module_of`: one per Python file, a
+    """A module of the snapshot (`repolm.formats.documents.module_of`: one per Python file, a
     directory for Go or JavaScript), with what the suites ask about."""
 
     name: str
@@ -198,7 +198,7 @@ def build_facts(
     """Facts from the snapshot's files (path, language, bytes, text) and units (path, kind,
     qualified_name, start_line, end_line), the training history's (sha, path) file changes
     and its changed units' counts by (path, qualified_name)."""
-    from repolm.dataset.documents import module_of
+    from repolm.formats.documents import module_of
 
     by_path = {f["path"]: f for f in files}
     kinds: dict[str, set[str]] = defaultdict(set)

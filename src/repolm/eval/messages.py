@@ -21,10 +21,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repolm.dataset import documents as dm
 from repolm.eval.metrics import bleu, first_line, mean, rouge_l
 from repolm.eval.tasks import SAMPLES, clip, read_eval_set, special_ids, spread, task_result
-from repolm.tokenize import special as sp
+from repolm.formats import documents as dm
+from repolm.formats import special as sp
 
 if TYPE_CHECKING:
     from repolm.lm.generate import LoadedModel

@@ -40,11 +40,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from repolm.dataset import documents as dm
 from repolm.errors import RepolmError
 from repolm.eval.metrics import recall_at_k
 from repolm.eval.tasks import SAMPLES, averages, clip, read_eval_set, spread, task_result
-from repolm.tokenize import special as sp
+from repolm.formats import documents as dm
+from repolm.formats import special as sp
 
 if TYPE_CHECKING:
     from repolm.lm.generate import LoadedModel

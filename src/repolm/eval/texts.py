@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from repolm.dataset.documents import Segment, Tok
 from repolm.errors import RepolmError
-from repolm.tokenize import special as sp
+from repolm.formats import special as sp
+from repolm.formats.documents import Segment, Tok
 
 _SPECIAL = re.compile("|".join(re.escape(t) for t in sorted(sp.SPECIAL_TOKENS, key=len)[::-1]))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from repolm.chunk.labels import CHANGE_TYPES
+from repolm.formats.special import CHANGE_TYPES
 
 
 def change_types(filter_dir: Path) -> dict[tuple[str, str], list[str]]:

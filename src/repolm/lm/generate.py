@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repolm.dataset.documents import Segment, Tok
 from repolm.errors import RepolmError
+from repolm.formats.documents import Segment, Tok
 
 
 @dataclass
@@ -90,7 +90,7 @@ def load_model(
 
 def wrap(model: Any, tokenizer: Any, path: str = "") -> LoadedModel:
     """A model already in memory (e.g. the one being trained) as a `LoadedModel`."""
-    from repolm.tokenize import special as sp
+    from repolm.formats import special as sp
 
     vocab = tokenizer.get_vocab()
     special = {t: vocab[t] for t in sp.SPECIAL_TOKENS if t in vocab}

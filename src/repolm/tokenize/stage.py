@@ -30,11 +30,11 @@ import pyarrow.parquet as pq
 
 from repolm.config.schema import TokenizeConfig
 from repolm.errors import RepolmError
+from repolm.formats.special import ENDOFTEXT, PAD, SPECIAL_TOKENS, UNK
 from repolm.fsutil import atomic_dir
 from repolm.hub import local_model_dir
 from repolm.logs import log
 from repolm.pipeline.stage import StageContext, StageResult
-from repolm.tokenize.special import ENDOFTEXT, PAD, SPECIAL_TOKENS, UNK
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

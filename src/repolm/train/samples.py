@@ -64,8 +64,8 @@ def take_samples(
     """Greedy continuations of the prompts by `model` (left in the mode it was in), each with
     whether prompt + sample parse (a valid prefix: see `repolm.eval.metrics.parses`; None for
     a blank sample, which proves nothing)."""
-    from repolm.dataset.documents import file_document_header
     from repolm.eval.metrics import parses
+    from repolm.formats.documents import file_document_header
     from repolm.lm.generate import generate, wrap
 
     if not prompts:

@@ -1,15 +1,31 @@
 """repolm's special tokens: one table that the tokenizer, the dataset builder and the model share.
 
-Pure data (no heavy imports), so later stages can import it cheaply.
+Pure data (no heavy imports), so every stage can import it cheaply.
 """
 
 from __future__ import annotations
 
-from repolm.chunk.labels import CHANGE_TYPES
-
 ENDOFTEXT = "<|endoftext|>"  # bos and eos
 PAD = "<|pad|>"
+
 UNK = "<|unk|>"  # only for models that need one (unigram); byte-level BPE never emits it
+
+# What chunk.labels labels a change with; each has its own token.
+CHANGE_TYPES = (
+    "new_function",
+    "modified_function",
+    "deleted_function",
+    "new_test",
+    "modified_test",
+    "deleted_test",
+    "new_type",
+    "modified_type",
+    "deleted_type",
+    "docs",
+    "config",
+    "build",
+    "other",
+)
 
 COMMIT, COMMIT_END = "<|commit|>", "<|/commit|>"
 AUTHOR, DATE, MESSAGE = "<|author|>", "<|date|>", "<|message|>"

@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import NamedTuple
 
-from repolm.tokenize import special as sp
+from repolm.formats import special as sp
 
 
 class Tok(NamedTuple):
