@@ -388,7 +388,7 @@ def test_a_suite_without_placeholders_needs_no_run(tmp_path: Path) -> None:
 
 
 def test_run_suite_with_a_tiny_model(tmp_path: Path) -> None:
-    from repolm.lm.generate import load_model
+    from repolm.lm import load_model
 
     lm = load_model(save_base_model(tmp_path / "base"), precision="fp32")
     suite = Suite.model_validate(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from repolm import syntax
 from repolm.chunk.grammars import LANGUAGES, Decl, Grammar, Scope, grammar_for
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def parse_units(
         if language == "Markdown":
             return Parsed(_sections(source, starts, _split_lines(source)))
         grammar = grammar_for(language, path)
-        parser = _parser(grammar.grammar) if grammar is not None else None
+        parser = syntax.parser(grammar.grammar) if grammar is not None else None
         if grammar is not None and parser is not None:
             return _code_units(source, starts, grammar, parser, path, base, reuse, tree)
     except Exception:  # a bad file must never stop the stage; it still gets windows
@@ -135,24 +136,6 @@ def line_starts(data: bytes) -> np.ndarray:
     starts[1:-1] = newlines + 1
     starts[-1] = len(data)  # the last line has no newline after it...
     return starts[:-1] if starts[-2] == len(data) else starts  # ...unless it has
-
-
-# -- parsing ----------------------------------------------------------------------------------
-
-_PARSERS: dict[str, Any] = {}
-
-
-def _parser(grammar: str) -> Any | None:
-    """A cached tree-sitter parser (None, cached too, when the grammar cannot be loaded)."""
-    if grammar not in _PARSERS:
-        try:
-            from tree_sitter_language_pack import get_parser
-
-            _PARSERS[grammar] = get_parser(grammar)  # type: ignore[arg-type]
-        except Exception:
-            log.warning("tree-sitter grammar %r unavailable; its files get windows", grammar)
-            _PARSERS[grammar] = None
-    return _PARSERS[grammar]
 
 
 def _split_lines(source: bytes) -> list[str]:

@@ -15,15 +15,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from repolm.errors import RepolmError
 from repolm.eval.facts import PLACEHOLDERS, RepoFacts, placeholder_values, repo_facts
-
-if TYPE_CHECKING:
-    from repolm.lm.generate import LoadedModel
+from repolm.lm import LoadedModel, generate
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "suites"
 TEMPLATE_CATEGORIES = (
@@ -406,8 +404,6 @@ def run_suite(lm: LoadedModel, suite: Suite, max_new_tokens: int = 256) -> dict[
     """Greedy answers to every test (prompts in `PROMPT_FORMAT`, at most `max_new_tokens` new
     tokens but no more than half the model's context), scored: `score_suite`'s result with each
     test's prompt and answer added, and the generation settings under `generation`."""
-    from repolm.lm.generate import generate
-
     new_tokens = max(1, min(max_new_tokens, lm.max_len // 2))
     prompts = [lm.encode(format_prompt(t.prompt)) for t in suite.tests]
     texts = generate(lm, prompts, new_tokens, stop=_cut_next_question)

@@ -48,11 +48,10 @@ from repolm.eval.tasks import (
 )
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
+from repolm.lm import LoadedModel, generate
 
 if TYPE_CHECKING:
     import random
-
-    from repolm.lm.generate import LoadedModel
 
 METRICS = ("next_line_em", "next_line_es", "body_em", "body_es", "identifier_em", "identifier_f1")
 MAX_NEW_TOKENS = 256
@@ -233,8 +232,6 @@ def _prompt_ids(lm: LoadedModel, row: dict[str, Any], max_new: int, fim: bool) -
 
 def model_bodies(lm: LoadedModel, rows: list[dict[str, Any]], batch_size: int = 8) -> list[str]:
     """Greedy bodies of the units, FIM when the model has repolm's FIM tokens."""
-    from repolm.lm.generate import generate
-
     fim = sp.FIM_PREFIX in lm.special
     most = min(MAX_NEW_TOKENS, lm.max_len // 2)
     budgets = [min(most, int(1.5 * len(lm.encode(split_unit(r["target"])[1]))) + 16) for r in rows]

@@ -19,15 +19,13 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repolm.eval.metrics import bleu, first_line, mean, rouge_l
 from repolm.eval.tasks import SAMPLES, clip, read_eval_set, special_ids, spread, task_result
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
-
-if TYPE_CHECKING:
-    from repolm.lm.generate import LoadedModel
+from repolm.lm import LoadedModel, generate
 
 METRICS = ("subject_rouge_l", "subject_bleu", "message_rouge_l", "message_bleu")
 MAX_NEW_TOKENS = 64
@@ -163,7 +161,6 @@ def evaluate_commit_messages(
     metrics = None
     if lm is not None:
         from repolm.filter.outputs import change_types
-        from repolm.lm.generate import generate
 
         types = change_types(filter_dir) if rows else {}
         most = _run_max_diff(run_dir) if max_diff_bytes is None else max_diff_bytes

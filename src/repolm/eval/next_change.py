@@ -38,16 +38,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repolm.errors import RepolmError
 from repolm.eval.metrics import recall_at_k
 from repolm.eval.tasks import SAMPLES, averages, clip, read_eval_set, spread, task_result
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
-
-if TYPE_CHECKING:
-    from repolm.lm.generate import LoadedModel
+from repolm.lm import LoadedModel, continuation_nll
 
 KS = (1, 5, 10)
 METRICS = tuple(f"recall@{k}" for k in KS)
@@ -202,8 +200,6 @@ def model_ranking(
     lm: LoadedModel, author: str | None, when: datetime, message: str, candidates: list[str]
 ) -> list[str]:
     """The candidates by the model's log-probability of each as the commit's first file."""
-    from repolm.lm.generate import continuation_nll
-
     prompt = lm.encode_segments([*dm.commit_header(author, when, message), dm.Tok(sp.FILE)])
     scores = continuation_nll(lm, prompt, [lm.encode(p + "\n") for p in candidates])
     order = sorted(range(len(candidates)), key=lambda i: (scores[i][0], i))

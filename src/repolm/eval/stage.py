@@ -22,6 +22,7 @@ from repolm.dataset.plan import read_stats
 from repolm.errors import RepolmError
 from repolm.fsutil import write_json_atomic
 from repolm.layout import RunLayout
+from repolm.lm import load_model
 from repolm.pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,6 @@ def evaluate_model(
     report: dict[str, Any],
 ) -> dict[str, Any]:
     from repolm.eval.perplexity import score_documents
-    from repolm.lm.generate import load_model
 
     path = out / "models" / name
     if not (path / "config.json").is_file():
