@@ -15,6 +15,7 @@ from conftest import GitRepo, isolate, save_base_model
 from repolm.config import load_config
 from repolm.errors import RepolmError
 from repolm.eval import behaviour as suites
+from repolm.eval import templates
 from repolm.eval.behaviour import Rubric, Suite, fill, load_suite, score_answer, score_suite
 from repolm.eval.facts import PLACEHOLDERS, RepoFacts, is_test_path, repo_facts
 from repolm.pipeline.runner import run_pipeline
@@ -93,7 +94,7 @@ def template() -> Suite:
 
 
 def texts(suite: Suite) -> list[str]:
-    return list(suites._texts(suite.model_dump(exclude={"dropped"})))
+    return list(templates._texts(suite.model_dump(exclude={"dropped"})))
 
 
 # -- the template -----------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from repolm.eval.tasks import (
 )
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
+from repolm.layout import RunLayout
 from repolm.lm import LoadedModel, generate
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ def evaluate_completion(
     rows = spread([r for r in rows if first_line(split_unit(r["target"])[1])], limit)
     references = [split_unit(r["target"])[1] for r in rows]
     unseen = [not r["seen_in_train"] for r in rows]
-    index = SnapshotIndex.read(run_dir / "filter")
+    index = SnapshotIndex.read(RunLayout(run_dir).filter_dir)
     retrieved = [retrieval_body(index, r) for r in rows]
     baseline = [
         score_body(p, ref, r["language"])

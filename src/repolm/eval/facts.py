@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from repolm.errors import RepolmError
+from repolm.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,9 @@ def repo_facts(run_dir: Path) -> RepoFacts:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    fdir = Path(run_dir) / "filter"
-    needed = [fdir / n for n in ("files.parquet", "chunks.parquet", "changes.parquet")]
+    layout = RunLayout(Path(run_dir))
+    fdir = layout.filter_dir
+    needed = [layout.filtered(n) for n in ("files", "chunks", "changes")]
     absent = [p.name for p in needed if not p.exists()]
     if absent:
         raise RepolmError(
@@ -163,7 +165,7 @@ def repo_facts(run_dir: Path) -> RepoFacts:
     changes = changes.filter(pc.equal(changes["split"], "train"))
     pairs = list(zip(changes["sha"].to_pylist(), changes["path"].to_pylist(), strict=True))
     name = Path(run_dir).resolve().name
-    manifest = Path(run_dir) / "manifest.json"
+    manifest = layout.manifest
     if manifest.exists():
         name = Path(json.loads(manifest.read_text()).get("repo_path") or name).name
     return build_facts(name, files, units, pairs, unit_changes)

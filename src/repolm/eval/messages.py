@@ -25,6 +25,7 @@ from repolm.eval.metrics import bleu, first_line, mean, rouge_l
 from repolm.eval.tasks import SAMPLES, clip, read_eval_set, special_ids, spread, task_result
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
+from repolm.layout import RunLayout
 from repolm.lm import LoadedModel, generate
 
 METRICS = ("subject_rouge_l", "subject_bleu", "message_rouge_l", "message_bleu")
@@ -110,7 +111,7 @@ def _run_max_diff(run_dir: Path) -> int:
 
     from repolm.config.schema import BuildConfig
 
-    path = run_dir / "config.yaml"
+    path = RunLayout(run_dir).config_file
     if path.exists():
         build = (yaml.safe_load(path.read_text()) or {}).get("build") or {}
         if "max_diff_bytes" in build:
@@ -150,7 +151,7 @@ def evaluate_commit_messages(
     None scores the baselines only. `max_diff_bytes` None: the run's."""
     t0 = time.monotonic()
     rows = read_eval_set(eval_dir, "commit_messages", split, limit)
-    filter_dir = run_dir / "filter"
+    filter_dir = RunLayout(run_dir).filter_dir
     changes, previous = _history(filter_dir, [r["sha"] for r in rows])
     references = [r["message"] for r in rows]
     outputs = {

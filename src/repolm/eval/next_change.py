@@ -45,6 +45,7 @@ from repolm.eval.metrics import recall_at_k
 from repolm.eval.tasks import SAMPLES, averages, clip, read_eval_set, spread, task_result
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
+from repolm.layout import RunLayout
 from repolm.lm import LoadedModel, continuation_nll
 
 KS = (1, 5, 10)
@@ -226,7 +227,7 @@ def evaluate_next_change(
     rows = spread(
         [r for r in read_eval_set(eval_dir, "next_change", split, None) if r["files"]], limit
     )
-    history = History.read(run_dir / "filter")
+    history = History.read(RunLayout(run_dir).filter_dir)
     rows.sort(key=lambda r: history.locate(r["sha"], r["time"]))
     sweep = Sweep(history)
     names = ("recency", "co_change", "name_overlap")

@@ -27,17 +27,15 @@ from repolm.pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-REPORT = "eval/report.json"
-
 
 def run_stage(ctx: StageContext) -> StageResult:
-    report = evaluate(ctx.out, ctx.config)
-    write_json_atomic(ctx.out / REPORT, report)
+    report = evaluate(ctx.layout, ctx.config)
+    write_json_atomic(ctx.layout.eval_report, report)
     brief = summary(report)
     return StageResult(stats=brief, summary=_line(brief), manifest={"eval": brief})
 
 
-def evaluate(out: Path, config: Config) -> dict[str, Any]:
+def evaluate(layout: RunLayout, config: Config) -> dict[str, Any]:
     from repolm.eval.behaviour import find_suite
     from repolm.eval.compress import baselines
     from repolm.eval.texts import held_out, training_text
@@ -46,8 +44,7 @@ def evaluate(out: Path, config: Config) -> dict[str, Any]:
     for suite in cfg.suites:  # a mistyped suite fails now, not after the models are scored
         find_suite(suite)
     t0 = time.monotonic()
-    stats = read_stats(RunLayout(out))
-    dataset, tok_dir = out / "dataset", out / "tokenizer"
+    stats = read_stats(layout)
     report: dict[str, Any] = {"cutoff": stats.get("cutoff", {}), "text": {}, "timings": {}}
     future = held_out_splits(report["cutoff"], cfg)
     if not future:
@@ -57,13 +54,13 @@ def evaluate(out: Path, config: Config) -> dict[str, Any]:
     if future:
         with measured(report, "text"):
             for split in future:
-                docs[split] = held_out(dataset, split)
+                docs[split] = held_out(layout, split)
                 if not docs[split]:
                     raise RepolmError(
                         f"the {split} split has no commit records to evaluate on",
                         "move split.cutoff or raise split.test_fraction / split.val_fraction",
                     )
-            train, total = training_text(dataset, tok_dir, int(cfg.conditioning_mb * 2**20))
+            train, total = training_text(layout, int(cfg.conditioning_mb * 2**20))
         for split, d in docs.items():
             report["text"][split] = {
                 "documents": len(d),
@@ -77,7 +74,7 @@ def evaluate(out: Path, config: Config) -> dict[str, Any]:
             report["commits"] = {s: by_commit(d) for s, d in docs.items()}
     report["models"] = {}
     for name, mc in config.models.items():
-        report["models"][name] = evaluate_model(out, name, mc, cfg, docs, report)
+        report["models"][name] = evaluate_model(layout, name, mc, cfg, docs, report)
     report["seconds"] = round(time.monotonic() - t0, 2)
     return report
 
@@ -125,7 +122,7 @@ def by_commit(docs: list[Any]) -> list[dict[str, Any]]:
 
 
 def evaluate_model(
-    out: Path,
+    layout: RunLayout,
     name: str,
     mc: ModelConfig,
     cfg: EvalConfig,
@@ -134,7 +131,7 @@ def evaluate_model(
 ) -> dict[str, Any]:
     from repolm.eval.perplexity import score_documents
 
-    path = out / "models" / name
+    path = layout.model_dir(name)
     if not (path / "config.json").is_file():
         raise RepolmError(
             f"model '{name}' has not been trained ({path} is missing)", "run the train stage first"
@@ -154,13 +151,13 @@ def evaluate_model(
         for split, d in docs.items():
             result["bits_per_byte"][split] = score_documents(lm, d)
     if cfg.tasks and docs:
-        result["tasks"] = run_tasks(lm, out, cfg, report, name, list(docs))
+        result["tasks"] = run_tasks(lm, layout, cfg, report, name, list(docs))
     for suite in cfg.suites:
         from repolm.eval.behaviour import resolve_suite, run_suite
 
         with measured(report, f"{name}: suite {suite}"):
             result.setdefault("suites", {})[Path(suite).stem] = run_suite(
-                lm, resolve_suite(suite, out)
+                lm, resolve_suite(suite, layout.out)
             )
     code = {"humaneval": cfg.humaneval, "mbpp": cfg.mbpp}
     for bench in (b for b, wanted in code.items() if wanted):
@@ -197,7 +194,12 @@ TASKS = {
 
 
 def run_tasks(
-    lm: Any, out: Path, cfg: EvalConfig, report: dict[str, Any], name: str, splits: list[str]
+    lm: Any,
+    layout: RunLayout,
+    cfg: EvalConfig,
+    report: dict[str, Any],
+    name: str,
+    splits: list[str],
 ) -> dict:
     """The generation tasks on the test split, the later future (val when test isn't
     evaluated), each with its baselines."""
@@ -209,7 +211,7 @@ def run_tasks(
         module, _, func = TASKS[task].partition(":")
         run = getattr(importlib.import_module(module), func)
         with measured(report, f"{name}: {task}"):
-            results[task] = run(lm, out / "dataset" / "eval", out, split, cfg.max_items)
+            results[task] = run(lm, layout.eval_sets_dir, layout.out, split, cfg.max_items)
             results[task]["samples"] = results[task].get("samples", [])[: cfg.samples]
     return results
 
