@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from repolm.errors import RepolmError
 from repolm.eval.facts import PLACEHOLDERS, RepoFacts, repo_facts
+from repolm.eval.metrics import rouge_l
 from repolm.eval.rubric import Concept, Rubric, Suite, Test, Weights
 from repolm.eval.templates import fill, placeholders_in, placeholders_of
 from repolm.lm import LoadedModel, generate
@@ -173,8 +174,6 @@ def score_answer(answer: str, rubric: Rubric) -> TestScore:
     and R the ROUGE-L F-measure against the reference (a part the rubric lacks drops out, so
     the other scales to 100), and penalty is `weights.penalty` times the summed weights of
     the forbidden claims found."""
-    from repolm.eval.metrics import rouge_l
-
     found = {c.name: hit for c in rubric.required if (hit := c.find(answer)) is not None}
     total = sum(c.weight for c in rubric.required)
     concepts = sum(c.weight for c in rubric.required if c.name in found) / total if total else None

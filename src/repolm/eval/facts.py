@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from repolm.errors import RepolmError
+from repolm.formats.documents import module_of
 from repolm.layout import RunLayout
 
 
@@ -200,8 +201,6 @@ def build_facts(
     """Facts from the snapshot's files (path, language, bytes, text) and units (path, kind,
     qualified_name, start_line, end_line), the training history's (sha, path) file changes
     and its changed units' counts by (path, qualified_name)."""
-    from repolm.formats.documents import module_of
-
     by_path = {f["path"]: f for f in files}
     kinds: dict[str, set[str]] = defaultdict(set)
     for u in units:

@@ -21,8 +21,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from repolm.config.schema import BuildConfig
+from repolm.dataset.corpus import Commits
 from repolm.eval.metrics import bleu, first_line, mean, rouge_l
 from repolm.eval.tasks import SAMPLES, clip, read_eval_set, special_ids, spread, task_result
+from repolm.filter.outputs import change_types
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
 from repolm.layout import RunLayout
@@ -109,8 +112,6 @@ def _run_max_diff(run_dir: Path) -> int:
     """The run's `build.max_diff_bytes` (its config.yaml), else the default."""
     import yaml
 
-    from repolm.config.schema import BuildConfig
-
     path = RunLayout(run_dir).config_file
     if path.exists():
         build = (yaml.safe_load(path.read_text()) or {}).get("build") or {}
@@ -122,8 +123,6 @@ def _run_max_diff(run_dir: Path) -> int:
 def _history(filter_dir: Path, shas: list[str]) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Each commit's changes (in the file's order) and the message of the commit before it."""
     import pyarrow.parquet as pq
-
-    from repolm.dataset.corpus import Commits
 
     changes: dict[str, list[dict]] = defaultdict(list)
     if shas:  # (an empty "in" filter does not type-check in pyarrow)
@@ -161,8 +160,6 @@ def evaluate_commit_messages(
     baselines = {name: score_messages(p, references) for name, p in outputs.items()}
     metrics = None
     if lm is not None:
-        from repolm.filter.outputs import change_types
-
         types = change_types(filter_dir) if rows else {}
         most = _run_max_diff(run_dir) if max_diff_bytes is None else max_diff_bytes
         prompts = []

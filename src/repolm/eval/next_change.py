@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from repolm.dataset.corpus import Commits
 from repolm.errors import RepolmError
 from repolm.eval.metrics import recall_at_k
 from repolm.eval.tasks import SAMPLES, averages, clip, read_eval_set, spread, task_result
@@ -71,8 +72,6 @@ class History:
     @classmethod
     def read(cls, filter_dir: Path) -> History:
         import pyarrow.parquet as pq
-
-        from repolm.dataset.corpus import Commits
 
         for name in ("commits", "changes", "files"):
             if not (filter_dir / f"{name}.parquet").exists():

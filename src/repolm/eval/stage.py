@@ -20,7 +20,14 @@ from typing import Any
 from repolm.config.schema import Config, EvalConfig, ModelConfig
 from repolm.dataset.plan import read_stats
 from repolm.errors import RepolmError
+from repolm.eval import codebench
+from repolm.eval.behaviour import find_suite, resolve_suite, run_suite
+from repolm.eval.compress import baselines, sizes
+from repolm.eval.perplexity import score_documents
+from repolm.eval.qa import run_qa
+from repolm.eval.texts import held_out, training_text
 from repolm.fsutil import write_json_atomic
+from repolm.hardware.monitor import HardwareMonitor
 from repolm.layout import RunLayout
 from repolm.lm import load_model
 from repolm.pipeline.stage import StageContext, StageResult
@@ -36,10 +43,6 @@ def run_stage(ctx: StageContext) -> StageResult:
 
 
 def evaluate(layout: RunLayout, config: Config) -> dict[str, Any]:
-    from repolm.eval.behaviour import find_suite
-    from repolm.eval.compress import baselines
-    from repolm.eval.texts import held_out, training_text
-
     cfg = config.eval
     for suite in cfg.suites:  # a mistyped suite fails now, not after the models are scored
         find_suite(suite)
@@ -104,8 +107,6 @@ def skipped_future(cutoff: dict[str, Any], cfg: EvalConfig) -> dict[str, Any]:
 def by_commit(docs: list[Any]) -> list[dict[str, Any]]:
     """Each held-out commit, oldest first: its subject, its bytes and what `xz -9e` makes of
     it alone (the models' own figures are in their `bits_per_byte[split]["by_commit"]`)."""
-    from repolm.eval.compress import sizes
-
     texts: dict[str, list[Any]] = {}
     for d in docs:
         texts.setdefault(d.sha, []).append(d)
@@ -129,8 +130,6 @@ def evaluate_model(
     docs: dict[str, list[Any]],
     report: dict[str, Any],
 ) -> dict[str, Any]:
-    from repolm.eval.perplexity import score_documents
-
     path = layout.model_dir(name)
     if not (path / "config.json").is_file():
         raise RepolmError(
@@ -153,8 +152,6 @@ def evaluate_model(
     if cfg.tasks and docs:
         result["tasks"] = run_tasks(lm, layout, cfg, report, name, list(docs))
     for suite in cfg.suites:
-        from repolm.eval.behaviour import resolve_suite, run_suite
-
         with measured(report, f"{name}: suite {suite}"):
             result.setdefault("suites", {})[Path(suite).stem] = run_suite(
                 lm, resolve_suite(suite, layout.out)
@@ -164,8 +161,6 @@ def evaluate_model(
         with measured(report, f"{name}: {bench}"):
             result.setdefault("code", {})[bench] = run_code(lm, bench, cfg)
     if cfg.qa:
-        from repolm.eval.qa import run_qa
-
         with measured(report, f"{name}: qa"):
             result["qa"] = run_qa(lm, Path(cfg.qa))
     del lm
@@ -175,8 +170,6 @@ def evaluate_model(
 
 def run_code(lm: Any, bench: str, cfg: EvalConfig) -> dict[str, Any]:
     """HumanEval or MBPP: greedy completions run in the sandbox, pass@1."""
-    from repolm.eval import codebench
-
     problems = (
         codebench.humaneval_problems(cfg.code_limit)
         if bench == "humaneval"
@@ -220,8 +213,6 @@ def run_tasks(
 def measured(report: dict[str, Any], what: str) -> Iterator[None]:
     """Time and peak memory (process RSS, GPU memory where NVML answers) of one evaluation,
     into report["timings"][what]."""
-    from repolm.hardware.monitor import HardwareMonitor
-
     t0 = time.monotonic()
     with HardwareMonitor(interval_s=0.25) as monitor:
         yield

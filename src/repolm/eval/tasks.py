@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from repolm.dataset.evalsets import FUTURE
 from repolm.errors import RepolmError
 from repolm.eval.metrics import mean
 
@@ -32,8 +33,6 @@ def read_eval_set(eval_dir: Path, name: str, split: str, limit: int | None) -> l
     """The rows of `OUT/dataset/eval/NAME.parquet` in `split` (val or test), in the file's
     (chronological) order; with `limit`, that many spread evenly over them."""
     import pyarrow.parquet as pq
-
-    from repolm.dataset.evalsets import FUTURE
 
     if split not in FUTURE:
         raise ValueError(f"split must be one of {FUTURE}, got {split!r}")
