@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from repolm.chunk.grammars import LANGUAGES
 from repolm.chunk.labels import (
     file_category,
     label_code_changes,
@@ -23,7 +24,6 @@ from repolm.chunk.labels import (
 )
 from repolm.chunk.model import Unit
 from repolm.chunk.rows import Rows
-from repolm.chunk.units import LANGUAGES
 from repolm.chunk.versions import Version, VersionCache
 from repolm.config.schema import ChunkConfig
 from repolm.mine.model import MODE_SYMLINK
