@@ -42,14 +42,13 @@ from repolm.eval.tasks import (
     averages,
     clip,
     read_eval_set,
-    special_ids,
     spread,
     task_result,
 )
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
 from repolm.layout import RunLayout
-from repolm.lm import LoadedModel, generate
+from repolm.lm import LoadedModel, generate, special_stops
 
 if TYPE_CHECKING:
     import random
@@ -237,7 +236,7 @@ def model_bodies(lm: LoadedModel, rows: list[dict[str, Any]], batch_size: int = 
     most = min(MAX_NEW_TOKENS, lm.max_len // 2)
     budgets = [min(most, int(1.5 * len(lm.encode(split_unit(r["target"])[1]))) + 16) for r in rows]
     prompts = [_prompt_ids(lm, r, b, fim) for r, b in zip(rows, budgets, strict=True)]
-    texts = generate(lm, prompts, budgets, stop_ids=special_ids(lm.special), batch_size=batch_size)
+    texts = generate(lm, prompts, budgets, stop_ids=special_stops(lm), batch_size=batch_size)
     if fim:
         return texts
     return [

@@ -24,12 +24,12 @@ from typing import Any
 from repolm.config.schema import BuildConfig
 from repolm.dataset.corpus import Commits
 from repolm.eval.metrics import bleu, first_line, mean, rouge_l
-from repolm.eval.tasks import SAMPLES, clip, read_eval_set, special_ids, spread, task_result
+from repolm.eval.tasks import SAMPLES, clip, read_eval_set, spread, task_result
 from repolm.filter.outputs import change_types
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
 from repolm.layout import RunLayout
-from repolm.lm import LoadedModel, generate
+from repolm.lm import LoadedModel, generate, special_stops
 
 METRICS = ("subject_rouge_l", "subject_bleu", "message_rouge_l", "message_bleu")
 MAX_NEW_TOKENS = 64
@@ -170,7 +170,7 @@ def evaluate_commit_messages(
             ]
             prompts.append(describe_prompt(lm, sections, MAX_NEW_TOKENS))
         texts = generate(
-            lm, prompts, MAX_NEW_TOKENS, stop_ids=special_ids(lm.special), batch_size=batch_size
+            lm, prompts, MAX_NEW_TOKENS, stop_ids=special_stops(lm), batch_size=batch_size
         )
         outputs["model"] = [t.strip() for t in texts]
         metrics = score_messages(outputs["model"], references)

@@ -86,10 +86,3 @@ def task_result(
     out["samples"] = samples[:SAMPLES]
     out["seconds"] = round(time.monotonic() - started, 2)
     return out
-
-
-def special_ids(special: Mapping[str, int]) -> list[int]:
-    """The ids of repolm's special tokens a model has: text the evaluations generate (code, a
-    message) never holds one (the build stage encodes their spelling as text), so generation
-    stops at the first."""
-    return sorted(set(special.values()))

@@ -11,6 +11,12 @@ from typing import Any
 from repolm.lm.loading import LoadedModel
 
 
+def special_stops(lm: LoadedModel) -> list[int]:
+    """The ids of repolm's special tokens the model has: code or a message never holds one (the
+    build stage encodes their spelling as text), so generating such text stops at the first."""
+    return sorted(set(lm.special.values()))
+
+
 def generate(
     lm: LoadedModel,
     prompts: Sequence[Sequence[int]],
