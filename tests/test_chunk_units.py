@@ -12,6 +12,7 @@ import pytest
 from repolm.chunk import units as units_module
 from repolm.chunk.units import LANGUAGES, Unit, extract_units, line_starts, parse_units
 from repolm.chunk.versions import edit_tree
+from repolm.syntax import parsers
 
 
 class Fixture(NamedTuple):
@@ -674,7 +675,7 @@ def test_extraction_errors_fall_back_to_windows(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_missing_grammar_falls_back_to_windows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(units_module._PARSERS, "rust", None)
+    monkeypatch.setitem(parsers._PARSERS, "rust", None)
     assert [u.kind for u in extract_units(b"fn a() {}\n", "Rust", "a.rs")] == ["window"]
 
 

@@ -22,7 +22,7 @@ from repolm.errors import RepolmError
 from repolm.eval import compress
 from repolm.eval.perplexity import score_documents, score_texts
 from repolm.eval.texts import Document, segments
-from repolm.lm.generate import load_model, sequence_nll
+from repolm.lm import load_model, sequence_nll
 from repolm.pipeline.runner import run_pipeline
 
 TEXT = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))  # ünïcödé\n"

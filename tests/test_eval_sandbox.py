@@ -283,7 +283,7 @@ def test_a_bad_mbpp_file_names_the_path_and_line(tmp_path: Path) -> None:
 
 
 def test_generate_samples_with_a_tiny_model(tmp_path: Path) -> None:
-    from repolm.lm.generate import load_model
+    from repolm.lm import load_model
 
     lm = load_model(save_base_model(tmp_path / "base"))
     problems = humaneval_problems(limit=2)

@@ -15,6 +15,7 @@ from conftest import GitRepo, isolate, save_base_model
 from repolm.config import load_config
 from repolm.errors import RepolmError
 from repolm.eval import behaviour as suites
+from repolm.eval import templates
 from repolm.eval.behaviour import Rubric, Suite, fill, load_suite, score_answer, score_suite
 from repolm.eval.facts import PLACEHOLDERS, RepoFacts, is_test_path, repo_facts
 from repolm.pipeline.runner import run_pipeline
@@ -93,7 +94,7 @@ def template() -> Suite:
 
 
 def texts(suite: Suite) -> list[str]:
-    return list(suites._texts(suite.model_dump(exclude={"dropped"})))
+    return list(templates._texts(suite.model_dump(exclude={"dropped"})))
 
 
 # -- the template -----------------------------------------------------------------------------
@@ -388,7 +389,7 @@ def test_a_suite_without_placeholders_needs_no_run(tmp_path: Path) -> None:
 
 
 def test_run_suite_with_a_tiny_model(tmp_path: Path) -> None:
-    from repolm.lm.generate import load_model
+    from repolm.lm import load_model
 
     lm = load_model(save_base_model(tmp_path / "base"), precision="fp32")
     suite = Suite.model_validate(

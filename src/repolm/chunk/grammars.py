@@ -1,8 +1,12 @@
 """Per-language tables for the unit extractor: which tree-sitter nodes are functions, types and
 containers, and each language's test conventions.
 
-Adding a language is one `Grammar` entry in `LANGUAGES`, plus at most a small hook for a node
-type the tables cannot describe (Rust `impl` blocks, Go methods, JS `describe(...)` calls).
+Adding a language is one `Grammar` entry in `TABLES` (its repolm language and tree-sitter
+grammar are a line of `repolm.syntax.GRAMMARS`), plus at most a small hook for a node type the
+tables cannot describe (Rust `impl` blocks, Go methods, JS `describe(...)` calls).
+
+The file is long because it is a table: one section per language, its node types and the few
+hooks they need, kept side by side so that languages are written (and compared) alike.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
+
+from repolm import syntax
 
 if TYPE_CHECKING:
     from tree_sitter import Node
@@ -586,22 +592,20 @@ KOTLIN = Grammar(
 C = _c_grammar("c", cpp=False)
 CPP = _c_grammar("cpp", cpp=True)
 
+# The unit tables by tree-sitter grammar; which repolm language a grammar parses is
+# `repolm.syntax`'s one table.
+TABLES: dict[str, Grammar] = {
+    g.grammar: g
+    for g in (RUST, PYTHON, GO, JAVASCRIPT, TYPESCRIPT, TSX, JAVA, C, CPP, CSHARP, KOTLIN)
+}
+# The repolm languages whose files are cut into declaration units.
 LANGUAGES: dict[str, Grammar] = {
-    "Rust": RUST,
-    "Python": PYTHON,
-    "Go": GO,
-    "JavaScript": JAVASCRIPT,
-    "TypeScript": TYPESCRIPT,
-    "Java": JAVA,
-    "C": C,
-    "C++": CPP,
-    "C#": CSHARP,
-    "Kotlin": KOTLIN,
+    language: TABLES[g] for language, g in syntax.GRAMMARS.items() if g in TABLES
 }
 
 
 def grammar_for(language: str | None, path: str) -> Grammar | None:
-    """The grammar of a repolm language; `.tsx` files need TypeScript's JSX dialect."""
-    if language == "TypeScript" and path.endswith(".tsx"):
-        return TSX
-    return LANGUAGES.get(language or "")
+    """The unit tables for a file in a repolm language (`.tsx` files: TypeScript's JSX
+    dialect); None for a language without them."""
+    name = syntax.grammar_name(language, path)
+    return TABLES.get(name) if name is not None else None

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from repolm.chunk.units import Unit
+from repolm.chunk.model import Unit
 
 _GROUP = {"function": "function", "method": "function", "test": "test", "type": "type"}
 _DOC_LANGUAGES = {"Markdown", "reStructuredText", "AsciiDoc", "Text", "TeX"}

@@ -1,5 +1,6 @@
 """Code units of one file version: functions, methods, types, modules and tests from a
-tree-sitter parse; sections of Markdown; fixed-size line windows for everything else.
+tree-sitter parse; sections of Markdown and fixed-size line windows for everything else
+(`repolm.chunk.sections`).
 
 Only declaration-level nodes are visited (the root's children and the bodies of containers),
 never whole function bodies, so a file costs little more than its parse. A version parsed
@@ -12,14 +13,16 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import re
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from repolm import syntax
 from repolm.chunk.grammars import LANGUAGES, Decl, Grammar, Scope, grammar_for
+from repolm.chunk.model import Unit, line_starts, make_unit, split_lines
+from repolm.chunk.sections import sections, windows
 
 if TYPE_CHECKING:
     from tree_sitter import Node
@@ -27,37 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["LANGUAGES", "Parsed", "Unit", "extract_units", "line_starts", "parse_units"]
 
 log = logging.getLogger(__name__)
-
-
-class Unit(NamedTuple):
-    """One unit of a file. Lines are 1-based and inclusive; a unit's range includes the doc
-    comments, attributes, decorators and annotations directly above it; `text` is exactly those
-    source lines with their newlines, decoded on demand from the file's bytes (`source`,
-    `start_byte`, `end_byte`); `parent` is the qualified name of the enclosing unit."""
-
-    kind: str  # function | method | type | module | test | section | window | lines
-    name: str
-    qualified_name: str
-    start_line: int
-    end_line: int
-    parent: str | None
-    source: bytes
-    start_byte: int
-    end_byte: int
-
-    @property
-    def raw(self) -> bytes:
-        return self.source[self.start_byte : self.end_byte]
-
-    @property
-    def text(self) -> str:
-        return self.source[self.start_byte : self.end_byte].decode("utf-8", "replace")
-
-    def __repr__(self) -> str:
-        return (
-            f"Unit({self.kind!r}, {self.qualified_name!r}, {self.start_line}-{self.end_line}, "
-            f"parent={self.parent!r})"
-        )
 
 
 # What one declaration node emitted, kept per parsed version so that the next version, parsed
@@ -111,72 +83,19 @@ def parse_units(
         if starts is None:
             starts = line_starts(source)
         if language == "Markdown":
-            return Parsed(_sections(source, starts, _split_lines(source)))
+            return Parsed(sections(source, starts, split_lines(source)))
         grammar = grammar_for(language, path)
-        parser = _parser(grammar.grammar) if grammar is not None else None
+        parser = syntax.parser(grammar.grammar) if grammar is not None else None
         if grammar is not None and parser is not None:
             return _code_units(source, starts, grammar, parser, path, base, reuse, tree)
     except Exception:  # a bad file must never stop the stage; it still gets windows
         log.debug("unit extraction failed for %s; using windows", path, exc_info=True)
     try:
         starts = starts if starts is not None else line_starts(source)
-        return Parsed(_windows(source, starts, _split_lines(source), window_lines))
+        return Parsed(windows(source, starts, split_lines(source), window_lines))
     except Exception:
         log.debug("windowing failed for %s", path, exc_info=True)
         return Parsed([])
-
-
-def line_starts(data: bytes) -> np.ndarray:
-    """Byte offset of each line start, then len(data): one entry per line, plus one (an array:
-    most versions need only a few of the offsets)."""
-    newlines = (np.frombuffer(data, np.uint8) == 10).nonzero()[0]
-    starts = np.empty(len(newlines) + 2, np.int64)
-    starts[0] = 0
-    starts[1:-1] = newlines + 1
-    starts[-1] = len(data)  # the last line has no newline after it...
-    return starts[:-1] if starts[-2] == len(data) else starts  # ...unless it has
-
-
-# -- parsing ----------------------------------------------------------------------------------
-
-_PARSERS: dict[str, Any] = {}
-
-
-def _parser(grammar: str) -> Any | None:
-    """A cached tree-sitter parser (None, cached too, when the grammar cannot be loaded)."""
-    if grammar not in _PARSERS:
-        try:
-            from tree_sitter_language_pack import get_parser
-
-            _PARSERS[grammar] = get_parser(grammar)  # type: ignore[arg-type]
-        except Exception:
-            log.warning("tree-sitter grammar %r unavailable; its files get windows", grammar)
-            _PARSERS[grammar] = None
-    return _PARSERS[grammar]
-
-
-def _split_lines(source: bytes) -> list[str]:
-    """Lines without their newlines, split on b"\\n" only, as tree-sitter counts rows (decoding
-    with replacement keeps every newline byte, so rows and lines agree)."""
-    parts = source.decode("utf-8", "replace").split("\n")
-    return parts if parts[-1] else parts[:-1]
-
-
-def _make_unit(
-    source: bytes,
-    starts: np.ndarray,
-    kind: str,
-    name: str,
-    qualified: str,
-    start: int,
-    end: int,
-    parent: str | None,
-) -> Unit:
-    """A unit of lines `start`..`end`; its text is those whole lines (none past the last)."""
-    last = len(starts) - 1
-    a = int(starts[start - 1 if start <= last else last])
-    b = int(starts[end if end <= last else last])
-    return Unit(kind, name, qualified, start, end, parent, source, a, b)
 
 
 def _first(node: Node) -> int:
@@ -208,7 +127,7 @@ class _File:
         parent: str | None,
         depth: int,
     ) -> int:
-        unit = _make_unit(self.source, self.starts, kind, name, qualified, start, end, parent)
+        unit = make_unit(self.source, self.starts, kind, name, qualified, start, end, parent)
         self.out.append((start, depth, unit))
         return len(self.out) - 1
 
@@ -221,7 +140,7 @@ class _File:
         if own is not None:
             s, depth, kind, name, qualified, e, parent = own
             s += row
-            unit = _make_unit(self.source, self.starts, kind, name, qualified, s, e + row, parent)
+            unit = make_unit(self.source, self.starts, kind, name, qualified, s, e + row, parent)
             self.out.append((s, depth, unit))
         for offset, inner, inner_key in nested:
             self.replay(inner_key, inner, row + offset)
@@ -388,97 +307,3 @@ def _emit(
         found = test or inside
     own = (start - row, depth, kind, decl.name, qualified, end - row, scope.parent)
     return found, own, tuple((s - row, entry, key) for s, entry, key in walked)
-
-
-# -- Markdown ---------------------------------------------------------------------------------
-
-_ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_SETEXT = re.compile(r" {0,3}(=+|-+)[ \t]*$")
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
-_MARKS = "`~#=-"  # what those three can start with, after up to three spaces
-
-
-def _headings(lines: list[str]) -> list[tuple[int, int, str]]:
-    """(line, level, text) of each ATX and setext heading, outside fenced code and front
-    matter."""
-    found: list[tuple[int, int, str]] = []
-    fence = ""
-    paragraph = 0  # first line of the paragraph a setext underline would make a heading
-    i = _front_matter_end(lines)
-    while i < len(lines):
-        line = lines[i].rstrip("\r")
-        i += 1
-        if fence:
-            closing = line.strip()
-            if closing.startswith(fence) and not closing.strip(fence[0]):
-                fence = ""
-            continue
-        lead = line.lstrip(" ")[:1]
-        if lead and lead not in _MARKS:  # no fence, heading or underline: the usual line
-            if not line.strip():
-                paragraph = 0
-            elif not paragraph and not line.startswith(("    ", "\t")):
-                paragraph = i
-            continue
-        if m := _FENCE.match(line):
-            fence, paragraph = m.group(1), 0
-        elif not line.strip():
-            paragraph = 0
-        elif m := _ATX.match(line):
-            found.append((i, len(m.group(1)), (m.group(2) or "").strip()))
-            paragraph = 0
-        elif paragraph and (m := _SETEXT.match(line)):
-            title = " ".join(x.strip() for x in lines[paragraph - 1 : i - 1])
-            found.append((paragraph, 1 if m.group(1)[0] == "=" else 2, title))
-            paragraph = 0
-        elif not paragraph and not line.startswith(("    ", "\t")):
-            paragraph = i
-    return found
-
-
-def _front_matter_end(lines: list[str]) -> int:
-    if not lines or lines[0].strip() != "---":
-        return 0
-    for i in range(1, len(lines)):
-        if lines[i].strip() in ("---", "..."):
-            return i + 1
-    return 0
-
-
-def _sections(source: bytes, starts: np.ndarray, lines: list[str]) -> list[Unit]:
-    """One section per heading, to the line before the next heading; text before the first
-    heading is the "(preamble)". Qualified names follow the outline: `Intro > Install`."""
-    headings = _headings(lines)
-    units = []
-    first = headings[0][0] if headings else len(lines) + 1
-    if any(line.strip() for line in lines[: first - 1]):
-        units.append(
-            _make_unit(source, starts, "section", "(preamble)", "(preamble)", 1, first - 1, None)
-        )
-    outline: list[tuple[int, str]] = []  # (level, qualified) of the open headings
-    for k, (start, level, title) in enumerate(headings):
-        end = headings[k + 1][0] - 1 if k + 1 < len(headings) else len(lines)
-        while outline and outline[-1][0] >= level:
-            outline.pop()
-        parent = outline[-1][1] if outline else None
-        name = title or "(untitled)"
-        qualified = f"{parent} > {name}" if parent else name
-        units.append(_make_unit(source, starts, "section", name, qualified, start, end, parent))
-        outline.append((level, qualified))
-    return units
-
-
-# -- windows ----------------------------------------------------------------------------------
-
-
-def _windows(source: bytes, starts: np.ndarray, lines: list[str], size: int) -> list[Unit]:
-    """Consecutive `size`-line windows (the last one shorter), skipping all-blank ones."""
-    size = max(1, size)
-    units = []
-    for start in range(0, len(lines), size):
-        chunk = lines[start : start + size]
-        if any(line.strip() for line in chunk):
-            name = f"lines {start + 1}-{start + len(chunk)}"
-            end = start + len(chunk)
-            units.append(_make_unit(source, starts, "window", name, name, start + 1, end, None))
-    return units

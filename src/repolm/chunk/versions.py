@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from repolm.chunk.labels import UnitIndex
-from repolm.chunk.units import Memo, Unit, line_starts, parse_units
+from repolm.chunk.model import Unit, line_starts
+from repolm.chunk.units import Memo, parse_units
 from repolm.config.schema import ChunkConfig
 from repolm.mine.git import BlobReader, open_repo
 from repolm.mine.model import looks_binary

@@ -5,25 +5,26 @@ A suite is a YAML file (docs/suites.md). The built-in `reasoning` suite is a tem
 placeholders (`{module}`, `{top_file}`, ...) are filled from a run's filter outputs, so its
 questions are about the user's own repository. Scoring is deterministic and explains itself:
 every score lists the concepts found and missing and the forbidden claims hit.
+
+Here: finding, loading and validating a suite, scoring answers, running a model on a suite.
+The format's models are `repolm.eval.rubric`; filling a template, `repolm.eval.templates`.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from functools import lru_cache
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
 from repolm.errors import RepolmError
-from repolm.eval.facts import PLACEHOLDERS, RepoFacts, placeholder_values, repo_facts
-
-if TYPE_CHECKING:
-    from repolm.lm.generate import LoadedModel
+from repolm.eval.facts import PLACEHOLDERS, RepoFacts, repo_facts
+from repolm.eval.metrics import rouge_l
+from repolm.eval.rubric import Concept, Rubric, Suite, Test, Weights
+from repolm.eval.templates import fill, placeholders_in, placeholders_of
+from repolm.lm import LoadedModel, generate
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "suites"
 TEMPLATE_CATEGORIES = (
@@ -37,155 +38,6 @@ TEMPLATE_CATEGORIES = (
 # The build stage's Q&A format, so a model trained on repolm's pairs answers in kind.
 PROMPT_FORMAT = "Question: {question}\nAnswer: "
 HINT = "see docs/suites.md for the suite format"
-
-# -- the suite format -------------------------------------------------------------------------
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _check_term(term: str) -> str:
-    if term.startswith("re:"):
-        try:
-            re.compile(term[3:])
-        except re.error as e:
-            raise ValueError(f"invalid regular expression {term[3:]!r}: {e}") from None
-    elif not term.strip() or term.strip() == "*":
-        raise ValueError("a term must not be empty")
-    return term
-
-
-class Concept(_Strict):
-    """Something an answer mentions (or, in `forbidden`, a claim it makes): present when `name`
-    or a synonym occurs, case-insensitive, as whole words. A term `re:PATTERN` is a Python
-    regular expression searched case-insensitively; a trailing `*` matches any word ending
-    (`cach*`); a space matches any run of spaces, hyphens or underscores."""
-
-    name: str = Field(description="What the concept is called in scores; also a term.")
-    synonyms: list[str] = Field(default=[], description="Other terms that count as the concept.")
-    weight: float = Field(default=1.0, gt=0, description="Relative weight among its rubric's.")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return _check_term(v)
-
-    @field_validator("synonyms")
-    @classmethod
-    def _synonyms(cls, v: list[str]) -> list[str]:
-        return [_check_term(s) for s in v]
-
-    @property
-    def terms(self) -> list[str]:
-        return [self.name, *self.synonyms]
-
-    def find(self, text: str) -> str | None:
-        """The first text in `text` that one of the terms matches (terms in order), or None."""
-        for term in self.terms:
-            m = _pattern(term).search(text)
-            if m:
-                return m.group(0)
-        return None
-
-
-@lru_cache(maxsize=8192)
-def _pattern(term: str) -> re.Pattern[str]:
-    if term.startswith("re:"):
-        return re.compile(term[3:], re.I)
-    word = term.strip()
-    prefix = word.endswith("*")
-    word = word[:-1].strip() if prefix else word
-    body = r"[\s_-]+".join(re.escape(w) for w in word.split())
-    start = r"(?<!\w)" if re.match(r"\w", word) else ""
-    end = r"\w*" if prefix else (r"(?!\w)" if re.search(r"\w$", word) else "")
-    return re.compile(start + body + end, re.I)
-
-
-def _concepts(value: Any) -> Any:
-    """A bare string is a concept of that name with no synonyms."""
-    if isinstance(value, list):
-        return [{"name": v} if isinstance(v, str) else v for v in value]
-    return value
-
-
-class Weights(_Strict):
-    """How a rubric's parts add up (docs/suites.md has the formula)."""
-
-    concepts: float = Field(default=70.0, ge=0, description="Points for required concepts.")
-    reference: float = Field(default=30.0, ge=0, description="Points for the reference answer.")
-    penalty: float = Field(default=25.0, ge=0, description="Points off per forbidden claim.")
-
-
-class Rubric(_Strict):
-    """How an answer to one test is scored."""
-
-    required: list[Concept] = Field(default=[], description="Concepts a good answer mentions.")
-    forbidden: list[Concept] = Field(default=[], description="Claims a good answer never makes.")
-    reference: str | None = Field(default=None, description="A model answer, for ROUGE-L.")
-    weights: Weights = Field(default_factory=Weights)
-
-    @field_validator("required", "forbidden", mode="before")
-    @classmethod
-    def _as_concepts(cls, v: Any) -> Any:
-        return _concepts(v)
-
-    @model_validator(mode="after")
-    def _scorable(self) -> Rubric:
-        if self.reference is not None and not self.reference.strip():
-            raise ValueError("reference is empty: give an answer or leave the key out")
-        if not self.required and self.reference is None:
-            raise ValueError("a rubric needs required concepts, a reference answer, or both")
-        both = self.required and self.reference is not None
-        if both and self.weights.concepts + self.weights.reference <= 0:
-            raise ValueError("weights.concepts + weights.reference must be positive")
-        for part in (self.required, self.forbidden):
-            seen = Counter(c.name.lower() for c in part)
-            twice = sorted(n for n, k in seen.items() if k > 1)
-            if twice:
-                raise ValueError(f"concept {twice[0]!r} is listed twice")
-        return self
-
-
-class Test(_Strict):
-    """One question and its rubric."""
-
-    __test__: ClassVar[bool] = False  # not a pytest test class
-
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Unique in the suite.")
-    category: str = Field(min_length=1, description="Scores are averaged per category.")
-    prompt: str = Field(min_length=1, description="The question put to the model.")
-    rubric: Rubric
-
-
-class Suite(_Strict):
-    """A named set of tests."""
-
-    name: str = Field(min_length=1)
-    description: str = ""
-    version: str = "1"
-    tests: list[Test] = Field(min_length=1)
-    dropped: dict[str, str] = Field(
-        default={}, description="Set by `fill`: tests left out (id -> why). Not written by hand."
-    )
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version_text(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, (int, float)) else v
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> Suite:
-        seen = Counter(t.id for t in self.tests)
-        twice = sorted(i for i, k in seen.items() if k > 1)
-        if twice:
-            raise ValueError(f"test id {twice[0]!r} is used twice")
-        return self
-
-    def categories(self) -> list[str]:
-        """Categories in order of first appearance."""
-        return list(dict.fromkeys(t.category for t in self.tests))
-
 
 # -- loading ----------------------------------------------------------------------------------
 
@@ -253,7 +105,7 @@ def _validate(data: Any, source: str) -> Suite:
     except ValidationError as e:
         raise _explain(e, data, source) from None
     for test in suite.tests:
-        unknown = sorted(set(_placeholders(test)) - set(PLACEHOLDERS))
+        unknown = sorted(set(placeholders_of(test)) - set(PLACEHOLDERS))
         if unknown:
             raise RepolmError(
                 f"suite {source}: test {test.id!r}: unknown placeholder {{{unknown[0]}}}",
@@ -322,8 +174,6 @@ def score_answer(answer: str, rubric: Rubric) -> TestScore:
     and R the ROUGE-L F-measure against the reference (a part the rubric lacks drops out, so
     the other scales to 100), and penalty is `weights.penalty` times the summed weights of
     the forbidden claims found."""
-    from repolm.eval.metrics import rouge_l
-
     found = {c.name: hit for c in rubric.required if (hit := c.find(answer)) is not None}
     total = sum(c.weight for c in rubric.required)
     concepts = sum(c.weight for c in rubric.required if c.name in found) / total if total else None
@@ -406,8 +256,6 @@ def run_suite(lm: LoadedModel, suite: Suite, max_new_tokens: int = 256) -> dict[
     """Greedy answers to every test (prompts in `PROMPT_FORMAT`, at most `max_new_tokens` new
     tokens but no more than half the model's context), scored: `score_suite`'s result with each
     test's prompt and answer added, and the generation settings under `generation`."""
-    from repolm.lm.generate import generate
-
     new_tokens = max(1, min(max_new_tokens, lm.max_len // 2))
     prompts = [lm.encode(format_prompt(t.prompt)) for t in suite.tests]
     texts = generate(lm, prompts, new_tokens, stop=_cut_next_question)
@@ -422,137 +270,6 @@ def run_suite(lm: LoadedModel, suite: Suite, max_new_tokens: int = 256) -> dict[
         "prompt_format": PROMPT_FORMAT,
     }
     return result
-
-
-# -- filling templates ------------------------------------------------------------------------
-
-_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_]\w*)\}\}|\{([A-Za-z_]\w*)\}")
-
-
-class _Missing(Exception):
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def _placeholders(test: Test) -> list[str]:
-    return [
-        m.group(2)
-        for text in _texts(test.model_dump())
-        for m in _PLACEHOLDER.finditer(text)
-        if m.group(2)
-    ]
-
-
-def _texts(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _texts(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _texts(v)
-
-
-def placeholders_in(suite: Suite) -> set[str]:
-    """The placeholders a suite uses (none: it needs no repository facts)."""
-    return {name for t in suite.tests for name in _placeholders(t)}
-
-
-def _sub(text: str, values: Mapping[str, str], regex: bool = False) -> str:
-    """`text` with its placeholders filled (regex-escaped inside `re:` terms) and `{{x}}`
-    unescaped; raises _Missing for a placeholder with no value."""
-
-    def one(m: re.Match[str]) -> str:
-        if m.group(1):
-            return "{" + m.group(1) + "}"
-        if m.group(2) not in values:
-            raise _Missing(m.group(2))
-        value = values[m.group(2)]
-        return re.escape(value) if regex else value
-
-    return _PLACEHOLDER.sub(one, text)
-
-
-def _term(text: str, values: Mapping[str, str]) -> str:
-    return _sub(text, values, regex=text.startswith("re:"))
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def _filled(items: Iterable[T], fill_one: Callable[[T], R]) -> list[R]:
-    """Each item filled, those that need a missing fact left out."""
-    out = []
-    for item in items:
-        try:
-            out.append(fill_one(item))
-        except _Missing:
-            continue
-    return out
-
-
-def _fill_concept(c: Concept, values: Mapping[str, str]) -> dict[str, Any]:
-    """The concept filled; a synonym that needs a missing fact is left out (the name must fill)."""
-    synonyms = _filled(c.synonyms, lambda s: _term(s, values))
-    name = _term(c.name, values)
-    return {
-        "name": name,
-        "synonyms": [s for s in dict.fromkeys(synonyms) if s != name],
-        "weight": c.weight,
-    }
-
-
-def _fill_test(test: Test, values: Mapping[str, str]) -> dict[str, Any]:
-    """The test filled. Its prompt and required concepts' names must fill (else _Missing);
-    a forbidden claim or reference answer that needs a missing fact is left out."""
-    r = test.rubric
-    forbidden = _filled(r.forbidden, lambda c: _fill_concept(c, values))
-    try:
-        reference = _sub(r.reference, values) if r.reference is not None else None
-    except _Missing:
-        reference = None
-    return {
-        "id": test.id,
-        "category": test.category,
-        "prompt": _sub(test.prompt, values),
-        "rubric": {
-            "required": [_fill_concept(c, values) for c in r.required],
-            "forbidden": forbidden,
-            "reference": reference,
-            "weights": r.weights.model_dump(),
-        },
-    }
-
-
-def fill(suite: Suite, facts: RepoFacts | None) -> Suite:
-    """The suite with its placeholders filled from `facts`. A test whose prompt or required
-    concepts need a fact the repository lacks is dropped, its reason kept in `Suite.dropped`."""
-    values = placeholder_values(facts) if facts is not None else {}
-    kept: list[Test] = []
-    dropped = dict(suite.dropped)
-    for test in suite.tests:
-        try:
-            kept.append(Test.model_validate(_fill_test(test, values)))
-        except _Missing as e:
-            why = PLACEHOLDERS.get(e.name, "")
-            dropped[test.id] = f"needs {{{e.name}}} ({why}): not found in this repository"
-        except ValidationError as e:
-            msg = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
-            dropped[test.id] = f"filled, it is no longer valid: {msg}"
-    if not kept:
-        raise RepolmError(
-            f"no test of suite {suite.name} applies to this repository",
-            "; ".join(f"{k}: {v}" for k, v in list(dropped.items())[:3]),
-        )
-    return Suite(
-        name=suite.name,
-        description=suite.description,
-        version=suite.version,
-        tests=kept,
-        dropped=dropped,
-    )
 
 
 def fill_template(template: Path, facts: RepoFacts) -> Suite:

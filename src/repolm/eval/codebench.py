@@ -20,14 +20,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repolm.errors import RepolmError
 from repolm.eval.metrics import mean, pass_at_k
 from repolm.eval.sandbox import STATUSES, run_many
-
-if TYPE_CHECKING:
-    from repolm.lm.generate import LoadedModel
+from repolm.lm import LoadedModel, generate
 
 __all__ = [
     "HUMANEVAL_STOP",
@@ -216,8 +214,6 @@ def generate_samples(
     if n > 1 and temperature <= 0:
         raise ValueError("n > 1 needs temperature > 0: greedy decoding gives n copies of one")
     import torch
-
-    from repolm.lm.generate import generate
 
     prompts = [lm.encode(p.prompt) for p in problems for _ in range(n)]
     if temperature > 0:

@@ -42,17 +42,16 @@ from repolm.eval.tasks import (
     averages,
     clip,
     read_eval_set,
-    special_ids,
     spread,
     task_result,
 )
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
+from repolm.layout import RunLayout
+from repolm.lm import LoadedModel, generate, special_stops
 
 if TYPE_CHECKING:
     import random
-
-    from repolm.lm.generate import LoadedModel
 
 METRICS = ("next_line_em", "next_line_es", "body_em", "body_es", "identifier_em", "identifier_f1")
 MAX_NEW_TOKENS = 256
@@ -233,13 +232,11 @@ def _prompt_ids(lm: LoadedModel, row: dict[str, Any], max_new: int, fim: bool) -
 
 def model_bodies(lm: LoadedModel, rows: list[dict[str, Any]], batch_size: int = 8) -> list[str]:
     """Greedy bodies of the units, FIM when the model has repolm's FIM tokens."""
-    from repolm.lm.generate import generate
-
     fim = sp.FIM_PREFIX in lm.special
     most = min(MAX_NEW_TOKENS, lm.max_len // 2)
     budgets = [min(most, int(1.5 * len(lm.encode(split_unit(r["target"])[1]))) + 16) for r in rows]
     prompts = [_prompt_ids(lm, r, b, fim) for r, b in zip(rows, budgets, strict=True)]
-    texts = generate(lm, prompts, budgets, stop_ids=special_ids(lm.special), batch_size=batch_size)
+    texts = generate(lm, prompts, budgets, stop_ids=special_stops(lm), batch_size=batch_size)
     if fim:
         return texts
     return [
@@ -288,7 +285,7 @@ def evaluate_completion(
     rows = spread([r for r in rows if first_line(split_unit(r["target"])[1])], limit)
     references = [split_unit(r["target"])[1] for r in rows]
     unseen = [not r["seen_in_train"] for r in rows]
-    index = SnapshotIndex.read(run_dir / "filter")
+    index = SnapshotIndex.read(RunLayout(run_dir).filter_dir)
     retrieved = [retrieval_body(index, r) for r in rows]
     baseline = [
         score_body(p, ref, r["language"])

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from repolm.errors import RepolmError
+from repolm.formats.documents import module_of
+from repolm.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,9 @@ def repo_facts(run_dir: Path) -> RepoFacts:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    fdir = Path(run_dir) / "filter"
-    needed = [fdir / n for n in ("files.parquet", "chunks.parquet", "changes.parquet")]
+    layout = RunLayout(Path(run_dir))
+    fdir = layout.filter_dir
+    needed = [layout.filtered(n) for n in ("files", "chunks", "changes")]
     absent = [p.name for p in needed if not p.exists()]
     if absent:
         raise RepolmError(
@@ -163,7 +166,7 @@ def repo_facts(run_dir: Path) -> RepoFacts:
     changes = changes.filter(pc.equal(changes["split"], "train"))
     pairs = list(zip(changes["sha"].to_pylist(), changes["path"].to_pylist(), strict=True))
     name = Path(run_dir).resolve().name
-    manifest = Path(run_dir) / "manifest.json"
+    manifest = layout.manifest
     if manifest.exists():
         name = Path(json.loads(manifest.read_text()).get("repo_path") or name).name
     return build_facts(name, files, units, pairs, unit_changes)
@@ -198,8 +201,6 @@ def build_facts(
     """Facts from the snapshot's files (path, language, bytes, text) and units (path, kind,
     qualified_name, start_line, end_line), the training history's (sha, path) file changes
     and its changed units' counts by (path, qualified_name)."""
-    from repolm.formats.documents import module_of
-
     by_path = {f["path"]: f for f in files}
     kinds: dict[str, set[str]] = defaultdict(set)
     for u in units:

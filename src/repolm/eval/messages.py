@@ -19,15 +19,17 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from repolm.config.schema import BuildConfig
+from repolm.dataset.corpus import Commits
 from repolm.eval.metrics import bleu, first_line, mean, rouge_l
-from repolm.eval.tasks import SAMPLES, clip, read_eval_set, special_ids, spread, task_result
+from repolm.eval.tasks import SAMPLES, clip, read_eval_set, spread, task_result
+from repolm.filter.outputs import change_types
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
-
-if TYPE_CHECKING:
-    from repolm.lm.generate import LoadedModel
+from repolm.layout import RunLayout
+from repolm.lm import LoadedModel, generate, special_stops
 
 METRICS = ("subject_rouge_l", "subject_bleu", "message_rouge_l", "message_bleu")
 MAX_NEW_TOKENS = 64
@@ -110,9 +112,7 @@ def _run_max_diff(run_dir: Path) -> int:
     """The run's `build.max_diff_bytes` (its config.yaml), else the default."""
     import yaml
 
-    from repolm.config.schema import BuildConfig
-
-    path = run_dir / "config.yaml"
+    path = RunLayout(run_dir).config_file
     if path.exists():
         build = (yaml.safe_load(path.read_text()) or {}).get("build") or {}
         if "max_diff_bytes" in build:
@@ -123,8 +123,6 @@ def _run_max_diff(run_dir: Path) -> int:
 def _history(filter_dir: Path, shas: list[str]) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Each commit's changes (in the file's order) and the message of the commit before it."""
     import pyarrow.parquet as pq
-
-    from repolm.dataset.corpus import Commits
 
     changes: dict[str, list[dict]] = defaultdict(list)
     if shas:  # (an empty "in" filter does not type-check in pyarrow)
@@ -152,7 +150,7 @@ def evaluate_commit_messages(
     None scores the baselines only. `max_diff_bytes` None: the run's."""
     t0 = time.monotonic()
     rows = read_eval_set(eval_dir, "commit_messages", split, limit)
-    filter_dir = run_dir / "filter"
+    filter_dir = RunLayout(run_dir).filter_dir
     changes, previous = _history(filter_dir, [r["sha"] for r in rows])
     references = [r["message"] for r in rows]
     outputs = {
@@ -162,9 +160,6 @@ def evaluate_commit_messages(
     baselines = {name: score_messages(p, references) for name, p in outputs.items()}
     metrics = None
     if lm is not None:
-        from repolm.filter.outputs import change_types
-        from repolm.lm.generate import generate
-
         types = change_types(filter_dir) if rows else {}
         most = _run_max_diff(run_dir) if max_diff_bytes is None else max_diff_bytes
         prompts = []
@@ -175,7 +170,7 @@ def evaluate_commit_messages(
             ]
             prompts.append(describe_prompt(lm, sections, MAX_NEW_TOKENS))
         texts = generate(
-            lm, prompts, MAX_NEW_TOKENS, stop_ids=special_ids(lm.special), batch_size=batch_size
+            lm, prompts, MAX_NEW_TOKENS, stop_ids=special_stops(lm), batch_size=batch_size
         )
         outputs["model"] = [t.strip() for t in texts]
         metrics = score_messages(outputs["model"], references)

@@ -8,7 +8,8 @@ repolm's numbers can be read next to published ones.
 - execution (HumanEval): `pass_at_k`.
 
 Each metric is a pure function of strings or counts; the scoring libraries (rapidfuzz,
-rouge-score, sacrebleu, tree-sitter) are imported on first use, not at import time.
+rouge-score, sacrebleu; tree-sitter through `repolm.syntax`) are imported on first use, not at
+import time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from functools import cache
 from typing import Any
+
+from repolm.syntax import parser_for
 
 __all__ = [
     "bleu",
@@ -77,77 +80,10 @@ def first_line(code: str) -> str:
     return ""
 
 
-# repolm's language names (`mine.languages`) whose tree-sitter grammar has another name;
-# the others are their lower-cased selves ("Python" -> "python").
-_GRAMMAR_NAMES = {
-    "c++": "cpp",
-    "c#": "csharp",
-    "c_sharp": "csharp",
-    "shell": "bash",
-    "objective-c": "objc",
-    "protocol buffers": "proto",
-    "makefile": "make",
-    "tex": "latex",
-}
-# Grammars checked to parse arbitrary text here: repolm's chunking grammars and these. Some
-# grammars of the pack never return on some inputs (cobol on "x"), so no other is used.
-_VETTED = frozenset(
-    (
-        "rust",
-        "python",
-        "go",
-        "javascript",
-        "typescript",
-        "tsx",
-        "java",
-        "c",
-        "cpp",
-        "csharp",
-        "kotlin",
-        "bash",
-        "ruby",
-        "php",
-        "scala",
-        "swift",
-        "lua",
-        "json",
-        "yaml",
-        "toml",
-        "html",
-        "css",
-        "zig",
-        "elixir",
-        "haskell",
-        "sql",
-        "objc",
-        "proto",
-        "make",
-        "latex",
-        "dart",
-        "r",
-        "julia",
-        "perl",
-    )
-)
 # Strings are not identifiers: the regex fallback drops simple quoted literals first (as
 # CrossCodeEval's extractor does).
 _STRING = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-@cache
-def _parser(language: str) -> Any | None:
-    """A tree-sitter parser for a repolm or tree-sitter language name; None without a grammar."""
-    name = language.lower()
-    name = _GRAMMAR_NAMES.get(name, name)
-    if name not in _VETTED:
-        return None
-    try:
-        from tree_sitter_language_pack import get_parser
-
-        return get_parser(name)  # type: ignore[arg-type]
-    except Exception:  # LookupError for unknown names; any load failure means "no grammar"
-        return None
 
 
 def identifiers(code: str, language: str | None = None) -> list[str]:
@@ -162,7 +98,7 @@ def identifiers(code: str, language: str | None = None) -> list[str]:
     (`language` None or unknown): every `[A-Za-z_][A-Za-z0-9_]*` outside quoted strings,
     keywords included, since the language's keywords are not known.
     """
-    parser = _parser(language) if language else None
+    parser = parser_for(language) if language else None
     if parser is None:
         return _IDENTIFIER.findall(_STRING.sub(" ", code))
     source = code.encode("utf-8")
@@ -264,33 +200,3 @@ def mean(values: Iterable[float]) -> float | None:
     """The arithmetic mean, or None for no values (so a report prints "—", not a false 0)."""
     items = list(values)
     return math.fsum(items) / len(items) if items else None
-
-
-_OPEN = {"(": ")", "[": "]", "{": "}"}
-_CLOSE = {v: k for k, v in _OPEN.items()}
-_QUOTED = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|//[^\n]*|#[^\n]*""")
-
-
-def parses(code: str, language: str | None) -> bool | None:
-    """Whether generated `code` is a valid prefix of a file: cut to its last complete line,
-    with the brackets it left open closed, tree-sitter finds no ERROR node in it. None without
-    a grammar for the language."""
-    parser = _parser(language) if language else None
-    if parser is None:
-        return None
-    code = code[: code.rfind("\n") + 1] if "\n" in code else code
-    stack_: list[str] = []
-    for ch in _QUOTED.sub(" ", code):  # brackets inside strings and comments don't count
-        if ch in _OPEN:
-            stack_.append(_OPEN[ch])
-        elif ch in _CLOSE and stack_ and stack_[-1] == ch:
-            stack_.pop()
-    code += "".join(reversed(stack_))
-    stack = [parser.parse(code.encode("utf-8")).root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR":
-            return False
-        if node.has_error:  # only subtrees holding an error are searched
-            stack.extend(node.children)
-    return True

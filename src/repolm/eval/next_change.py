@@ -38,16 +38,16 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from repolm.dataset.corpus import Commits
 from repolm.errors import RepolmError
 from repolm.eval.metrics import recall_at_k
 from repolm.eval.tasks import SAMPLES, averages, clip, read_eval_set, spread, task_result
 from repolm.formats import documents as dm
 from repolm.formats import special as sp
-
-if TYPE_CHECKING:
-    from repolm.lm.generate import LoadedModel
+from repolm.layout import RunLayout
+from repolm.lm import LoadedModel, continuation_nll
 
 KS = (1, 5, 10)
 METRICS = tuple(f"recall@{k}" for k in KS)
@@ -72,8 +72,6 @@ class History:
     @classmethod
     def read(cls, filter_dir: Path) -> History:
         import pyarrow.parquet as pq
-
-        from repolm.dataset.corpus import Commits
 
         for name in ("commits", "changes", "files"):
             if not (filter_dir / f"{name}.parquet").exists():
@@ -202,8 +200,6 @@ def model_ranking(
     lm: LoadedModel, author: str | None, when: datetime, message: str, candidates: list[str]
 ) -> list[str]:
     """The candidates by the model's log-probability of each as the commit's first file."""
-    from repolm.lm.generate import continuation_nll
-
     prompt = lm.encode_segments([*dm.commit_header(author, when, message), dm.Tok(sp.FILE)])
     scores = continuation_nll(lm, prompt, [lm.encode(p + "\n") for p in candidates])
     order = sorted(range(len(candidates)), key=lambda i: (scores[i][0], i))
@@ -230,7 +226,7 @@ def evaluate_next_change(
     rows = spread(
         [r for r in read_eval_set(eval_dir, "next_change", split, None) if r["files"]], limit
     )
-    history = History.read(run_dir / "filter")
+    history = History.read(RunLayout(run_dir).filter_dir)
     rows.sort(key=lambda r: history.locate(r["sha"], r["time"]))
     sweep = Sweep(history)
     names = ("recency", "co_change", "name_overlap")

@@ -11,20 +11,14 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repolm.errors import RepolmError
-
-if TYPE_CHECKING:
-    from repolm.eval.texts import Document
-    from repolm.lm.generate import LoadedModel
+from repolm.eval.texts import Document, segments
+from repolm.lm import LoadedModel, bits_per_byte, load_model, sequence_nll, text_nll
 
 TEXT_COLUMNS = ("text", "content", "code", "completion")
 TEXT_SUFFIXES = {".txt", ".md", ".rst"}
-
-
-def bits_per_byte(nll_nats: float, n_bytes: int) -> float:
-    return nll_nats / math.log(2) / n_bytes if n_bytes else float("nan")
 
 
 def summarize(nll: float, tokens: int, n_bytes: int, documents: int, seconds: float) -> dict:
@@ -47,9 +41,6 @@ def score_documents(lm: LoadedModel, docs: Sequence[Document]) -> dict:
     tokens are ids where the model knows them, text otherwise. (One stream with context across
     records measured worse for the tiny-cpu model, 2.82 against 2.67 bits per byte: training
     restarts positions at each document.) Also each commit's own bits per byte, `by_commit`."""
-    from repolm.eval.texts import segments
-    from repolm.lm.generate import sequence_nll
-
     t0 = time.monotonic()
     eos = lm.eos_ids[0]
     results = sequence_nll(lm, [lm.encode_segments(segments(d.text)) + [eos] for d in docs])
@@ -70,12 +61,8 @@ def score_documents(lm: LoadedModel, docs: Sequence[Document]) -> dict:
 def score_texts(lm: LoadedModel, texts: Sequence[str]) -> dict:
     """Bits per byte of plain texts, each scored on its own: the tokenizer's BOS (or EOS) in
     front is its only context, so every token of the text is scored."""
-    from repolm.lm.generate import sequence_nll
-
     t0 = time.monotonic()
-    bos = lm.tokenizer.bos_token_id
-    start = bos if bos is not None else lm.eos_ids[0]
-    results = sequence_nll(lm, [[start, *lm.encode(t)] for t in texts])
+    results = text_nll(lm, texts)
     nll = sum(r[0] for r in results)
     tokens = sum(r[1] for r in results)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
@@ -169,8 +156,6 @@ def perplexity(
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """`repolm eval perplexity`: bits per byte and perplexity of any causal LM on any text."""
-    from repolm.lm.generate import load_model
-
     texts = []
     for text in read_texts(data, column):
         texts.append(text)

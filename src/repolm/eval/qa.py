@@ -17,13 +17,11 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repolm.errors import RepolmError
 from repolm.eval.metrics import mean
-
-if TYPE_CHECKING:
-    from repolm.lm.generate import LoadedModel
+from repolm.lm import LoadedModel, generate
 
 __all__ = [
     "QAItem",
@@ -230,8 +228,6 @@ def answer_questions(
 ) -> list[str]:
     """Greedy answers, one line each, to `QA_PROMPT` (the context left out when an item has
     none); the prompt is cut from the left when it does not fit the model."""
-    from repolm.lm.generate import generate
-
     prompts = [
         lm.encode(
             QA_PROMPT.format(context=i.context, question=i.question)

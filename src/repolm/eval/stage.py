@@ -20,33 +20,34 @@ from typing import Any
 from repolm.config.schema import Config, EvalConfig, ModelConfig
 from repolm.dataset.plan import read_stats
 from repolm.errors import RepolmError
+from repolm.eval import codebench
+from repolm.eval.behaviour import find_suite, resolve_suite, run_suite
+from repolm.eval.compress import baselines, sizes
+from repolm.eval.perplexity import score_documents
+from repolm.eval.qa import run_qa
+from repolm.eval.texts import held_out, training_text
 from repolm.fsutil import write_json_atomic
+from repolm.hardware.monitor import HardwareMonitor
 from repolm.layout import RunLayout
+from repolm.lm import load_model
 from repolm.pipeline.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-REPORT = "eval/report.json"
-
 
 def run_stage(ctx: StageContext) -> StageResult:
-    report = evaluate(ctx.out, ctx.config)
-    write_json_atomic(ctx.out / REPORT, report)
+    report = evaluate(ctx.layout, ctx.config)
+    write_json_atomic(ctx.layout.eval_report, report)
     brief = summary(report)
     return StageResult(stats=brief, summary=_line(brief), manifest={"eval": brief})
 
 
-def evaluate(out: Path, config: Config) -> dict[str, Any]:
-    from repolm.eval.behaviour import find_suite
-    from repolm.eval.compress import baselines
-    from repolm.eval.texts import held_out, training_text
-
+def evaluate(layout: RunLayout, config: Config) -> dict[str, Any]:
     cfg = config.eval
     for suite in cfg.suites:  # a mistyped suite fails now, not after the models are scored
         find_suite(suite)
     t0 = time.monotonic()
-    stats = read_stats(RunLayout(out))
-    dataset, tok_dir = out / "dataset", out / "tokenizer"
+    stats = read_stats(layout)
     report: dict[str, Any] = {"cutoff": stats.get("cutoff", {}), "text": {}, "timings": {}}
     future = held_out_splits(report["cutoff"], cfg)
     if not future:
@@ -56,13 +57,13 @@ def evaluate(out: Path, config: Config) -> dict[str, Any]:
     if future:
         with measured(report, "text"):
             for split in future:
-                docs[split] = held_out(dataset, split)
+                docs[split] = held_out(layout, split)
                 if not docs[split]:
                     raise RepolmError(
                         f"the {split} split has no commit records to evaluate on",
                         "move split.cutoff or raise split.test_fraction / split.val_fraction",
                     )
-            train, total = training_text(dataset, tok_dir, int(cfg.conditioning_mb * 2**20))
+            train, total = training_text(layout, int(cfg.conditioning_mb * 2**20))
         for split, d in docs.items():
             report["text"][split] = {
                 "documents": len(d),
@@ -76,7 +77,7 @@ def evaluate(out: Path, config: Config) -> dict[str, Any]:
             report["commits"] = {s: by_commit(d) for s, d in docs.items()}
     report["models"] = {}
     for name, mc in config.models.items():
-        report["models"][name] = evaluate_model(out, name, mc, cfg, docs, report)
+        report["models"][name] = evaluate_model(layout, name, mc, cfg, docs, report)
     report["seconds"] = round(time.monotonic() - t0, 2)
     return report
 
@@ -106,8 +107,6 @@ def skipped_future(cutoff: dict[str, Any], cfg: EvalConfig) -> dict[str, Any]:
 def by_commit(docs: list[Any]) -> list[dict[str, Any]]:
     """Each held-out commit, oldest first: its subject, its bytes and what `xz -9e` makes of
     it alone (the models' own figures are in their `bits_per_byte[split]["by_commit"]`)."""
-    from repolm.eval.compress import sizes
-
     texts: dict[str, list[Any]] = {}
     for d in docs:
         texts.setdefault(d.sha, []).append(d)
@@ -124,17 +123,14 @@ def by_commit(docs: list[Any]) -> list[dict[str, Any]]:
 
 
 def evaluate_model(
-    out: Path,
+    layout: RunLayout,
     name: str,
     mc: ModelConfig,
     cfg: EvalConfig,
     docs: dict[str, list[Any]],
     report: dict[str, Any],
 ) -> dict[str, Any]:
-    from repolm.eval.perplexity import score_documents
-    from repolm.lm.generate import load_model
-
-    path = out / "models" / name
+    path = layout.model_dir(name)
     if not (path / "config.json").is_file():
         raise RepolmError(
             f"model '{name}' has not been trained ({path} is missing)", "run the train stage first"
@@ -154,21 +150,17 @@ def evaluate_model(
         for split, d in docs.items():
             result["bits_per_byte"][split] = score_documents(lm, d)
     if cfg.tasks and docs:
-        result["tasks"] = run_tasks(lm, out, cfg, report, name, list(docs))
+        result["tasks"] = run_tasks(lm, layout, cfg, report, name, list(docs))
     for suite in cfg.suites:
-        from repolm.eval.behaviour import resolve_suite, run_suite
-
         with measured(report, f"{name}: suite {suite}"):
             result.setdefault("suites", {})[Path(suite).stem] = run_suite(
-                lm, resolve_suite(suite, out)
+                lm, resolve_suite(suite, layout.out)
             )
     code = {"humaneval": cfg.humaneval, "mbpp": cfg.mbpp}
     for bench in (b for b, wanted in code.items() if wanted):
         with measured(report, f"{name}: {bench}"):
             result.setdefault("code", {})[bench] = run_code(lm, bench, cfg)
     if cfg.qa:
-        from repolm.eval.qa import run_qa
-
         with measured(report, f"{name}: qa"):
             result["qa"] = run_qa(lm, Path(cfg.qa))
     del lm
@@ -178,8 +170,6 @@ def evaluate_model(
 
 def run_code(lm: Any, bench: str, cfg: EvalConfig) -> dict[str, Any]:
     """HumanEval or MBPP: greedy completions run in the sandbox, pass@1."""
-    from repolm.eval import codebench
-
     problems = (
         codebench.humaneval_problems(cfg.code_limit)
         if bench == "humaneval"
@@ -197,7 +187,12 @@ TASKS = {
 
 
 def run_tasks(
-    lm: Any, out: Path, cfg: EvalConfig, report: dict[str, Any], name: str, splits: list[str]
+    lm: Any,
+    layout: RunLayout,
+    cfg: EvalConfig,
+    report: dict[str, Any],
+    name: str,
+    splits: list[str],
 ) -> dict:
     """The generation tasks on the test split, the later future (val when test isn't
     evaluated), each with its baselines."""
@@ -209,7 +204,7 @@ def run_tasks(
         module, _, func = TASKS[task].partition(":")
         run = getattr(importlib.import_module(module), func)
         with measured(report, f"{name}: {task}"):
-            results[task] = run(lm, out / "dataset" / "eval", out, split, cfg.max_items)
+            results[task] = run(lm, layout.eval_sets_dir, layout.out, split, cfg.max_items)
             results[task]["samples"] = results[task].get("samples", [])[: cfg.samples]
     return results
 
@@ -218,8 +213,6 @@ def run_tasks(
 def measured(report: dict[str, Any], what: str) -> Iterator[None]:
     """Time and peak memory (process RSS, GPU memory where NVML answers) of one evaluation,
     into report["timings"][what]."""
-    from repolm.hardware.monitor import HardwareMonitor
-
     t0 = time.monotonic()
     with HardwareMonitor(interval_s=0.25) as monitor:
         yield

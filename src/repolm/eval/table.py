@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from repolm.errors import RepolmError
+from repolm.layout import RunLayout
 
 # per task: (metric key, label); a fraction is shown as a percentage
 TASK_METRICS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -39,7 +40,7 @@ PERCENT_SCALE = {"subject_bleu": 1.0, "message_bleu": 1.0}  # BLEU is 0-100 alre
 
 def load_report(path: Path) -> dict[str, Any]:
     """An eval report from a run directory or a report.json."""
-    file = path / "eval" / "report.json" if path.is_dir() else path
+    file = RunLayout(path).eval_report if path.is_dir() else path
     if not file.is_file():
         raise RepolmError(f"no evaluation report at {file}", "run 'repolm eval' on that run first")
     return json.loads(file.read_text())

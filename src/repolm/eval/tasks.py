@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from repolm.dataset.evalsets import FUTURE
 from repolm.errors import RepolmError
 from repolm.eval.metrics import mean
 
@@ -32,8 +33,6 @@ def read_eval_set(eval_dir: Path, name: str, split: str, limit: int | None) -> l
     """The rows of `OUT/dataset/eval/NAME.parquet` in `split` (val or test), in the file's
     (chronological) order; with `limit`, that many spread evenly over them."""
     import pyarrow.parquet as pq
-
-    from repolm.dataset.evalsets import FUTURE
 
     if split not in FUTURE:
         raise ValueError(f"split must be one of {FUTURE}, got {split!r}")
@@ -87,10 +86,3 @@ def task_result(
     out["samples"] = samples[:SAMPLES]
     out["seconds"] = round(time.monotonic() - started, 2)
     return out
-
-
-def special_ids(special: Mapping[str, int]) -> list[int]:
-    """The ids of repolm's special tokens a model has: text the evaluations generate (code, a
-    message) never holds one (the build stage encodes their spelling as text), so generation
-    stops at the first."""
-    return sorted(set(special.values()))

@@ -20,6 +20,7 @@ from pathlib import Path
 from repolm.errors import RepolmError
 from repolm.formats import special as sp
 from repolm.formats.documents import Segment, Tok
+from repolm.layout import RunLayout
 
 _SPECIAL = re.compile("|".join(re.escape(t) for t in sorted(sp.SPECIAL_TOKENS, key=len)[::-1]))
 
@@ -61,20 +62,19 @@ def _shards(split_dir: Path) -> list[Path]:
     return shards
 
 
-def _decoder(tok_dir: Path):
+def _decoder(path: Path):
     from tokenizers import Tokenizer
 
-    path = tok_dir / "tokenizer.json"
     if not path.exists():
         raise RepolmError(f"missing {path}", "run the tokenize stage first")
     return Tokenizer.from_file(str(path))
 
 
-def _texts(split_dir: Path, tok_dir: Path) -> Iterator[str]:
+def _texts(split_dir: Path, tokenizer: Path) -> Iterator[str]:
     """The text of each packed document of a split (EOS left out), decoded, shard by shard."""
     import pyarrow.parquet as pq
 
-    tok = _decoder(tok_dir)
+    tok = _decoder(tokenizer)
     for shard in _shards(split_dir):
         pf = pq.ParquetFile(shard)
         for g in range(pf.num_row_groups):
@@ -90,11 +90,11 @@ def _texts(split_dir: Path, tok_dir: Path) -> Iterator[str]:
             yield from tok.decode_batch(ids, skip_special_tokens=False)
 
 
-def held_out(dataset: Path, split: str) -> list[Document]:
+def held_out(layout: RunLayout, split: str) -> list[Document]:
     """The whole commit records of a future split, oldest first."""
     import pyarrow.parquet as pq
 
-    path = dataset / "eval" / "future_records.parquet"
+    path = layout.eval_set("future_records")
     if not path.exists():
         raise RepolmError(f"missing {path}", "run the build stage again (repolm run)")
     t = pq.read_table(path, columns=["sha", "text"], filters=[("split", "=", split)])
@@ -102,14 +102,14 @@ def held_out(dataset: Path, split: str) -> list[Document]:
     return [Document(text, sha) for sha, text in zip(shas, texts, strict=True)]
 
 
-def training_text(dataset: Path, tok_dir: Path, max_bytes: int) -> tuple[bytes, int]:
+def training_text(layout: RunLayout, max_bytes: int) -> tuple[bytes, int]:
     """Every distinct training document's text, in training order, cut to its last
     `max_bytes` (a compressor's window can't reach further back anyway); and the total bytes
     before the cut."""
     seen: set[bytes] = set()
     kept: deque[bytes] = deque()
     size = total = 0
-    for text in _texts(dataset / "train", tok_dir):
+    for text in _texts(layout.dataset_split("train"), layout.tokenizer_file):
         data = text.encode("utf-8")
         key = hashlib.blake2b(data, digest_size=16).digest()
         if key in seen:

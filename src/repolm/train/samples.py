@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repolm.formats.documents import file_document_header
+from repolm.lm import generate, wrap
+from repolm.syntax import parses
+
 PROMPT_LINES = 6
 
 
@@ -25,8 +29,6 @@ def sample_prompts(filter_dir: Path, k: int) -> list[SamplePrompt]:
     first, picked by a hash of their path (the same files every run); their first lines."""
     import pyarrow.parquet as pq
 
-    from repolm.eval.metrics import parses
-
     if k <= 0 or not (filter_dir / "files.parquet").is_file():
         return []
     rows = pq.read_table(filter_dir / "files.parquet", columns=["path", "language"]).to_pylist()
@@ -37,8 +39,10 @@ def sample_prompts(filter_dir: Path, k: int) -> list[SamplePrompt]:
     if not counts:
         return []
     language = max(counts, key=lambda lang: (counts[lang], lang))
-    paths = sorted((r["path"] for r in rows if r["language"] == language),
-                   key=lambda p: hashlib.blake2b(p.encode(), digest_size=8).digest())  # fmt: skip
+    paths = sorted(
+        (r["path"] for r in rows if r["language"] == language),
+        key=lambda p: hashlib.blake2b(p.encode(), digest_size=8).digest(),
+    )
     picked = set(paths[: 4 * k])
     texts = {
         r["path"]: r["text"]
@@ -46,7 +50,7 @@ def sample_prompts(filter_dir: Path, k: int) -> list[SamplePrompt]:
             filter_dir / "files.parquet",
             columns=["path", "text"],
             filters=[("path", "in", sorted(picked))],
-        ).to_pylist()  # fmt: skip
+        ).to_pylist()
     }
     out = []
     for p in paths[: 4 * k]:
@@ -62,12 +66,8 @@ def take_samples(
     model: Any, tokenizer: Any, prompts: list[SamplePrompt], max_new_tokens: int
 ) -> list[dict[str, Any]]:
     """Greedy continuations of the prompts by `model` (left in the mode it was in), each with
-    whether prompt + sample parse (a valid prefix: see `repolm.eval.metrics.parses`; None for
+    whether prompt + sample parse (a valid prefix: see `repolm.syntax.parses`; None for
     a blank sample, which proves nothing)."""
-    from repolm.eval.metrics import parses
-    from repolm.formats.documents import file_document_header
-    from repolm.lm.generate import generate, wrap
-
     if not prompts:
         return []
     lm = wrap(model, tokenizer)
@@ -84,6 +84,6 @@ def take_samples(
             "path": p.path,
             "sample": t,
             "parses": parses(p.text + t, p.language) if t.strip() else None,
-        }  # fmt: skip
+        }
         for p, t in zip(prompts, texts, strict=True)
     ]

@@ -1,0 +1,91 @@
+"""A causal LM ready for inference: loaded from a directory (or the local hub cache) on the
+best device in the precision it computes natively, or wrapped while it is in memory (the
+model being trained). Every user of a model (eval, training's samples, serving) holds it as a
+`LoadedModel`, so they agree on the device, precision, context length and special tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repolm.errors import RepolmError
+from repolm.formats.documents import Segment
+from repolm.formats.special import ENDOFTEXT
+from repolm.hardware.device import choose_precision, detect, torch_dtype
+from repolm.hub import local_model_dir
+from repolm.lm import encoding
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for inference, with its tokenizer."""
+
+    path: str
+    model: Any  # transformers PreTrainedModel, in eval mode on `device`
+    tokenizer: Any  # transformers tokenizer
+    device: Any  # torch.device
+    max_len: int  # the longest sequence the model takes (prompt + generation)
+    eos_ids: tuple[int, ...] = ()
+    special: dict[str, int] = field(default_factory=dict)  # repolm's tokens the vocabulary has
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.eos_ids[0]
+
+    def encode(self, text: str) -> list[int]:
+        """Plain text: a special token's spelling stays text."""
+        return encoding.encode_text(self.tokenizer, text)
+
+    def encode_segments(self, segments: Sequence[Segment]) -> list[int]:
+        """A document or prompt in repolm's format: special tokens by id where the vocabulary
+        has them (spelled as text for a model that never saw them)."""
+        return encoding.encode_segments(self.tokenizer, self.special, segments)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return encoding.decode(self.tokenizer, ids)
+
+
+def load_model(
+    path: str | Path, precision: str = "auto", trust_remote_code: bool = False
+) -> LoadedModel:
+    """A Hugging Face causal LM from a local directory (or the local hub cache), on the best
+    device, in the precision it computes natively (fp32 on a CPU without bf16)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = local_model_dir(str(path))
+    info = detect()
+    dtype = torch_dtype(choose_precision(precision, info))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            where, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise RepolmError(
+            f"cannot load a causal language model from {path}: {str(e).splitlines()[0]}",
+            "give a Hugging Face model directory (config.json, weights, tokenizer files)",
+        ) from None
+    device = torch.device("cuda" if info.kind == "cuda" else "cpu")
+    model.to(device).eval()
+    return wrap(model, tokenizer, str(path))
+
+
+def wrap(model: Any, tokenizer: Any, path: str = "") -> LoadedModel:
+    """A model already in memory (e.g. the one being trained) as a `LoadedModel`."""
+    special = encoding.special_ids(tokenizer)
+    eos = [tokenizer.eos_token_id, special.get(ENDOFTEXT)]
+    max_len = getattr(model.config, "max_position_embeddings", None) or 2048
+    return LoadedModel(
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        device=next(model.parameters()).device,
+        max_len=min(int(max_len), 32768),
+        eos_ids=tuple(dict.fromkeys(i for i in eos if i is not None)) or (0,),
+        special=special,
+    )

@@ -1,0 +1,44 @@
+"""The inference layer's surface: what `repolm.lm` offers, that it stays light to import, and
+that it imports no stage (serving will sit on it)."""
+
+from __future__ import annotations
+
+import ast
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import repolm.lm as lm
+
+LM_DIR = Path(lm.__file__).parent
+ALLOWED = ("repolm.lm", "repolm.formats", "repolm.hardware", "repolm.hub", "repolm.errors")
+
+
+def test_public_surface() -> None:
+    for name in lm.__all__:
+        assert callable(getattr(lm, name)), name
+    assert {"load_model", "wrap", "generate", "sequence_nll", "continuation_nll"} <= set(lm.__all__)
+
+
+def test_bits_per_byte() -> None:
+    assert lm.bits_per_byte(math.log(2) * 8, 4) == 2.0
+    assert math.isnan(lm.bits_per_byte(1.0, 0))
+
+
+def test_imports_only_the_layers_below() -> None:
+    for path in LM_DIR.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("repolm"):
+                assert node.module.startswith(ALLOWED), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    assert not a.name.startswith("repolm") or a.name.startswith(ALLOWED)
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, repolm.lm; print([m for m in ('torch', 'transformers') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
