@@ -8,7 +8,7 @@ import os
 from typing import TYPE_CHECKING
 
 from repolm.config.schema import TrainConfig
-from repolm.hardware.device import DeviceInfo
+from repolm.hardware.device import DeviceInfo, choose_precision, detect
 
 if TYPE_CHECKING:
     import torch
@@ -17,12 +17,15 @@ if TYPE_CHECKING:
 SHARDED = ("FSDP", "DEEPSPEED")
 
 
-def accelerator_for(tc: TrainConfig, device: DeviceInfo, precision: str) -> Accelerator:
-    """The Accelerator for a run of `tc` on `device` in `precision`, with the seeds set: the
-    loop and `repolm plan`'s timed steps run under the same set-up."""
+def start_accelerator(tc: TrainConfig) -> tuple[Accelerator, DeviceInfo, str]:
+    """The Accelerator for a run of `tc` on this machine's device, with the seeds set; the
+    device and the precision chosen for it. The loop and `repolm plan`'s timed steps run
+    under the same set-up."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    device = detect()
+    precision = choose_precision(tc.precision, device)
     accelerator = Accelerator(
         mixed_precision={"fp32": "no"}.get(precision, precision),
         gradient_accumulation_steps=tc.grad_accum,
@@ -32,7 +35,7 @@ def accelerator_for(tc: TrainConfig, device: DeviceInfo, precision: str) -> Acce
     if tc.deterministic:  # cuBLAS needs a fixed workspace to be deterministic
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     set_seed(tc.seed, deterministic=tc.deterministic)
-    return accelerator
+    return accelerator, device, precision
 
 
 def sharded_backend() -> str | None:

@@ -20,12 +20,12 @@ import numpy as np
 
 from repolm.errors import RepolmError
 from repolm.fsutil import write_json_atomic
-from repolm.hardware.device import choose_precision, detect, train_flops_per_token
+from repolm.hardware.device import train_flops_per_token
 from repolm.hardware.monitor import HardwareMonitor
 from repolm.logs import log, progress
 from repolm.train import checkpoint
 from repolm.train.data import PackedData, Schedule, unigram_loss
-from repolm.train.distributed import accelerator_for, from_main, sharded_backend
+from repolm.train.distributed import from_main, sharded_backend, start_accelerator
 from repolm.train.memory import ModelShape
 from repolm.train.models import build_model, context_length, count_parameters
 from repolm.train.optim import optimizer_for
@@ -45,8 +45,10 @@ from repolm.train.step import auto_micro_batch, evaluate, optimizer_step, valida
 from repolm.train.stopping import TrainingInterrupted, stop_requested, stop_signals
 
 if TYPE_CHECKING:
+    import torch
     from accelerate import Accelerator
     from torch.optim.lr_scheduler import LambdaLR
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -55,10 +57,10 @@ class Training:
 
     spec: RunSpec
     accelerator: Accelerator
-    model: Any
-    optimizer: Any
+    model: torch.nn.Module  # as accelerate prepared it (wrapped for DDP, FSDP, DeepSpeed)
+    optimizer: torch.optim.Optimizer
     scheduler: LambdaLR
-    tokenizer: Any
+    tokenizer: PreTrainedTokenizerBase
     train: PackedData
     val: PackedData | None
     val_index: np.ndarray  # the validation sequences every evaluation measures
@@ -90,9 +92,7 @@ def _start(spec: RunSpec) -> Training:
     from transformers import AutoTokenizer
 
     tc = spec.model.train
-    device = detect()
-    precision = choose_precision(tc.precision, device)
-    accelerator = accelerator_for(tc, device, precision)
+    accelerator, device, precision = start_accelerator(tc)
     main = accelerator.is_main_process
     sharded = sharded_backend()
     if sharded and device.kind == "cpu" and main:

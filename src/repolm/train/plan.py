@@ -19,7 +19,7 @@ from repolm.layout import RunLayout
 from repolm.logs import console
 from repolm.train import models
 from repolm.train.data import PackedData
-from repolm.train.distributed import accelerator_for
+from repolm.train.distributed import start_accelerator
 from repolm.train.memory import (
     MemoryEstimate,
     ModelShape,
@@ -187,9 +187,7 @@ def time_steps(spec: RunSpec) -> float:
     from transformers import AutoTokenizer
 
     tc = spec.model.train
-    device = detect()
-    precision = choose_precision(tc.precision, device)
-    accelerator = accelerator_for(tc, device, precision)
+    accelerator, device, precision = start_accelerator(tc)
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
     data = PackedData.read(spec.train_dir)
     model = models.build_model(spec.model, spec.added_tokens, tokenizer, precision)
