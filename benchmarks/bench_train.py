@@ -71,14 +71,20 @@ def repolm_loop(run: Path, overrides: list[str], steps: int) -> tuple[list[float
         out = Path(tmp) / "run"
         top = str(run)  # the run's own train/ and models/, not dataset/train
         shutil.copytree(run, out, ignore=lambda d, names: {"train", "models"} if d == top else ())
-        extra = [f"train.max_steps={steps}", f"train.eval_every={steps}",
-                 f"train.checkpoint_every={steps}", "train.log_every=1000000"]  # fmt: skip
+        extra = [
+            f"train.max_steps={steps}",
+            f"train.eval_every={steps}",
+            f"train.checkpoint_every={steps}",
+            "train.log_every=1000000",
+        ]
         resolved = load_config(overrides=[*overrides, *extra])
         repo = Path(json.loads((run / "manifest.json").read_text())["repo_path"])
         run_pipeline(out, repo, resolved, only=["train"])
         report = json.loads((out / "train" / "report.json").read_text())["models"]["main"]
-    tokens = report["plan"]["global_batch"] * json.loads(
-        (run / "dataset" / "stats.json").read_text())["seq_len"]  # fmt: skip
+    tokens = (
+        report["plan"]["global_batch"]
+        * json.loads((run / "dataset" / "stats.json").read_text())["seq_len"]
+    )
     return [tokens / tps for tps in report["tokens_per_s_per_step"]], report
 
 
@@ -100,9 +106,11 @@ def main() -> None:
             mfu.append(report["mfu"])
     tokens = report["plan"]["global_batch"] * seq_len
     tp, to = tokens / min(plain), tokens / min(ours)
-    print(f"model {report['source']}: {report['parameters']['total']:,} parameters, "
-          f"{report['precision']}, batch {report['plan']['global_batch']} x {seq_len} tokens, "
-          f"{args.steps} steps x {args.rounds} rounds (median step, best round)")  # fmt: skip
+    print(
+        f"model {report['source']}: {report['parameters']['total']:,} parameters, "
+        f"{report['precision']}, batch {report['plan']['global_batch']} x {seq_len} tokens, "
+        f"{args.steps} steps x {args.rounds} rounds (median step, best round)"
+    )
     print(f"plain PyTorch loop: {tp:,.0f} tokens/s")
     print(f"repolm loop:        {to:,.0f} tokens/s")
     print(f"ratio repolm/plain: {to / tp:.3f}  (target >= 0.9)")

@@ -295,13 +295,13 @@ def part_c(ctx: Context) -> dict[str, Any]:
     """The estimate sees the whole card; the allocator may use CAP_BYTES of it."""
     import torch
 
-    from repolm.train import loop
+    from repolm.train import step
 
     run = ctx.build(SMALL, SMALL)
     total = torch.cuda.get_device_properties(0).total_memory
     cap = min(CAP_BYTES, total // 2)
     seen: dict[str, int] = {}
-    probe_sizes = loop._largest_that_runs
+    probe_sizes = step._largest_that_runs
 
     def watched(model: Any, data: Any, start: int, accelerator: Any) -> int:
         seen["first guess"] = start
@@ -309,7 +309,7 @@ def part_c(ctx: Context) -> dict[str, Any]:
         return seen["fits"]
 
     free_gpu()
-    loop._largest_that_runs = watched
+    step._largest_that_runs = watched
     torch.cuda.set_per_process_memory_fraction(cap / total)
     try:
         steps = [
@@ -321,7 +321,7 @@ def part_c(ctx: Context) -> dict[str, Any]:
         ]
         _, report = ctx.train(run, SMALL, steps, "c-auto")
     finally:
-        loop._largest_that_runs = probe_sizes
+        step._largest_that_runs = probe_sizes
         torch.cuda.set_per_process_memory_fraction(1.0)
     guess, fits = seen.get("first guess", 0), seen.get("fits", 0)
     grad_accum = load_config_train(SMALL).grad_accum

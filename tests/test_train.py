@@ -23,10 +23,21 @@ from repolm.config import load_config
 from repolm.pipeline.runner import run_pipeline
 from repolm.train.data import Schedule
 
-DATA = ["tokenize.vocab_size=400", "build.seq_len=64", "build.batch_size=4",
-        "split.test_fraction=0.12", "split.val_fraction=0.08"]  # fmt: skip
-TINY = [*TINY_MODEL, "train.micro_batch=4", "train.eval_every=2", "train.eval_sequences=8",
-        "train.log_every=1", "train.hardware_every_s=0.2"]  # fmt: skip
+DATA = [
+    "tokenize.vocab_size=400",
+    "build.seq_len=64",
+    "build.batch_size=4",
+    "split.test_fraction=0.12",
+    "split.val_fraction=0.08",
+]
+TINY = [
+    *TINY_MODEL,
+    "train.micro_batch=4",
+    "train.eval_every=2",
+    "train.eval_sequences=8",
+    "train.log_every=1",
+    "train.hardware_every_s=0.2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +53,9 @@ def fresh_run(built: tuple[Path, Path], tmp_path: Path, name: str = "run") -> Pa
 
 
 def train(repo: Path, out: Path, *extra: str, options: dict | None = None) -> dict:
-    run_pipeline(out, repo, load_config(overrides=[*DATA, *TINY, *extra]), only=["train"],
-                 options=options)  # fmt: skip
+    run_pipeline(
+        out, repo, load_config(overrides=[*DATA, *TINY, *extra]), only=["train"], options=options
+    )
     return json.loads((out / "train" / "report.json").read_text())["models"]["main"]
 
 
@@ -71,8 +83,9 @@ def test_from_scratch_every_parameter_changes_and_outputs_load(built, tmp_path: 
     out = fresh_run(built, tmp_path)
     report = train(repo, out, "train.max_steps=1", "train.save=merged")
     model_dir = out / "models" / "main"
-    assert {"config.json", "model.safetensors", "generation_config.json",
-            "tokenizer.json"} <= {p.name for p in model_dir.iterdir()}  # fmt: skip
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= {
+        p.name for p in model_dir.iterdir()
+    }
     # the initial weights: the same seed and architecture, no step taken
     from repolm.train.models import architecture, build_scratch
 
@@ -106,8 +119,14 @@ def test_early_stopping_on_patience(built, tmp_path: Path) -> None:
     repo, _ = built
     out = fresh_run(built, tmp_path)
     # every evaluation after the first fails to improve by 100 nats
-    report = train(repo, out, "train.max_steps=20", "train.eval_every=1", "train.patience=2",
-                   "train.min_delta=100")  # fmt: skip
+    report = train(
+        repo,
+        out,
+        "train.max_steps=20",
+        "train.eval_every=1",
+        "train.patience=2",
+        "train.min_delta=100",
+    )
     assert report["early_stopping"]["stopped"] == "patience"
     assert report["steps"] == 3 and report["early_stopping"]["best_step"] == 1
     assert [e["step"] for e in report["validation"]["evaluations"]] == [1, 2, 3]
@@ -141,8 +160,9 @@ def test_sigkill_then_resume_gives_the_same_weights(built, tmp_path: Path) -> No
     subprocess.run(cli(repo, whole, *steps), check=True, capture_output=True)
 
     cut = fresh_run(built, tmp_path, "cut")
-    proc = subprocess.Popen(cli(repo, cut, *steps), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        cli(repo, cut, *steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpts = cut / "train" / "main" / "checkpoints"
     deadline = time.monotonic() + 120
     while not (ckpts / "step-00000006" / "state.json").exists():
@@ -188,8 +208,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(built, tmp_path: Path) -> None
 def test_resume_requires_a_checkpoint(built, tmp_path: Path) -> None:
     repo, _ = built
     out = fresh_run(built, tmp_path)
-    done = subprocess.run(cli(repo, out, "train.max_steps=1") + ["--resume"],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        cli(repo, out, "train.max_steps=1") + ["--resume"], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert "no checkpoint of this configuration" in done.stderr
     assert "Traceback" not in done.stderr
@@ -223,16 +244,20 @@ def built_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
 
 
 def base_data(base: Path) -> list[str]:
-    return [*DATA, "tokenize.kind=base", f"tokenize.base_model={base}",
-            f"models.main.base={base}"]  # fmt: skip
+    return [*DATA, "tokenize.kind=base", f"tokenize.base_model={base}", f"models.main.base={base}"]
 
 
 def train_base(built_base, out: Path, *extra: str) -> dict:
     repo, _, base = built_base
-    small = ["train.micro_batch=4", "train.eval_every=2", "train.eval_sequences=8",
-             "train.hardware_every_s=0.2"]  # fmt: skip
-    run_pipeline(out, repo, load_config(overrides=[*base_data(base), *small, *extra]),
-                 only=["train"])  # fmt: skip
+    small = [
+        "train.micro_batch=4",
+        "train.eval_every=2",
+        "train.eval_sequences=8",
+        "train.hardware_every_s=0.2",
+    ]
+    run_pipeline(
+        out, repo, load_config(overrides=[*base_data(base), *small, *extra]), only=["train"]
+    )
     return json.loads((out / "train" / "report.json").read_text())["models"]["main"]
 
 
@@ -248,8 +273,11 @@ def test_full_fine_tuning_of_a_local_model_resizes_embeddings(built_base, tmp_pa
     assert "<|commit|>" in tok.get_vocab()
     assert model.get_input_embeddings().weight.shape[0] >= len(tok) > 300
     base = AutoModelForCausalLM.from_pretrained(built_base[2])
-    changed = [n for n, p in base.named_parameters()
-               if not torch.equal(p, model.state_dict()[n][: p.shape[0]])]  # fmt: skip
+    changed = [
+        n
+        for n, p in base.named_parameters()
+        if not torch.equal(p, model.state_dict()[n][: p.shape[0]])
+    ]
     assert len(changed) == len(list(base.parameters()))
     assert report["source"] == str(built_base[2]) and report["method"] == "full"
 
@@ -262,8 +290,15 @@ def test_lora_changes_only_adapters_and_merging_is_exact(built_base, tmp_path) -
     shutil.copytree(built_base[1], out)
     # bf16 over an fp32 checkpoint (what `auto` picks on a CPU with AVX512-BF16): the frozen
     # rows peft saves with the resized embeddings must still be the checkpoint's own
-    report = train_base(built_base, out, "models.main.method=lora", "models.main.lora.rank=4",
-                        "train.max_steps=3", "train.lr=0.01", "train.precision=bf16")  # fmt: skip
+    report = train_base(
+        built_base,
+        out,
+        "models.main.method=lora",
+        "models.main.lora.rank=4",
+        "train.max_steps=3",
+        "train.lr=0.01",
+        "train.precision=bf16",
+    )
     assert report["parameters"]["trainable"] < report["parameters"]["total"] / 4
     model_dir = out / "models" / "main"
     adapter = model_dir / "adapter"
@@ -301,16 +336,24 @@ def test_lora_changes_only_adapters_and_merging_is_exact(built_base, tmp_path) -
 @pytest.mark.slow  # subprocess runs of the CLI: seconds each
 def test_two_processes_with_gloo_match_one_process_accumulating(built, tmp_path: Path) -> None:
     repo, _ = built
-    steps = ["train.max_steps=3", "train.micro_batch=2", "train.eval_every=3",
-             "train.save=merged"]  # fmt: skip
+    steps = ["train.max_steps=3", "train.micro_batch=2", "train.eval_every=3", "train.save=merged"]
     one = fresh_run(built, tmp_path, "one")
     subprocess.run(cli(repo, one, *steps, "train.grad_accum=2"), check=True, capture_output=True)
     two = fresh_run(built, tmp_path, "two")
     args = cli(repo, two, *steps)
     # the shipped accelerate config, as a user launches it
     config = Path(__file__).parents[1] / "configs" / "accelerate" / "cpu-2-processes.yaml"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-              "--main_process_port", str(29500 + os.getpid() % 1000), "-m", "repolm"]  # fmt: skip
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--main_process_port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "repolm",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(launch + args[3:], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -322,13 +365,14 @@ def test_two_processes_with_gloo_match_one_process_accumulating(built, tmp_path:
 
 
 def test_every_parameter_group_follows_the_schedule() -> None:
-    from repolm.train.loop import Budget, lr_factor, set_schedule
+    from repolm.train.schedule import Budget, lr_factor, set_schedule
 
     w, b = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.AdamW([{"params": [w]}, {"params": [b], "weight_decay": 0.0}], lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    budget = Budget(steps_per_epoch=10, epochs=1, total_steps=10, warmup_steps=2, lr=1.0,
-                    global_batch=1)  # fmt: skip
+    budget = Budget(
+        steps_per_epoch=10, epochs=1, total_steps=10, warmup_steps=2, lr=1.0, global_batch=1
+    )
     set_schedule(sched, budget, floor=0.1)
     seen = []
     for _ in range(10):
@@ -351,8 +395,9 @@ def test_plan_counts_times_and_suggests(built, tmp_path: Path, monkeypatch) -> N
 
     from repolm.train.models import architecture, build_scratch, count_parameters
 
-    model = build_scratch(architecture(config.models["main"]), AutoTokenizer.from_pretrained(
-        run / "tokenizer"))  # fmt: skip
+    model = build_scratch(
+        architecture(config.models["main"]), AutoTokenizer.from_pretrained(run / "tokenizer")
+    )
     assert (p.total_params, p.trainable_params) == count_parameters(model)
     stats = json.loads((run / "dataset" / "stats.json").read_text())
     assert p.sequences == stats["sequences"]["train"] and p.seq_len == 64
@@ -378,11 +423,18 @@ def test_two_named_models_from_one_build(built, tmp_path: Path) -> None:
     repo, _ = built
     out = fresh_run(built, tmp_path)
     tiny = [t.replace("models.main.", "models.code.") for t in TINY if t.startswith("models.")]
-    two = [*tiny, *(t.replace("models.code.", "models.reasoning.") for t in tiny),
-           "build.mixes.reasoning.commits=0.5", "build.mixes.reasoning.qa=0.5",
-           "models.reasoning.mix=reasoning", "models.reasoning.train.max_steps=1",
-           "train.max_steps=2", "train.micro_batch=4", "train.eval_every=2",
-           "train.eval_sequences=8"]  # fmt: skip
+    two = [
+        *tiny,
+        *(t.replace("models.code.", "models.reasoning.") for t in tiny),
+        "build.mixes.reasoning.commits=0.5",
+        "build.mixes.reasoning.qa=0.5",
+        "models.reasoning.mix=reasoning",
+        "models.reasoning.train.max_steps=1",
+        "train.max_steps=2",
+        "train.micro_batch=4",
+        "train.eval_every=2",
+        "train.eval_sequences=8",
+    ]
     run_pipeline(out, repo, load_config(overrides=[*DATA, *two]), until="train")
     reports = json.loads((out / "train" / "report.json").read_text())["models"]
     assert set(reports) == {"code", "reasoning"}
@@ -392,7 +444,8 @@ def test_two_named_models_from_one_build(built, tmp_path: Path) -> None:
         assert (out / "models" / name / "model.safetensors").is_file()
     stats = json.loads((out / "dataset" / "stats.json").read_text())
     assert reports["reasoning"]["plan"]["steps_per_epoch"] == -(
-        -stats["mixes"]["reasoning"]["sequences"] // 4)  # fmt: skip
+        -stats["mixes"]["reasoning"]["sequences"] // 4
+    )
 
 
 def test_qlora_without_cuda_is_a_clear_error(built_base, tmp_path: Path) -> None:
@@ -409,8 +462,12 @@ def test_qlora_without_cuda_is_a_clear_error(built_base, tmp_path: Path) -> None
 def test_gradient_checkpointing_gives_the_same_step(built, tmp_path: Path) -> None:
     repo, _ = built
     a = train(repo, fresh_run(built, tmp_path, "a"), "train.max_steps=2")
-    b = train(repo, fresh_run(built, tmp_path, "b"), "train.max_steps=2",
-              "train.gradient_checkpointing=true")  # fmt: skip
+    b = train(
+        repo,
+        fresh_run(built, tmp_path, "b"),
+        "train.max_steps=2",
+        "train.gradient_checkpointing=true",
+    )
     assert a["loss"]["per_step"] == pytest.approx(b["loss"]["per_step"], abs=1e-5)
 
 
@@ -455,8 +512,9 @@ def test_auto_micro_batch_follows_the_memory(built, tmp_path: Path, monkeypatch)
     sequences = json.loads((built[1] / "dataset" / "stats.json").read_text())["sequences"]
     assert big["plan"]["global_batch"] == min(64, 2 ** int(np.log2(sequences["train"])))
     assert small["plan"]["global_batch"] == 1
-    (p,) = plan_mod.plan_models(built[1], load_config(overrides=[*DATA, *TINY, *auto]).config,
-                                measure=False)  # fmt: skip
+    (p,) = plan_mod.plan_models(
+        built[1], load_config(overrides=[*DATA, *TINY, *auto]).config, measure=False
+    )
     assert p.budget.global_batch == 1 and "micro_batch auto → 1" in p.note
 
 
@@ -464,7 +522,7 @@ def test_auto_micro_batch_halves_until_a_step_fits() -> None:
     from contextlib import nullcontext
     from types import SimpleNamespace
 
-    from repolm.train.loop import _largest_that_runs
+    from repolm.train.step import _largest_that_runs
 
     class Tokens:  # PackedData's interface: 100 sequences of 8 tokens
         def __len__(self) -> int:
@@ -501,8 +559,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @needs_cuda
 def test_bf16_training_and_auto_micro_batch_on_cuda(built, tmp_path: Path) -> None:
     repo, _ = built
-    report = train(repo, fresh_run(built, tmp_path), "train.max_steps=3",
-                   "train.micro_batch=auto")  # fmt: skip
+    report = train(repo, fresh_run(built, tmp_path), "train.max_steps=3", "train.micro_batch=auto")
     assert report["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     assert report["device"]["kind"] == "cuda" and report["plan"]["global_batch"] >= 1
     assert report["validation"]["final"]["loss"] > 0
@@ -529,8 +586,17 @@ def test_lora_from_the_cli_deterministic(built_base, tmp_path: Path) -> None:
     repo, run, base = built_base
     out = tmp_path / "run"
     shutil.copytree(run, out)
-    args = [sys.executable, "-m", "repolm", "train", "--repo", str(repo), "--out", str(out),
-            "--deterministic"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "repolm",
+        "train",
+        "--repo",
+        str(repo),
+        "--out",
+        str(out),
+        "--deterministic",
+    ]
     small = ["train.micro_batch=4", "train.eval_every=2", "train.eval_sequences=8"]
     for item in [*base_data(base), "models.main.method=lora", "train.max_steps=2", *small]:
         args += ["--set", item]

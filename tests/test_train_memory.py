@@ -25,8 +25,8 @@ from repolm.train.memory import (
     fits,
     import_overhead_bytes,
     lora_params,
-    suggest,
 )
+from repolm.train.suggest import suggest
 
 SMALL = dict(
     vocab_size=8192,

@@ -96,6 +96,12 @@ class RunLayout:
     def eval_set(self, name: str) -> Path:
         return self.eval_sets_dir / f"{name}.parquet"
 
+    def split_dir(self, split: str, mix: str = "default") -> Path:
+        """A split's packed sequences; a mix other than the default has its own train split."""
+        if mix == "default":
+            return self.dataset_dir / split
+        return self.dataset_dir / "mixes" / mix / split
+
     def instructions(self, split: str) -> Path:
         return self.dataset_dir / "instructions" / f"{split}.parquet"
 

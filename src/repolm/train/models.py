@@ -1,8 +1,10 @@
 """Model sources, as pure builders that return a model: a Llama-style decoder from scratch
 (transformers' Llama classes, so the result is a standard Hugging Face model), or any Hugging
-Face causal LM with repolm's special tokens added; LoRA and QLoRA adapters through peft.
+Face causal LM with repolm's special tokens added; LoRA and QLoRA adapters through peft;
+`build_model`, which puts them together as a model's config asks.
 
-Devices, precision and distribution are the training loop's business, not these functions'.
+The model is built on the CPU (a quantised base excepted: bitsandbytes quantises on the GPU);
+devices and distribution are the training loop's business, not these functions'.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from repolm.config.schema import ModelConfig
 from repolm.errors import RepolmError
+from repolm.hardware.device import torch_dtype
 from repolm.hub import local_model_dir
+from repolm.train.distributed import local_device
 
 if TYPE_CHECKING:
     import torch
@@ -129,8 +133,9 @@ def new_token_ids(
     """Ids of the tokens repolm added to a base model's tokenizer (its embeddings are new)."""
     from transformers import AutoTokenizer
 
-    original = AutoTokenizer.from_pretrained(local_model_dir(base),
-                                             trust_remote_code=trust_remote_code)  # fmt: skip
+    original = AutoTokenizer.from_pretrained(
+        local_model_dir(base), trust_remote_code=trust_remote_code
+    )
     known = set(original.get_vocab())
     return sorted(i for t, i in tokenizer.get_vocab().items() if t not in known)
 
@@ -265,3 +270,41 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         if p.requires_grad:
             trainable += n
     return total, trainable
+
+
+def context_length(cfg: ModelConfig) -> int:
+    """The longest sequence the model takes (a base model's own limit transformers checks)."""
+    if cfg.base is not None:
+        return 1 << 30
+    return architecture(cfg).context
+
+
+def build_model(
+    cfg: ModelConfig, added_tokens: list[int], tokenizer: PreTrainedTokenizerBase, precision: str
+) -> PreTrainedModel:
+    """The model to train: from scratch, or a base model (with adapters over it, whose
+    `added_tokens` rows train too), with gradient checkpointing when the config asks."""
+    tc = cfg.train
+    attention = "sdpa" if tc.attention == "auto" else tc.attention
+    if cfg.base is None:
+        model = build_scratch(architecture(cfg), tokenizer, attention)
+    else:
+        quant = None
+        if cfg.method == "qlora":
+            compute = precision if precision != "fp32" else "bf16"
+            quant = quantization_config(cfg.quant_bits, torch_dtype(compute))
+        # adapters train in fp32 over a frozen base kept in the compute precision
+        dtype = torch_dtype("fp32" if cfg.method == "full" else precision)
+        device_map = {"": local_device()} if quant is not None else None
+        model = load_base(cfg, tokenizer, dtype, attention, quant, device_map)
+    if tc.gradient_checkpointing:
+        reentrant = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=reentrant)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant)
+    if cfg.method in ("lora", "qlora"):
+        model = add_adapters(model, cfg, added_tokens, tc.gradient_checkpointing)
+        if tc.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model

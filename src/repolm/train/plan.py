@@ -10,15 +10,36 @@ from pathlib import Path
 from typing import Any
 
 from repolm.config.schema import Config
+from repolm.dataset.plan import read_stats
 from repolm.errors import RepolmError
 from repolm.hardware import device as dev
 from repolm.hardware.device import DeviceInfo, choose_precision, detect
+from repolm.hub import local_model_dir
+from repolm.layout import RunLayout
+from repolm.logs import console
+from repolm.train import models
+from repolm.train.data import PackedData
+from repolm.train.distributed import start_accelerator
+from repolm.train.memory import (
+    MemoryEstimate,
+    ModelShape,
+    estimate_memory,
+    estimated_micro_batch,
+    tensor_bytes,
+)
+from repolm.train.optim import optimizer_for
+from repolm.train.schedule import Budget, data_order, plan_budget
+from repolm.train.spec import RunSpec, mix_stats, run_spec
+from repolm.train.step import optimizer_step
+from repolm.train.suggest import suggest
 
 MEASURED_STEPS = 2  # timed after one warm-up step
 
 
 @dataclass
 class ModelPlan:
+    """What one model's training will cost on this device, and what would make it fit."""
+
     name: str
     source: str
     method: str
@@ -26,9 +47,9 @@ class ModelPlan:
     trainable_params: int
     sequences: int
     seq_len: int
-    budget: Any  # loop.Budget
+    budget: Budget
     precision: str
-    memory: Any  # memory.MemoryEstimate
+    memory: MemoryEstimate
     checkpointing: bool
     available: int
     suggestions: list[str] = field(default_factory=list)
@@ -51,69 +72,80 @@ class ModelPlan:
 
 
 def plan_models(out: Path, config: Config, measure: bool = True) -> list[ModelPlan]:
-    from repolm.dataset.plan import read_stats
-    from repolm.layout import RunLayout
-    from repolm.train.stage import run_spec
-
-    if not (out / "tokenizer" / "tokenizer.json").is_file():
+    """The plan of every model of the run at `out` (through the build stage)."""
+    layout = RunLayout(out)
+    if not (layout.tokenizer_dir / "tokenizer.json").is_file():
         raise RepolmError(f"no tokenizer in {out}", "run 'repolm build' first (plan reads it)")
-    stats = read_stats(RunLayout(out))
+    stats = read_stats(layout)
     device = detect()
     plans = []
     for name, mc in config.models.items():
-        spec = run_spec(out, config, name, mc, stats, resume="never")
+        spec = run_spec(layout, config, name, mc, stats, resume="never")
         plans.append(plan_one(spec, stats, device, measure))
     return plans
 
 
-def plan_one(spec: Any, stats: dict[str, Any], device: DeviceInfo, measure: bool) -> ModelPlan:
+def plan_one(spec: RunSpec, stats: dict[str, Any], device: DeviceInfo, measure: bool) -> ModelPlan:
+    """One model's plan: counted on a meta model (no memory), timed on real steps if asked."""
     from transformers import AutoTokenizer
 
-    from repolm.train.loop import plan_budget
-    from repolm.train.memory import ModelShape, estimate_memory, suggest
-
     mc, tc = spec.model, spec.model.train
-    sequences = (stats["mixes"][mc.mix]["sequences"] if mc.mix != "default"
-                 else stats["sequences"]["train"])  # fmt: skip
+    sequences = mix_stats(stats, mc.mix)["sequences"]
     precision = choose_precision(tc.precision, device)
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
     model = _meta_model(spec, tokenizer)
-    from repolm.train.models import count_parameters
-
-    total, trainable = count_parameters(model)
+    total, trainable = models.count_parameters(model)
     shape = ModelShape.from_config(model.config, total_params=total, trainable_params=trainable)
     note = ""
     if tc.micro_batch == "auto":
-        from repolm.train.loop import estimated_micro_batch
-
-        micro = estimated_micro_batch(spec, shape, stats["seq_len"], sequences, device, precision)
-        spec.model = mc = mc.model_copy(update={"train": tc.model_copy(
-            update={"micro_batch": micro})})  # fmt: skip
-        tc = mc.train
+        micro = estimated_micro_batch(mc, shape, stats["seq_len"], sequences, device, precision)
+        spec.set_micro_batch(micro)
+        mc, tc = spec.model, spec.model.train
         note = f"micro_batch auto → {micro} by the estimate"
         if device.kind == "cuda":
             note += "; training may halve it if a real step runs out of memory"
-    budget = plan_budget(spec, sequences, world=max(1, device.count if device.kind == "cuda"
-                                                    else 1))  # fmt: skip
+    budget = plan_budget(
+        spec, sequences, world=max(1, device.count if device.kind == "cuda" else 1)
+    )
     param_bytes, compute_bytes = tensor_bytes(mc, precision)
     memory = estimate_memory(
-        shape, tc.micro_batch, stats["seq_len"], param_bytes=param_bytes,
-        compute_bytes=compute_bytes, method=mc.method, device=device.kind,
+        shape,
+        tc.micro_batch,
+        stats["seq_len"],
+        param_bytes=param_bytes,
+        compute_bytes=compute_bytes,
+        method=mc.method,
+        device=device.kind,
         checkpointing=tc.gradient_checkpointing,
-    )  # fmt: skip
+    )
     plan = ModelPlan(
-        name=spec.name, source=mc.base or f"scratch:{mc.architecture}", method=mc.method,
-        total_params=total, trainable_params=trainable, sequences=sequences,
-        seq_len=stats["seq_len"], budget=budget, precision=precision, memory=memory,
-        checkpointing=tc.gradient_checkpointing, available=dev.available_memory(device),
-    )  # fmt: skip
+        name=spec.name,
+        source=spec.source,
+        method=mc.method,
+        total_params=total,
+        trainable_params=trainable,
+        sequences=sequences,
+        seq_len=stats["seq_len"],
+        budget=budget,
+        precision=precision,
+        memory=memory,
+        checkpointing=tc.gradient_checkpointing,
+        available=dev.available_memory(device),
+    )
     if not plan.fits:
         plan.suggestions = suggest(
-            shape, plan.available, micro_batch=tc.micro_batch, seq_len=stats["seq_len"],
-            grad_accum=tc.grad_accum, param_bytes=param_bytes, compute_bytes=compute_bytes,
-            method=mc.method, checkpointing=tc.gradient_checkpointing, device=device.kind,
+            shape,
+            plan.available,
+            micro_batch=tc.micro_batch,
+            seq_len=stats["seq_len"],
+            grad_accum=tc.grad_accum,
+            param_bytes=param_bytes,
+            compute_bytes=compute_bytes,
+            method=mc.method,
+            checkpointing=tc.gradient_checkpointing,
+            device=device.kind,
             lora_rank=mc.lora.rank,
-        )  # fmt: skip
+        )
     plan.note = note
     if measure and plan.fits:
         plan.seconds_per_step = time_steps(spec)
@@ -122,22 +154,9 @@ def plan_one(spec: Any, stats: dict[str, Any], device: DeviceInfo, measure: bool
     return plan
 
 
-def tensor_bytes(mc: Any, precision: str) -> tuple[float, float]:
-    """Bytes per weight and per activation: fp32 weights for full training (autocast keeps
-    fp32 masters), the compute precision for a frozen LoRA base, 4 or 8 bits for QLoRA."""
-    compute = 4 if precision == "fp32" else 2
-    if mc.method == "full":
-        return 4, compute
-    if mc.method == "qlora":
-        return {4: 0.5, 8: 1}[mc.quant_bits], compute
-    return compute, compute
-
-
-def _meta_model(spec: Any, tokenizer: Any) -> Any:
+def _meta_model(spec: RunSpec, tokenizer: Any) -> Any:
     """The model with its real shapes and no memory (meta tensors), adapters included."""
     import torch
-
-    from repolm.train import models
 
     mc = spec.model
     with torch.device("meta"):
@@ -146,14 +165,14 @@ def _meta_model(spec: Any, tokenizer: Any) -> Any:
         else:
             from transformers import AutoConfig, AutoModelForCausalLM
 
-            from repolm.hub import local_model_dir
-
-            cfg = AutoConfig.from_pretrained(local_model_dir(mc.base),
-                                             trust_remote_code=mc.trust_remote_code)  # fmt: skip
+            cfg = AutoConfig.from_pretrained(
+                local_model_dir(mc.base), trust_remote_code=mc.trust_remote_code
+            )
             model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=mc.trust_remote_code)
             if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-                model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64,
-                                              mean_resizing=False)  # fmt: skip
+                model.resize_token_embeddings(
+                    len(tokenizer), pad_to_multiple_of=64, mean_resizing=False
+                )
         model.tie_weights()  # transformers 5.0 leaves a meta model's head untied until asked
         if mc.method != "full":  # a quantised base has as many values: count it unquantised
             as_lora = mc.model_copy(update={"method": "lora"})
@@ -161,37 +180,28 @@ def _meta_model(spec: Any, tokenizer: Any) -> Any:
     return model
 
 
-def time_steps(spec: Any) -> float:
+def time_steps(spec: RunSpec) -> float:
     """Seconds per optimizer step on this device, from real steps of the real model on the
     training data (one warm-up step, then MEASURED_STEPS timed)."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from transformers import AutoTokenizer
 
-    from repolm.train.data import PackedData, Schedule
-    from repolm.train.loop import build_model, optimizer_for, optimizer_step
-
     tc = spec.model.train
-    device = detect()
-    precision = choose_precision(tc.precision, device)
-    accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
-                              gradient_accumulation_steps=tc.grad_accum,
-                              cpu=device.kind == "cpu")  # fmt: skip
-    set_seed(tc.seed)
+    accelerator, device, precision = start_accelerator(tc)
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_dir)
     data = PackedData.read(spec.train_dir)
-    model = build_model(spec, tokenizer, precision, device.kind)
+    model = models.build_model(spec.model, spec.added_tokens, tokenizer, precision)
     optimizer = optimizer_for(model, 1e-6, tc, fused=device.kind == "cuda")
     model, optimizer = accelerator.prepare(model, optimizer)
-    schedule = Schedule(len(data), tc.micro_batch, tc.grad_accum, 1, tc.seed)
+    schedule = data_order(spec, len(data), 1)
     times = []
     for step in range(MEASURED_STEPS + 1):
         if device.kind == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        optimizer_step(accelerator, model, optimizer, data, schedule.micro_batches(step, 0),
-                       tc.grad_clip)  # fmt: skip
+        optimizer_step(
+            accelerator, model, optimizer, data, schedule.micro_batches(step, 0), tc.grad_clip
+        )
         if device.kind == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -214,27 +224,37 @@ def _duration(seconds: float | None) -> str:
 
 
 def print_plan(out: Path, config: Config, measure: bool = True) -> list[ModelPlan]:
+    """`repolm plan`: each model's plan as a table on the console."""
     from rich.table import Table
-
-    from repolm.logs import console
 
     plans = plan_models(out, config, measure)
     device = detect()
     con = console()
-    con.print(f"device: {device.kind} {device.name}, {_gb(device.memory_bytes)}"
-              f"{' ×' + str(device.count) if device.count > 1 else ''}")  # fmt: skip
+    con.print(
+        f"device: {device.kind} {device.name}, {_gb(device.memory_bytes)}"
+        f"{' ×' + str(device.count) if device.count > 1 else ''}"
+    )
     for p in plans:
-        t = Table(title=f"model '{p.name}': {p.source}, {p.method}, {p.precision}",
-                  show_header=False, title_justify="left")  # fmt: skip
+        t = Table(
+            title=f"model '{p.name}': {p.source}, {p.method}, {p.precision}",
+            show_header=False,
+            title_justify="left",
+        )
         t.add_column(style="bold")
         t.add_column()
         b, m = p.budget, p.memory
         t.add_row("parameters", f"{p.total_params:,} total, {p.trainable_params:,} trainable")
-        t.add_row("data", f"{p.sequences:,} sequences of {p.seq_len} "
-                          f"({p.sequences * p.seq_len:,} tokens per epoch)")  # fmt: skip
-        t.add_row("steps", f"{b.total_steps:,} ({b.epochs} epochs × {b.steps_per_epoch:,}), "
-                           f"batch {b.global_batch} sequences, warm-up {b.warmup_steps:,}, "
-                           f"peak lr {b.lr:.2e}")  # fmt: skip
+        t.add_row(
+            "data",
+            f"{p.sequences:,} sequences of {p.seq_len} "
+            f"({p.sequences * p.seq_len:,} tokens per epoch)",
+        )
+        t.add_row(
+            "steps",
+            f"{b.total_steps:,} ({b.epochs} epochs × {b.steps_per_epoch:,}), "
+            f"batch {b.global_batch} sequences, warm-up {b.warmup_steps:,}, "
+            f"peak lr {b.lr:.2e}",
+        )
         t.add_row(
             "memory",
             (
@@ -249,9 +269,12 @@ def print_plan(out: Path, config: Config, measure: bool = True) -> list[ModelPla
         t.add_row("needs", f"{_gb(p.needed)} of {_gb(p.available)} available: {verdict}")
         if p.seconds_per_step is not None:
             total = p.seconds_per_step * b.total_steps
-            t.add_row("time", f"{p.seconds_per_step:.2f} s/step measured: "
-                              f"{_duration(p.epoch_seconds)} per epoch, {_duration(total)} "
-                              f"in all")  # fmt: skip
+            t.add_row(
+                "time",
+                f"{p.seconds_per_step:.2f} s/step measured: "
+                f"{_duration(p.epoch_seconds)} per epoch, {_duration(total)} "
+                f"in all",
+            )
         if p.note:
             t.add_row("note", p.note)
         for s in p.suggestions:

@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from repolm.fsutil import atomic_dir
+from repolm.hub import local_model_dir
 from repolm.logs import log
-
-if TYPE_CHECKING:
-    from repolm.train.loop import RunSpec
+from repolm.train.models import load_base, stored_dtype, weight_files
+from repolm.train.spec import RunSpec
 
 BEST = "model.safetensors"
 
@@ -61,7 +61,7 @@ def export_model(
 ) -> None:
     """Write OUT/models/<name>/ from the best evaluated weights (the final ones when there was
     no evaluation or the weights are sharded)."""
-    if best_step is not None and load_best(accelerator, model, spec.work_dir / "best"):
+    if best_step is not None and load_best(accelerator, model, spec.best_dir):
         which = f"best weights (step {best_step:,})"
     else:
         which = "final weights"
@@ -101,8 +101,6 @@ def _merged(spec: RunSpec, peft_model: Any, tokenizer: Any, adapter: Path) -> An
     import torch
     from peft import PeftModel
 
-    from repolm.train.models import load_base, stored_dtype
-
     trained = peft_model.get_base_model().dtype
     if spec.model.method == "lora":
         stored = stored_dtype(spec.model)
@@ -121,9 +119,6 @@ def _exact_frozen_rows(adapter: Path, base: str | None) -> None:
     base weights LoRA never trained; the new tokens' rows stay as trained."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
-
-    from repolm.hub import local_model_dir
-    from repolm.train.models import weight_files
 
     file = adapter / "adapter_model.safetensors"
     shards = weight_files(Path(local_model_dir(base))) if base else {}
