@@ -27,8 +27,8 @@ DATA_STAGES = ("chunk", "filter", "tokenize", "build")
 
 def one_run(repo: Path, overrides: list[str]) -> dict[str, float]:
     from repolm.config import load_config
+    from repolm.pipeline.registry import REGISTRY
     from repolm.pipeline.runner import run_pipeline
-    from repolm.pipeline.stage import REGISTRY
 
     stages = [s for s in DATA_STAGES if s in REGISTRY]
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:

@@ -9,8 +9,9 @@ import pytest
 
 from repolm.config import load_config
 from repolm.errors import RepolmError, StageFailed
+from repolm.pipeline.registry import REGISTRY
 from repolm.pipeline.runner import run_pipeline, select_stages, stage_state
-from repolm.pipeline.stage import REGISTRY, PathInput, Stage, StageContext, StageResult
+from repolm.stage import PathInput, Stage, StageContext, StageResult
 
 CALLS: list[str] = []
 

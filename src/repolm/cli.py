@@ -14,7 +14,7 @@ import typer
 
 from repolm import __version__
 from repolm.errors import RepolmError
-from repolm.pipeline.stage import REGISTRY
+from repolm.pipeline.registry import REGISTRY
 
 app = typer.Typer(
     name="repolm",
@@ -79,7 +79,7 @@ def _resolve(preset: str | None, config: Path | None, overrides: list[str] | Non
 
 def _default_out(repo: Path, out: Path | None) -> tuple[Path, Path]:
     """The repository's top-level path and the run directory."""
-    from repolm.mine.git import open_repo
+    from repolm.gitrepo import open_repo
 
     opened = open_repo(repo)
     return opened.path, (out if out is not None else Path("runs") / opened.name)
@@ -400,11 +400,11 @@ def config_show(
 ) -> None:
     """Print the resolved configuration as YAML."""
     if out is not None:
-        from repolm.pipeline.runner import CONFIG_FILE
+        from repolm.layout import RunLayout
 
-        path = out / CONFIG_FILE
+        path = RunLayout(out).run_config
         if not path.is_file():
-            raise RepolmError(f"no {CONFIG_FILE} in {out}", "run 'repolm run' there first")
+            raise RepolmError(f"no {path.name} in {out}", "run 'repolm run' there first")
         typer.echo(path.read_text(encoding="utf-8"), nl=False)
         return
     typer.echo(_resolve(preset, config, set_).to_yaml(), nl=False)

@@ -23,6 +23,15 @@ class RunLayout:
         return self.out / "manifest.json"
 
     @property
+    def run_config(self) -> Path:
+        """The resolved config the run used, as YAML."""
+        return self.out / "config.yaml"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.out / "logs"
+
+    @property
     def report_html(self) -> Path:
         return self.out / "report.html"
 

@@ -33,13 +33,13 @@ from repolm.chunk.units import LANGUAGES, Unit
 from repolm.chunk.versions import Version, VersionCache
 from repolm.config.schema import ChunkConfig
 from repolm.fsutil import atomic_path
+from repolm.gitrepo import Repo
 from repolm.logs import log, progress
-from repolm.mine.git import Repo
 from repolm.mine.languages import detect_language
 from repolm.mine.model import MODE_SYMLINK
 from repolm.mine.tables import utf8_array
-from repolm.pipeline.stage import StageContext, StageResult
 from repolm.split import Split, run_split
+from repolm.stage import StageContext, StageResult
 
 CHUNKS = "chunks.parquet"
 TS = pa.timestamp("ms", tz="UTC")

@@ -15,7 +15,7 @@ import numpy as np
 from repolm.chunk.labels import UnitIndex
 from repolm.chunk.units import Memo, Unit, line_starts, parse_units
 from repolm.config.schema import ChunkConfig
-from repolm.mine.git import BlobReader, open_repo
+from repolm.gitrepo import BlobReader, open_repo
 from repolm.mine.model import looks_binary
 
 CACHE_BLOBS = 4096

@@ -31,7 +31,7 @@ from repolm.split import Split
 
 if TYPE_CHECKING:
     from repolm.dataset.corpus import Commits
-    from repolm.mine.git import Repo
+    from repolm.gitrepo import Repo
 
 FUTURE = ("val", "test")
 COMPLETION_TYPES = ("new_function", "modified_function", "new_test", "modified_test")
@@ -201,7 +201,7 @@ def _completion(
     repo: Repo, filter_dir: Path, eval_dir: Path, config: Config, commits: Commits
 ) -> dict[str, Any]:
     from repolm.filter.batch import LineScrubber
-    from repolm.mine.git import BlobReader
+    from repolm.gitrepo import BlobReader
 
     cfg = config.build
     path = filter_dir / "chunks.parquet"

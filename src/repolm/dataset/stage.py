@@ -46,11 +46,11 @@ from repolm.formats import documents as dm
 from repolm.formats import special as sp
 from repolm.fsutil import atomic_dir, file_digest
 from repolm.logs import log, progress
-from repolm.pipeline.stage import StageContext, StageResult
 from repolm.split import Split, run_split
+from repolm.stage import StageContext, StageResult
 
 if TYPE_CHECKING:
-    from repolm.mine.git import Repo
+    from repolm.gitrepo import Repo
 
 _NAMES = {"train": "training", "val": "validation", "test": "test"}
 MARGIN = 8  # tokens kept free in a file piece: FIM's three tokens and re-encoding at its cuts

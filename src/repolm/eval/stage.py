@@ -22,7 +22,7 @@ from repolm.dataset.plan import read_stats
 from repolm.errors import RepolmError
 from repolm.fsutil import write_json_atomic
 from repolm.layout import RunLayout
-from repolm.pipeline.stage import StageContext, StageResult
+from repolm.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 

@@ -37,13 +37,13 @@ from repolm.filter.dedup import Deduper
 from repolm.filter.exclude import ExcludeRules, content_reason, path_reason
 from repolm.filter.licenses import detect_license, is_denied, license_files, spdx_header
 from repolm.fsutil import atomic_path, write_json_atomic
+from repolm.gitrepo import BlobReader, Repo
 from repolm.logs import log, progress
-from repolm.mine.git import BlobReader, Repo
 from repolm.mine.languages import detect_language
 from repolm.mine.model import MODE_SUBMODULE, MODE_SYMLINK
 from repolm.mine.tables import rows_table
-from repolm.pipeline.stage import StageContext, StageResult
 from repolm.split import Split, run_split
+from repolm.stage import StageContext, StageResult
 
 FILES = "files.parquet"
 COMMITS = "commits.parquet"

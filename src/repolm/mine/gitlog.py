@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from repolm.mine.git import Repo
+from repolm.gitrepo import Repo
 from repolm.mine.model import (
     LEVEL_FILES,
     LEVEL_FULL,

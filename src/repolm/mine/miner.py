@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 from repolm.config import MineConfig
 from repolm.errors import GitError
 from repolm.fsutil import atomic_path, json_digest, write_json_atomic
+from repolm.gitrepo import Ref, Repo
 from repolm.logs import log, progress
-from repolm.mine.git import Ref, Repo
 from repolm.mine.gitlog import LogOptions, LogReport, iter_commits
 from repolm.mine.languages import detect_language
 from repolm.mine.tables import COMMITS_SCHEMA, SCHEMA_VERSION, ChangesWriter, CommitColumns
-from repolm.pipeline.stage import StageContext, StageResult
+from repolm.stage import StageContext, StageResult
 
 COMMITS = "commits.parquet"
 CHANGES = "changes.parquet"

@@ -34,7 +34,7 @@ from repolm.formats.special import ENDOFTEXT, PAD, SPECIAL_TOKENS, UNK
 from repolm.fsutil import atomic_dir
 from repolm.hub import local_model_dir
 from repolm.logs import log
-from repolm.pipeline.stage import StageContext, StageResult
+from repolm.stage import StageContext, StageResult
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -10,7 +10,7 @@ from repolm.config.schema import Config, ModelConfig
 from repolm.dataset.plan import read_stats
 from repolm.errors import RepolmError
 from repolm.fsutil import file_digest, json_digest, write_json_atomic
-from repolm.pipeline.stage import StageContext, StageResult
+from repolm.stage import StageContext, StageResult
 
 # TrainConfig keys that change how a run is watched or stopped, not what it computes: a
 # checkpoint made with other values of these is still resumed.
