@@ -295,7 +295,7 @@ def languages_at_head(repo: Repo) -> dict[str, int]:
 
 
 def run_stage(ctx: StageContext) -> StageResult:
-    stats = mine(ctx.repo, ctx.stage_dir("mine"), ctx.config.mine, full=ctx.force)
+    stats = mine(ctx.repo, ctx.layout.mine_dir, ctx.config.mine, full=ctx.force)
     repository = stats.pop("repository")
     summary = (
         f"{_plural(stats['commits'], 'commit')} ({stats['new_commits']} new), "
