@@ -14,6 +14,40 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
+class DatasetLayout:
+    """OUT/dataset/, or the build stage's temporary directory while it writes one."""
+
+    root: Path
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.json"
+
+    def shards_dir(self, split: str) -> Path:
+        """A split's packed sequences, as Parquet shards."""
+        return self.root / split
+
+    def mix_dir(self, mix: str) -> Path:
+        """A named mix's training shards (validation and test are the default's)."""
+        return self.root / "mixes" / mix / "train"
+
+    @property
+    def instructions_dir(self) -> Path:
+        return self.root / "instructions"
+
+    def instructions(self, split: str) -> Path:
+        return self.instructions_dir / f"{split}.parquet"
+
+    @property
+    def eval_dir(self) -> Path:
+        """The evaluation sets, from the commits after the cutoff."""
+        return self.root / "eval"
+
+    def eval_set(self, name: str) -> Path:
+        return self.eval_dir / f"{name}.parquet"
+
+
+@dataclass(frozen=True)
 class RunLayout:
     out: Path
 
@@ -81,19 +115,23 @@ class RunLayout:
         return self.out / "dataset"
 
     @property
+    def dataset(self) -> DatasetLayout:
+        return DatasetLayout(self.dataset_dir)
+
+    @property
     def dataset_stats(self) -> Path:
-        return self.dataset_dir / "stats.json"
+        return self.dataset.stats
 
     @property
     def eval_sets_dir(self) -> Path:
         """The evaluation sets the build stage writes from the commits after the cutoff."""
-        return self.dataset_dir / "eval"
+        return self.dataset.eval_dir
 
     def eval_set(self, name: str) -> Path:
-        return self.eval_sets_dir / f"{name}.parquet"
+        return self.dataset.eval_set(name)
 
     def instructions(self, split: str) -> Path:
-        return self.dataset_dir / "instructions" / f"{split}.parquet"
+        return self.dataset.instructions(split)
 
     # -- train
     @property
