@@ -25,8 +25,9 @@ from repolm.errors import GitError
 from repolm.fsutil import atomic_path, json_digest, write_json_atomic
 from repolm.gitrepo import Ref, Repo
 from repolm.logs import log, progress
-from repolm.mine.gitlog import LogOptions, LogReport, iter_commits
+from repolm.mine.gitlog import iter_commits
 from repolm.mine.languages import detect_language
+from repolm.mine.records import LogOptions, LogReport
 from repolm.mine.tables import COMMITS_SCHEMA, SCHEMA_VERSION, ChangesWriter, CommitColumns
 from repolm.stage import StageContext, StageResult
 
