@@ -179,6 +179,17 @@ def test_imports_run_one_way() -> None:
     assert not problems, "imports that run back up or in a circle:\n" + "\n".join(problems)
 
 
+def test_architecture_doc_draws_the_layers() -> None:
+    """docs/architecture.md's picture names every module of LAYERS in its layer's row (the
+    stages share one row)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    rows = {line.split()[0]: line for line in text.split("```")[1].splitlines() if line.strip()}
+    for layer, units in LAYERS:
+        row = rows.get(layer, "") if layer in ("base", "shared", "top") else rows["stages"]
+        for u in units:
+            assert u in row, f"docs/architecture.md's {layer} row lacks {u}"
+
+
 def test_every_module_imports() -> None:
     names = [m.name for m in pkgutil.walk_packages(repolm.__path__, "repolm.")]
     assert "repolm.mine.miner" in names

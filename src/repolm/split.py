@@ -84,9 +84,7 @@ class Split:
 
 def run_split(out: Path, head: str | None, cfg: SplitConfig) -> Split:
     """The split of a run directory, from the mine stage's commits."""
-    commits = pq.read_table(
-        RunLayout(out).mined_commits, columns=["sha", "parents", "commit_time"]
-    )
+    commits = pq.read_table(RunLayout(out).mined_commits, columns=["sha", "parents", "commit_time"])
     return compute_split(commits, head, cfg)
 
 
