@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repolm.config.schema import Config
+from repolm.gitrepo import BlobReader, Repo
 from repolm.layout import DatasetLayout, RunLayout
 from repolm.logs import progress
 from repolm.mine.tables import rows_table
@@ -31,7 +32,6 @@ from repolm.split import Split
 
 if TYPE_CHECKING:
     from repolm.dataset.corpus import Commits
-    from repolm.gitrepo import Repo
 
 FUTURE = ("val", "test")
 COMPLETION_TYPES = ("new_function", "modified_function", "new_test", "modified_test")
@@ -201,8 +201,9 @@ def next_change_rows(
 def _completion(
     repo: Repo, layout: RunLayout, dest: DatasetLayout, config: Config, commits: Commits
 ) -> dict[str, Any]:
+    # imported here: the eval stage reads this module's schemas, and the scrubber's pattern
+    # tables take a while to compile
     from repolm.filter.batch import LineScrubber
-    from repolm.gitrepo import BlobReader
 
     cfg = config.build
     path = layout.filtered("chunks")
