@@ -27,8 +27,9 @@ DATA_STAGES = ("chunk", "filter", "tokenize", "build")
 
 def one_run(repo: Path, overrides: list[str]) -> dict[str, float]:
     from repolm.config import load_config
+    from repolm.layout import RunLayout
+    from repolm.pipeline.registry import REGISTRY
     from repolm.pipeline.runner import run_pipeline
-    from repolm.pipeline.stage import REGISTRY
 
     stages = [s for s in DATA_STAGES if s in REGISTRY]
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
@@ -36,7 +37,7 @@ def one_run(repo: Path, overrides: list[str]) -> dict[str, float]:
         t0 = time.perf_counter()
         run_pipeline(out, repo, load_config(overrides=overrides), until=stages[-1], force=True)
         total = time.perf_counter() - t0
-        manifest = json.loads((out / "manifest.json").read_text())
+        manifest = json.loads(RunLayout(out).manifest.read_text())
     times = {name: manifest["stages"][name]["seconds"] for name in ("mine", *stages)}
     times["total"] = total
     return times

@@ -21,8 +21,10 @@ For every repository, one after another (never in parallel), it times:
 Each git/repolm figure is the median of --runs runs, after one untimed warm-up run of each
 floor (which also counts the bytes of diff text they write). PyDriller runs --pydriller-runs
 times (default 1). Output is Markdown (machine, one table per repository, a summary table);
---json FILE writes every number. Only the standard library is used here; repolm and PyDriller
-are imported in the subprocesses only.
+--json FILE writes every number. Every git process runs under repolm's own git environment
+(`repolm.gitrepo.git_env`: no pager, no lazy fetch, C locale), so the floors and the miner read
+the repository under the same settings. Apart from that standard-library module, repolm and
+PyDriller are imported in the subprocesses only.
 
 Exit status: 0, or 2 when a commit count disagrees with `git rev-list --all --count`.
 """
@@ -46,6 +48,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from repolm.gitrepo import git_env
 
 RESULT_MARK = "BENCH_RESULT "
 MB = 1e6  # MB = 10^6 bytes throughout
@@ -78,7 +82,7 @@ def _rusage_mib() -> dict[str, float]:
 def child_mine(repo: str, stage_dir: str, jobs: int, merge_diff: str) -> None:
     t0 = time.perf_counter()
     from repolm.config import MineConfig
-    from repolm.mine.git import open_repo
+    from repolm.gitrepo import open_repo
     from repolm.mine.miner import mine
 
     t_import = time.perf_counter() - t0
@@ -136,21 +140,6 @@ def child_pydriller(repo: str, budget_s: float) -> None:
 
 def note(msg: str) -> None:
     print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def git_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        LC_ALL="C",
-        LANGUAGE="C",
-        GIT_PAGER="cat",
-        PAGER="cat",
-        GIT_TERMINAL_PROMPT="0",
-        GIT_OPTIONAL_LOCKS="0",
-    )
-    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_NAMESPACE"):
-        env.pop(var, None)
-    return env
 
 
 def git(repo: str, *args: str) -> str:

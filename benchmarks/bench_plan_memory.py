@@ -50,6 +50,7 @@ def peak_rss(repo: Path, run: Path, overrides: list[str]) -> int:
 
 def main() -> None:
     from repolm.config import load_config
+    from repolm.layout import RunLayout
     from repolm.train.plan import plan_models
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,8 +66,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run = Path(tmp) / "run"
             shutil.copytree(args.run, run)  # copy2 keeps mtimes: the data stages stay cached
-            shutil.rmtree(run / "train", ignore_errors=True)
-            shutil.rmtree(run / "models", ignore_errors=True)
+            shutil.rmtree(RunLayout(run).train_dir, ignore_errors=True)
+            shutil.rmtree(RunLayout(run).models_dir, ignore_errors=True)
             peak = peak_rss(args.repo, run, overrides)
         ratio = plan.needed / peak
         flag = "" if abs(ratio - 1) <= 0.25 else "  (outside 25%)"

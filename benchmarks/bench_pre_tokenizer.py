@@ -32,15 +32,17 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from repolm.config.schema import TokenizeConfig
+    from repolm.layout import RunLayout
     from repolm.tokenize.stage import tokenize_run
 
-    filter_dir = args.run / "filter"
+    layout = RunLayout(args.run)
+    filter_dir = layout.filter_dir
     patches, size = [], 0
-    for row in pq.read_table(filter_dir / "changes.parquet", columns=["patch"]).to_pylist():
+    for row in pq.read_table(layout.filtered("changes"), columns=["patch"]).to_pylist():
         if row["patch"] and size < args.mb * 1e6:
             patches.append(row["patch"])
             size += len(row["patch"].encode())
-    future_path = args.run / "dataset" / "eval" / "future_records.parquet"
+    future_path = layout.eval_set("future_records")
     future = pq.read_table(future_path).column("text").to_pylist() if future_path.exists() else []
 
     rows = {}

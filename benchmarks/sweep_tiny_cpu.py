@@ -90,6 +90,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from repolm.config import load_config
+    from repolm.layout import RunLayout
     from repolm.pipeline.runner import run_pipeline
 
     base = args.out / "base"
@@ -110,8 +111,8 @@ def main() -> None:
             shutil.copytree(base, out)  # mine, chunk and filter stay cached
             run_pipeline(out, Path(args.repo), config, until="eval")
         seconds = time.monotonic() - t0
-        report = json.loads((out / "eval" / "report.json").read_text())
-        train = json.loads((out / "train" / "report.json").read_text())["models"]["main"]
+        report = json.loads(RunLayout(out).eval_report.read_text())
+        train = json.loads(RunLayout(out).train_report.read_text())["models"]["main"]
         test = report["baselines"]["test"]
         rows.append(
             {

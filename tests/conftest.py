@@ -353,7 +353,7 @@ def mine_repo(tmp_path: Path) -> Callable[..., MineResult]:
     """`mine_repo(repo_path, stage="stage", full=False, **MineConfig fields)` runs the miner and
     returns the stats and both tables as lists of dicts. Reusing `stage` mines incrementally."""
     from repolm.config import MineConfig
-    from repolm.mine.git import open_repo
+    from repolm.gitrepo import open_repo
     from repolm.mine.miner import mine
 
     def run(

@@ -498,7 +498,7 @@ def test_recency_makes_recent_commits_more_frequent(history, tmp_path: Path) -> 
 def test_long_files_are_cut_at_line_ends_without_losing_a_token() -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from repolm.dataset.stage import _line_pieces
+    from repolm.dataset.encode import _line_pieces
 
     text = "".join(f"fn f{i}(x: u32) -> u32 {{ x * {i} }} // é\n" for i in range(200))
     tok = Tokenizer(models.BPE())

@@ -12,9 +12,9 @@ from repolm.filter.exclude import (
     REASONS,
     ExcludeRules,
     content_reason,
-    glob_to_regex,
     path_reason,
 )
+from repolm.filter.globs import glob_to_regex
 from repolm.filter.licenses import (
     GPL_FAMILY,
     detect_license,

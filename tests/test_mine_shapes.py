@@ -26,7 +26,7 @@ from conftest import (
     linear_history_stream,
 )
 from repolm.errors import GitError, RepolmError
-from repolm.mine.git import open_repo
+from repolm.gitrepo import open_repo
 
 MODE_FILE, MODE_EXEC, MODE_LINK, MODE_GITLINK = 0o100644, 0o100755, 0o120000, 0o160000
 

@@ -9,8 +9,9 @@ import pytest
 
 from repolm.config import load_config
 from repolm.errors import RepolmError, StageFailed
+from repolm.pipeline.registry import PLANNED, REGISTRY
 from repolm.pipeline.runner import run_pipeline, select_stages, stage_state
-from repolm.pipeline.stage import REGISTRY, PathInput, Stage, StageContext, StageResult
+from repolm.stage import PathInput, Stage, StageContext, StageResult
 
 CALLS: list[str] = []
 
@@ -195,6 +196,13 @@ def test_select_stages() -> None:
     with pytest.raises(RepolmError, match="stage 'index' is not built yet"):
         select_stages(["index"])
     assert list(REGISTRY)[0] == "mine"
+
+
+def test_registry_follows_the_planned_order() -> None:
+    """The stages run in the product's order, each reading only stages before it."""
+    assert [n for n in PLANNED if n in REGISTRY] == list(REGISTRY)
+    for i, stage in enumerate(REGISTRY.values()):
+        assert set(stage.inputs) <= set(list(REGISTRY)[:i]), stage.name
 
 
 def test_mine_stage_cached_until_refs_move(repo, tmp_path: Path) -> None:

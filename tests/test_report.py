@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from repolm.config import load_config
-from repolm.pipeline.stage import REGISTRY, StageContext
+from repolm.pipeline.registry import REGISTRY
 from repolm.report import stage as report_stage
 from repolm.report.html import ReportInputs, render_report
 from repolm.report.stage import merge_runs, read_scalars
+from repolm.stage import StageContext
 
 XSS = "<script>alert(1)</script>"
 SECRET = "AKIAQ7ZPLANTEDSECRET9"  # only in text the report must never read

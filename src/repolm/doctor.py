@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from repolm.gitrepo import MIN_GIT, git_version
+
 REQUIRED = ("typer", "rich", "pydantic", "pyyaml", "pyarrow")
 
 
@@ -37,8 +39,6 @@ def _python() -> Check:
 
 
 def _git() -> Check:
-    from repolm.mine.git import MIN_GIT, git_version
-
     v = git_version()
     if v is None:
         return Check("git", "fail", "not found", "install git 2.31 or newer (apt install git)")

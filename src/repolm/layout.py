@@ -14,6 +14,37 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
+class DatasetLayout:
+    """OUT/dataset/, or the build stage's temporary directory while it writes one."""
+
+    root: Path
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats.json"
+
+    def shards_dir(self, split: str, mix: str = "default") -> Path:
+        """A split's packed sequences, as `shard-NNNNN.parquet` files; a mix other than the
+        default has only a train split of its own (validation and test are the default's)."""
+        return self.root / split if mix == "default" else self.root / "mixes" / mix / split
+
+    @property
+    def instructions_dir(self) -> Path:
+        return self.root / "instructions"
+
+    def instructions(self, split: str) -> Path:
+        return self.instructions_dir / f"{split}.parquet"
+
+    @property
+    def eval_dir(self) -> Path:
+        """The evaluation sets, from the commits after the cutoff."""
+        return self.root / "eval"
+
+    def eval_set(self, name: str) -> Path:
+        return self.eval_dir / f"{name}.parquet"
+
+
+@dataclass(frozen=True)
 class RunLayout:
     out: Path
 
@@ -23,13 +54,17 @@ class RunLayout:
         return self.out / "manifest.json"
 
     @property
-    def report_html(self) -> Path:
-        return self.out / "report.html"
+    def run_config(self) -> Path:
+        """The resolved config the run used, as YAML."""
+        return self.out / "config.yaml"
 
     @property
-    def config_file(self) -> Path:
-        """The resolved config the run was made with."""
-        return self.out / "config.yaml"
+    def logs_dir(self) -> Path:
+        return self.out / "logs"
+
+    @property
+    def report_html(self) -> Path:
+        return self.out / "report.html"
 
     # -- mine
     @property
@@ -81,29 +116,26 @@ class RunLayout:
         return self.out / "dataset"
 
     @property
-    def dataset_stats(self) -> Path:
-        return self.dataset_dir / "stats.json"
+    def dataset(self) -> DatasetLayout:
+        return DatasetLayout(self.dataset_dir)
 
-    def dataset_split(self, split: str) -> Path:
-        """A split's packed sequences, as `shard-NNNNN.parquet` files."""
-        return self.dataset_dir / split
+    @property
+    def dataset_stats(self) -> Path:
+        return self.dataset.stats
 
     @property
     def eval_sets_dir(self) -> Path:
         """The evaluation sets the build stage writes from the commits after the cutoff."""
-        return self.dataset_dir / "eval"
+        return self.dataset.eval_dir
 
     def eval_set(self, name: str) -> Path:
-        return self.eval_sets_dir / f"{name}.parquet"
+        return self.dataset.eval_set(name)
 
-    def split_dir(self, split: str, mix: str = "default") -> Path:
-        """A split's packed sequences; a mix other than the default has its own train split."""
-        if mix == "default":
-            return self.dataset_dir / split
-        return self.dataset_dir / "mixes" / mix / split
+    def shards_dir(self, split: str, mix: str = "default") -> Path:
+        return self.dataset.shards_dir(split, mix)
 
     def instructions(self, split: str) -> Path:
-        return self.dataset_dir / "instructions" / f"{split}.parquet"
+        return self.dataset.instructions(split)
 
     # -- train
     @property
@@ -120,6 +152,16 @@ class RunLayout:
 
     def tensorboard_dir(self, model: str) -> Path:
         return self.train_work_dir(model) / "tensorboard"
+
+    def checkpoints_dir(self, model: str) -> Path:
+        return self.train_work_dir(model) / "checkpoints"
+
+    def best_dir(self, model: str) -> Path:
+        """The best evaluated trainable weights so far."""
+        return self.train_work_dir(model) / "best"
+
+    def model_train_report(self, model: str) -> Path:
+        return self.train_work_dir(model) / "report.json"
 
     @property
     def models_dir(self) -> Path:

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from repolm.layout import RunLayout
+
 log = logging.getLogger("repolm")
 
 _state = {"quiet": False, "tty": False}
@@ -55,7 +57,7 @@ def launch_rank() -> int:
 @contextlib.contextmanager
 def log_to_file(out_dir: Path, command: str) -> Iterator[Path]:
     """Also write everything (debug included) to OUT/logs/<command>-<time>.log."""
-    logs = out_dir / "logs"
+    logs = RunLayout(out_dir).logs_dir
     rank = launch_rank()
     logs.mkdir(parents=True, exist_ok=True)
     suffix = f"-rank{rank}" if rank else ""

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from repolm.config.schema import SplitConfig
 from repolm.errors import ConfigError, RepolmError
+from repolm.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,7 @@ class Split:
 
 def run_split(out: Path, head: str | None, cfg: SplitConfig) -> Split:
     """The split of a run directory, from the mine stage's commits."""
-    commits = pq.read_table(
-        out / "mine" / "commits.parquet", columns=["sha", "parents", "commit_time"]
-    )
+    commits = pq.read_table(RunLayout(out).mined_commits, columns=["sha", "parents", "commit_time"])
     return compute_split(commits, head, cfg)
 
 

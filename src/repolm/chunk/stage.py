@@ -24,13 +24,13 @@ from repolm.chunk.rows import SCHEMA
 from repolm.chunk.workers import Pool, history_batch, snapshot_batch
 from repolm.config.schema import ChunkConfig
 from repolm.fsutil import atomic_path
+from repolm.gitrepo import Repo
 from repolm.layout import RunLayout
 from repolm.logs import log, progress
-from repolm.mine.git import Repo
 from repolm.mine.languages import detect_language
 from repolm.mine.model import MODE_SYMLINK
-from repolm.pipeline.stage import StageContext, StageResult
 from repolm.split import Split, run_split
+from repolm.stage import StageContext, StageResult
 
 BATCH_CHANGES = 400
 CHANGE_COLUMNS = [

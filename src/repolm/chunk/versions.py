@@ -16,7 +16,7 @@ from repolm.chunk.labels import UnitIndex
 from repolm.chunk.model import Unit, line_starts
 from repolm.chunk.units import Memo, parse_units
 from repolm.config.schema import ChunkConfig
-from repolm.mine.git import BlobReader, open_repo
+from repolm.gitrepo import BlobReader, open_repo
 from repolm.mine.model import looks_binary
 
 CACHE_BLOBS = 4096

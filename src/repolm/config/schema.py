@@ -2,6 +2,11 @@
 
 Sections are added as stages are built; a key for a stage that does not exist yet is an error,
 so a typo never silently falls back to a default.
+
+One file on purpose (over 400 lines): it is the configuration reference, one section per stage
+in data-flow order, each key with its default, bounds and description (tests/test_docs.py checks
+that docs/configuration.md lists every key); its code is only validators and the merge of
+`train` into each model.
 """
 
 from __future__ import annotations

@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from repolm.config.schema import Config
+from repolm.gitrepo import BlobReader, Repo
+from repolm.layout import DatasetLayout, RunLayout
 from repolm.logs import progress
 from repolm.mine.tables import rows_table
 from repolm.split import Split
 
 if TYPE_CHECKING:
     from repolm.dataset.corpus import Commits
-    from repolm.mine.git import Repo
 
 FUTURE = ("val", "test")
 COMPLETION_TYPES = ("new_function", "modified_function", "new_test", "modified_test")
@@ -102,17 +102,22 @@ SCHEMAS = {
 
 
 def write_eval_sets(
-    repo: Repo, out: Path, eval_dir: Path, config: Config, split: Split, commits: Commits
+    repo: Repo,
+    layout: RunLayout,
+    dest: DatasetLayout,
+    config: Config,
+    split: Split,
+    commits: Commits,
 ) -> dict[str, Any]:
-    eval_dir.mkdir()
-    filter_dir = out / "filter"
+    """The evaluation sets from the filter stage's tables of `layout`'s run into `dest`."""
+    dest.eval_dir.mkdir()
     future = {
         i for i in range(len(commits.sha)) if commits.split[i] in FUTURE and not commits.merge[i]
     }
     stats: dict[str, Any] = {}
-    stats["future_patches"], diffs, files = _patches(filter_dir, eval_dir, commits, future)
+    stats["future_patches"], diffs, files = _patches(layout, dest, commits, future)
     stats["commit_messages"] = write_eval_set(
-        eval_dir,
+        dest,
         "commit_messages",
         [
             (commits.sha[i], commits.time[i], commits.split[i], diffs[i], commits.message[i])
@@ -121,34 +126,30 @@ def write_eval_sets(
         ],
     )
     stats["next_change"] = write_eval_set(
-        eval_dir,
+        dest,
         "next_change",
         next_change_rows(commits, files, future, config.build.previous_commits),
     )
-    stats.update(_completion(repo, filter_dir, eval_dir, config, commits))
+    stats.update(_completion(repo, layout, dest, config, commits))
     return stats
 
 
-def write_eval_set(eval_dir: Path, name: str, rows: list[tuple[Any, ...]]) -> int:
-    pq.write_table(
-        rows_table(rows, SCHEMAS[name]), eval_dir / f"{name}.parquet", compression="zstd"
-    )
+def write_eval_set(dest: DatasetLayout, name: str, rows: list[tuple[Any, ...]]) -> int:
+    pq.write_table(rows_table(rows, SCHEMAS[name]), dest.eval_set(name), compression="zstd")
     return len(rows)
 
 
 def _patches(
-    filter_dir: Path, eval_dir: Path, commits: Commits, future: set[int]
+    layout: RunLayout, dest: DatasetLayout, commits: Commits, future: set[int]
 ) -> tuple[int, dict[int, str], dict[int, list[str]]]:
     """Writes future_patches; returns its row count, each future commit's whole diff, and
     every non-merge commit's kept paths."""
-    pf = pq.ParquetFile(filter_dir / "changes.parquet")
+    pf = pq.ParquetFile(layout.filtered("changes"))
     diffs: dict[int, list[str]] = defaultdict(list)
     files: dict[int, list[str]] = defaultdict(list)
     n = 0
     schema = SCHEMAS["future_patches"]
-    with pq.ParquetWriter(
-        eval_dir / "future_patches.parquet", schema, compression="zstd"
-    ) as writer:
+    with pq.ParquetWriter(dest.eval_set("future_patches"), schema, compression="zstd") as writer:
         for g in range(pf.num_row_groups):
             t = pf.read_row_group(g, columns=["sha", "path", "language", "status", "patch"])
             rows = []
@@ -198,13 +199,14 @@ def next_change_rows(
 
 
 def _completion(
-    repo: Repo, filter_dir: Path, eval_dir: Path, config: Config, commits: Commits
+    repo: Repo, layout: RunLayout, dest: DatasetLayout, config: Config, commits: Commits
 ) -> dict[str, Any]:
+    # imported here: the eval stage reads this module's schemas, and the scrubber's pattern
+    # tables take a while to compile
     from repolm.filter.batch import LineScrubber
-    from repolm.mine.git import BlobReader
 
     cfg = config.build
-    path = filter_dir / "chunks.parquet"
+    path = layout.filtered("chunks")
     # read only the rows needed (the units' texts are most of the file)
     snapshot = {
         _digest(t)
@@ -294,7 +296,7 @@ def _completion(
     for n, text in zip(changed, clean, strict=True):
         out[n // len(TEXTS)][TEXTS[n % len(TEXTS)]] = text
     return {
-        "completion": write_eval_set(eval_dir, "completion", [tuple(row) for row in out]),
+        "completion": write_eval_set(dest, "completion", [tuple(row) for row in out]),
         "completion_candidates": total,
         "completion_secrets_scrubbed": dict(sorted(found.items())),
     }

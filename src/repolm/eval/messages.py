@@ -112,7 +112,7 @@ def _run_max_diff(run_dir: Path) -> int:
     """The run's `build.max_diff_bytes` (its config.yaml), else the default."""
     import yaml
 
-    path = RunLayout(run_dir).config_file
+    path = RunLayout(run_dir).run_config
     if path.exists():
         build = (yaml.safe_load(path.read_text()) or {}).get("build") or {}
         if "max_diff_bytes" in build:

@@ -30,7 +30,7 @@ from repolm.fsutil import write_json_atomic
 from repolm.hardware.monitor import HardwareMonitor
 from repolm.layout import RunLayout
 from repolm.lm import load_model
-from repolm.pipeline.stage import StageContext, StageResult
+from repolm.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 

@@ -109,7 +109,7 @@ def training_text(layout: RunLayout, max_bytes: int) -> tuple[bytes, int]:
     seen: set[bytes] = set()
     kept: deque[bytes] = deque()
     size = total = 0
-    for text in _texts(layout.dataset_split("train"), layout.tokenizer_file):
+    for text in _texts(layout.shards_dir("train"), layout.tokenizer_file):
         data = text.encode("utf-8")
         key = hashlib.blake2b(data, digest_size=16).digest()
         if key in seen:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from repolm.errors import RepolmError
 
-# Dense bf16 peak TFLOP/s per GPU (vendor datasheets), matched on the device name.
+# Dense bf16 peak TFLOP/s per GPU (vendor datasheets), matched on the device name (in this
+# order: "H100 PCIe" before "H100"). Kept as rows (fmt: skip): one pair a line would be a
+# 14-line column that hides the order.
 PEAK_BF16_TFLOPS = (
     ("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0), ("B200", 2250.0),
     ("A100", 312.0), ("A10G", 125.0), ("A10", 125.0), ("L40S", 362.0), ("L4", 121.0),

@@ -8,7 +8,7 @@ tell binary from text and to record symlink targets. Large blobs are never read.
 
 from __future__ import annotations
 
-from repolm.mine.git import Repo
+from repolm.gitrepo import Repo
 from repolm.mine.model import MODE_SYMLINK, looks_binary
 
 

@@ -23,12 +23,13 @@ import pyarrow.parquet as pq
 from repolm.config import MineConfig
 from repolm.errors import GitError
 from repolm.fsutil import atomic_path, json_digest, write_json_atomic
+from repolm.gitrepo import Ref, Repo
 from repolm.logs import log, progress
-from repolm.mine.git import Ref, Repo
-from repolm.mine.gitlog import LogOptions, LogReport, iter_commits
+from repolm.mine.gitlog import iter_commits
 from repolm.mine.languages import detect_language
+from repolm.mine.records import LogOptions, LogReport
 from repolm.mine.tables import COMMITS_SCHEMA, SCHEMA_VERSION, ChangesWriter, CommitColumns
-from repolm.pipeline.stage import StageContext, StageResult
+from repolm.stage import StageContext, StageResult
 
 COMMITS = "commits.parquet"
 CHANGES = "changes.parquet"
@@ -295,7 +296,7 @@ def languages_at_head(repo: Repo) -> dict[str, int]:
 
 
 def run_stage(ctx: StageContext) -> StageResult:
-    stats = mine(ctx.repo, ctx.stage_dir("mine"), ctx.config.mine, full=ctx.force)
+    stats = mine(ctx.repo, ctx.layout.mine_dir, ctx.config.mine, full=ctx.force)
     repository = stats.pop("repository")
     summary = (
         f"{_plural(stats['commits'], 'commit')} ({stats['new_commits']} new), "

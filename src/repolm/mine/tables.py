@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from repolm.gitrepo import Repo
 from repolm.mine.blobs import settle_blobs
-from repolm.mine.git import Repo
 from repolm.mine.languages import detect_language
 from repolm.mine.model import Commit
 

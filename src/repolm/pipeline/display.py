@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from repolm.errors import RepolmError
+from repolm.layout import RunLayout
 from repolm.pipeline import manifest as mf
-from repolm.pipeline.runner import CONFIG_FILE, Outcome, fingerprint, refs_digest, stage_state
-from repolm.pipeline.stage import PLANNED, REGISTRY
+from repolm.pipeline.registry import PLANNED, REGISTRY
+from repolm.pipeline.runner import Outcome, fingerprint, refs_digest, stage_state
 
 STATE_STYLE = {
     "done": "green",
@@ -33,15 +34,14 @@ def print_outcomes(out: Path, outcomes: list[Outcome]) -> None:
         table.add_row(o.stage, f"[{style}]{o.status}[/]", f"{o.seconds:.1f}", o.summary)
     console = Console()
     console.print(table)
-    console.print(f"results: {out}  (manifest: {out / mf.MANIFEST})")
+    console.print(f"results: {out}  (manifest: {RunLayout(out).manifest})")
 
 
 def print_stages(out: Path) -> None:
     manifest = mf.load(out)
     if not manifest:
-        raise RepolmError(
-            f"no run in {out} (no {mf.MANIFEST})", "run 'repolm run' first, or pass --out"
-        )
+        name = RunLayout(out).manifest.name
+        raise RepolmError(f"no run in {out} (no {name})", "run 'repolm run' first, or pass --out")
     states = manifest.get("stages", {})
     config = _run_config(out)
     refs = None
@@ -77,6 +77,6 @@ def _run_config(out: Path) -> dict | None:
     import yaml
 
     try:
-        return yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8"))
+        return yaml.safe_load(RunLayout(out).run_config.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None

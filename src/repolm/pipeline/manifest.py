@@ -13,8 +13,9 @@ from typing import Any
 
 from repolm import __version__
 from repolm.fsutil import write_json_atomic
+from repolm.gitrepo import git_version
+from repolm.layout import RunLayout
 
-MANIFEST = "manifest.json"
 KEY_PACKAGES = (
     "pyarrow",
     "pydantic",
@@ -34,7 +35,7 @@ def now() -> str:
 
 
 def load(out: Path) -> dict[str, Any]:
-    path = out / MANIFEST
+    path = RunLayout(out).manifest
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return data if isinstance(data, dict) else {}
@@ -43,8 +44,6 @@ def load(out: Path) -> dict[str, Any]:
 
 
 def environment() -> dict[str, Any]:
-    from repolm.mine.git import git_version
-
     deps = {}
     for name in KEY_PACKAGES:
         try:
@@ -63,4 +62,4 @@ def environment() -> dict[str, Any]:
 
 def save(out: Path, data: dict[str, Any]) -> None:
     data["updated"] = now()
-    write_json_atomic(out / MANIFEST, data)
+    write_json_atomic(RunLayout(out).manifest, data)

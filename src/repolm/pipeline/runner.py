@@ -21,11 +21,12 @@ from repolm import logs
 from repolm.config import ResolvedConfig
 from repolm.errors import RepolmError, StageFailed
 from repolm.fsutil import file_digest, json_digest, write_text_atomic
+from repolm.gitrepo import open_repo
+from repolm.layout import RunLayout
 from repolm.logs import log
 from repolm.pipeline import manifest as mf
-from repolm.pipeline.stage import PLANNED, REGISTRY, PathInput, Stage, StageContext, StageResult
-
-CONFIG_FILE = "config.yaml"
+from repolm.pipeline.registry import PLANNED, REGISTRY
+from repolm.stage import PathInput, Stage, StageContext, StageResult
 
 
 @dataclass
@@ -69,8 +70,6 @@ def check_stage_name(name: str, registry: dict[str, Stage] = REGISTRY) -> None:
 
 def refs_digest(repo_path: Path) -> str:
     """Every ref and HEAD: any commit, fetch, push or force-push changes it."""
-    from repolm.mine.git import open_repo
-
     repo = open_repo(repo_path)
     h = hashlib.sha256(str(repo.path).encode())
     h.update(repo.run("for-each-ref", "--format=%(objectname) %(refname)"))
@@ -182,12 +181,12 @@ def run_pipeline(
         "hash": resolved.digest,
         "preset": resolved.preset,
         "sources": resolved.sources,
-        "file": CONFIG_FILE,
+        "file": RunLayout(out).run_config.name,
     }
     manifest["repo_path"] = str(repo_path)
     manifest.setdefault("stages", {})
     if main:
-        write_text_atomic(out / CONFIG_FILE, resolved.to_yaml())
+        write_text_atomic(RunLayout(out).run_config, resolved.to_yaml())
     ctx = StageContext(
         out=out, config=resolved.config, repo_path=repo_path, options=dict(options or {})
     )

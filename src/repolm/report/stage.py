@@ -16,19 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from repolm.fsutil import write_text_atomic
-from repolm.pipeline.stage import StageContext, StageResult
-from repolm.report.html import INPUTS, ReportInputs, Scalars, missing_inputs, render_report
+from repolm.layout import RunLayout
+from repolm.report.html import render_report
+from repolm.report.inputs import INPUTS, ReportInputs, Scalars, missing_inputs
+from repolm.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-REPORT = "report.html"
 Event = tuple[str, float, float]  # (tag, step, value)
 
 
 def run_stage(ctx: StageContext) -> StageResult:
     inputs = collect(ctx.out)
     page = render_report(inputs)
-    write_text_atomic(ctx.out / REPORT, page)
+    path = ctx.layout.report_html
+    write_text_atomic(path, page)
     stats = {
         "bytes": len(page.encode("utf-8")),
         "plots": page.count("<svg"),
@@ -37,7 +39,7 @@ def run_stage(ctx: StageContext) -> StageResult:
     missing = f"; without {', '.join(stats['missing'])}" if stats["missing"] else ""
     return StageResult(
         stats=stats,
-        summary=f"{REPORT}: {stats['plots']} plots, {stats['bytes'] / 1024:,.0f} KiB{missing}",
+        summary=f"{path.name}: {stats['plots']} plots, {stats['bytes'] / 1024:,.0f} KiB{missing}",
     )
 
 
@@ -62,7 +64,7 @@ def collect(out: Path) -> ReportInputs:
     return ReportInputs(
         run_dir=str(out),
         commits=commit_times(out),
-        scalars={m: read_scalars(out / "train" / m / "tensorboard") for m in models},
+        scalars={m: read_scalars(RunLayout(out).tensorboard_dir(m)) for m in models},
         unreadable=tuple(unreadable),
         **found,
     )
@@ -82,7 +84,8 @@ def commit_times(out: Path) -> dict[str, list[Any]] | None:
     the split), else the miner's; only those two columns are read."""
     import pyarrow.parquet as pq
 
-    for path in (out / "filter" / "commits.parquet", out / "mine" / "commits.parquet"):
+    layout = RunLayout(out)
+    for path in (layout.filtered("commits"), layout.mined_commits):
         if not path.is_file():
             continue
         try:

@@ -34,7 +34,7 @@ from repolm.formats.special import ENDOFTEXT, PAD, SPECIAL_TOKENS, UNK
 from repolm.fsutil import atomic_dir
 from repolm.hub import local_model_dir
 from repolm.logs import log
-from repolm.pipeline.stage import StageContext, StageResult
+from repolm.stage import StageContext, StageResult
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -54,7 +54,7 @@ class Document:
 
 
 def run_stage(ctx: StageContext) -> StageResult:
-    stats = tokenize_run(ctx.stage_dir("filter"), ctx.stage_dir("tokenizer"), ctx.config.tokenize)
+    stats = tokenize_run(ctx.layout.filter_dir, ctx.layout.tokenizer_dir, ctx.config.tokenize)
     summary = (
         f"{stats['kind']} tokenizer, {stats['vocab_size']} tokens; "
         f"{stats['corpus_bytes']:,} corpus bytes, round-trip exact"

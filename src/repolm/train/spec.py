@@ -71,16 +71,15 @@ class RunSpec:
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.work_dir / "checkpoints"
+        return self.layout.checkpoints_dir(self.name)
 
     @property
     def best_dir(self) -> Path:
-        """The best evaluated trainable weights so far."""
-        return self.work_dir / "best"
+        return self.layout.best_dir(self.name)
 
     @property
     def report_path(self) -> Path:
-        return self.work_dir / "report.json"
+        return self.layout.model_train_report(self.name)
 
     def set_micro_batch(self, micro: int) -> None:
         """Fix `micro_batch: auto` to the size chosen for this run."""
@@ -155,8 +154,8 @@ def run_spec(
         model=mc,
         build=config.build,
         layout=layout,
-        train_dir=layout.split_dir("train", mc.mix),
-        val_dir=layout.split_dir("val") if stats["sequences"]["val"] else None,
+        train_dir=layout.shards_dir("train", mc.mix),
+        val_dir=layout.shards_dir("val") if stats["sequences"]["val"] else None,
         plan=data["plan"],
         fingerprint=fingerprint,
         resume=resume,

@@ -7,7 +7,7 @@ from typing import Any
 
 from repolm.dataset.plan import read_stats
 from repolm.fsutil import write_json_atomic
-from repolm.pipeline.stage import StageContext, StageResult
+from repolm.stage import StageContext, StageResult
 from repolm.train.loop import train_model
 from repolm.train.spec import run_spec
 

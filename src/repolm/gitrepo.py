@@ -1,4 +1,7 @@
-"""A thin layer over the git CLI: open a repository, read its refs and commit graph.
+"""A thin layer over the git CLI: open a repository, read its refs, commit graph and blobs.
+
+Shared below the stages: mining, chunking, filtering and building all read the repository, and
+the pipeline hashes its refs.
 
 All git processes run with a fixed environment and config so that user settings (pagers,
 colours, external diff drivers, lazy fetches from a promisor remote) never change what we read.

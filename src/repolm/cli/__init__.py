@@ -1,0 +1,244 @@
+"""The `repolm` command. Commands are thin: they resolve options and call one function each.
+
+Heavy modules (pyarrow, pydantic models, torch) are imported inside the commands so that
+`repolm --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from repolm import __version__
+from repolm.cli.common import (
+    ConfigOpt,
+    ForceOpt,
+    OutOpt,
+    PresetOpt,
+    RepoOpt,
+    SetOpt,
+    default_out,
+    resolve_config,
+    run_stages,
+)
+from repolm.cli.evals import eval_app
+from repolm.errors import RepolmError
+from repolm.pipeline.registry import REGISTRY
+
+app = typer.Typer(
+    name="repolm",
+    help="Turn a repository and its whole git history into a language model of that codebase.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"repolm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    from repolm.logs import setup_logging
+
+    setup_logging(verbose=verbose or debug, quiet=quiet)
+
+
+@app.command()
+def run(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="Run only this stage (repeatable).")
+    ] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Stop after this stage.")] = None,
+    force: ForceOpt = False,
+    continue_on_error: Annotated[
+        bool, typer.Option("--continue-on-error", help="Run independent stages after a failure.")
+    ] = False,
+) -> None:
+    """Run the pipeline: every stage that is not cached, in order."""
+    run_stages(
+        repo,
+        out,
+        config,
+        preset,
+        set_,
+        "run",
+        only=stage,
+        until=until,
+        force=force,
+        continue_on_error=continue_on_error,
+    )
+
+
+def _stage_command(name: str, describe: str) -> None:
+    """`repolm <stage>`: run one stage (and any upstream stage that is not cached)."""
+
+    def command(
+        repo: RepoOpt = Path("."),
+        out: OutOpt = None,
+        config: ConfigOpt = None,
+        preset: PresetOpt = None,
+        set_: SetOpt = None,
+        force: ForceOpt = False,
+    ) -> None:
+        run_stages(repo, out, config, preset, set_, name, only=[name], force=force)
+
+    command.__doc__ = f"The {name} stage: {describe}."
+    app.command(name=name)(command)
+
+
+for _stage in REGISTRY.values():
+    if _stage.name not in ("train", "eval"):
+        _stage_command(_stage.name, _stage.describe)
+app.add_typer(eval_app, name="eval")
+
+
+@app.command()
+def train(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue from the latest checkpoint; fail if there is none."
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over: discard checkpoints of this run.")
+    ] = False,
+    deterministic: Annotated[
+        bool,
+        typer.Option("--deterministic", help="Deterministic kernels (train.deterministic)."),
+    ] = False,
+) -> None:
+    """The train stage: train each configured model (from scratch, full, LoRA or QLoRA).
+
+    Without flags it continues from a checkpoint of the same configuration when one exists.
+    For several processes: accelerate launch [--config_file configs/accelerate/ddp.yaml]
+    -m repolm train (run 'repolm run --until build' first)."""
+    if resume and force:
+        raise RepolmError("--resume and --force contradict each other", "choose one")
+    if deterministic:
+        set_ = [*(set_ or []), "train.deterministic=true"]
+    run_stages(
+        repo,
+        out,
+        config,
+        preset,
+        set_,
+        "train",
+        only=["train"],
+        force=force,
+        options={"resume": "require" if resume else "auto"},
+    )
+
+
+@app.command()
+def plan(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    measure: Annotated[
+        bool,
+        typer.Option("--measure/--no-measure", help="Time a few real training steps."),
+    ] = True,
+) -> None:
+    """Before training: parameters, tokens, steps, estimated memory against this device's, and
+    time per epoch, per model; warns and suggests a change when a config will not fit."""
+    from repolm.train.plan import print_plan
+
+    resolved = resolve_config(preset, config, set_)
+    _, out_dir = default_out(repo, out)
+    print_plan(out_dir, resolved.config, measure=measure)
+
+
+@app.command()
+def stages(repo: RepoOpt = Path("."), out: OutOpt = None) -> None:
+    """Show each stage's state (done / cached / stale / failed / not run), time and figures."""
+    from repolm.pipeline.display import print_stages
+
+    out_dir = out if out is not None else default_out(repo, None)[1]
+    print_stages(out_dir)
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Show the config a run directory used.")
+    ] = None,
+) -> None:
+    """Print the resolved configuration as YAML."""
+    if out is not None:
+        from repolm.layout import RunLayout
+
+        path = RunLayout(out).run_config
+        if not path.is_file():
+            raise RepolmError(f"no {path.name} in {out}", "run 'repolm run' there first")
+        typer.echo(path.read_text(encoding="utf-8"), nl=False)
+        return
+    typer.echo(resolve_config(preset, config, set_).to_yaml(), nl=False)
+
+
+@app.command()
+def doctor(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where runs will be written.")] = Path(
+        "runs"
+    ),
+) -> None:
+    """Check Python, torch, CUDA/GPU memory, git and disk; say what is missing and how to fix it."""
+    from repolm.doctor import print_checks, run_checks
+
+    checks = run_checks(out)
+    print_checks(checks)
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app()
+    except RepolmError as e:
+        if debug:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        typer.echo(
+            f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True
+        )
+        sys.exit(1)
