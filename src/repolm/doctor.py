@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from repolm.gitrepo import MIN_GIT, git_version
+from repolm.hardware.device import cpu_has_bf16
 
 REQUIRED = ("typer", "rich", "pydantic", "pyyaml", "pyarrow")
 
@@ -84,8 +85,6 @@ def _torch() -> list[Check]:
                 )
             )
     else:
-        from repolm.hardware.device import cpu_has_bf16
-
         cpu_bf16 = cpu_has_bf16()
         checks.append(
             Check(

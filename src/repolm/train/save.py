@@ -13,6 +13,7 @@ from typing import Any
 from repolm.fsutil import atomic_dir
 from repolm.hub import local_model_dir
 from repolm.logs import log
+from repolm.train.distributed import sharded_backend
 from repolm.train.models import load_base, stored_dtype, weight_files
 from repolm.train.spec import RunSpec
 
@@ -40,10 +41,9 @@ def save_best(accelerator: Any, model: Any, path: Path, step: int) -> None:
 
 
 def load_best(accelerator: Any, model: Any, path: Path) -> bool:
-    from accelerate.utils import DistributedType
     from safetensors.torch import load_file
 
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if sharded_backend():
         return False  # sharded weights: the final weights are exported instead
     file = path / BEST
     if not file.is_file():
