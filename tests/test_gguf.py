@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from conftest import save_base_model
+from conftest import calc_history, save_base_model
 from repolm import hub
 from repolm.config import load_config
 from repolm.errors import RepolmError
 from repolm.gguf import load
 from repolm.gguf.write import permute, write_gguf
 from repolm.pipeline.registry import REGISTRY
-from repolm.pipeline.runner import fingerprint
+from repolm.pipeline.runner import fingerprint, run_pipeline
 
 PROMPT = "def op_3(a, b):\n    return"
 SMOLLM2 = hub.BUILTIN_BASES["smollm2-135m"]
@@ -246,6 +246,26 @@ def test_a_changed_gguf_reruns_tokenize_and_train(
     named = prints()
     base.write_bytes(exported["f32"].read_bytes())
     assert prints()[0] != named[0]
+
+
+def test_tokenize_stage_on_a_gguf_base(
+    tiny: Path, exported: dict[str, Path], tmp_path: Path
+) -> None:
+    """The tokenize stage extends a GGUF base's tokenizer, and re-runs when the file changes."""
+    from transformers import AutoTokenizer
+
+    repo = calc_history(tmp_path / "repo", commits=6)
+    base = tmp_path / "base.gguf"
+    base.write_bytes(exported["f32"].read_bytes())
+    cfg = load_config(overrides=["tokenize.kind=base", f"tokenize.base_model={base}"])
+    out = tmp_path / "run"
+    assert run_pipeline(out, repo.path, cfg, until="tokenize")[-1].status == "done"
+    vocab = AutoTokenizer.from_pretrained(str(tiny)).get_vocab()
+    extended = AutoTokenizer.from_pretrained(str(out / "tokenizer")).get_vocab()
+    assert all(extended[t] == i for t, i in vocab.items())
+    assert run_pipeline(out, repo.path, cfg, until="tokenize")[-1].status == "cached"
+    base.write_bytes(exported["f16"].read_bytes())
+    assert run_pipeline(out, repo.path, cfg, until="tokenize")[-1].status == "done"
 
 
 def test_doctor_reports_the_offline_base(monkeypatch: pytest.MonkeyPatch) -> None:

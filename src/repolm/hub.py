@@ -99,8 +99,8 @@ def local_model_dir(name: str) -> str:
         return snapshot_download(name, local_files_only=True)
     except Exception:  # not a hub id, or not in the cache
         raise RepolmError(
-            f"{name!r} is neither a local directory, a GGUF file, a built-in base "
-            f"({', '.join(BUILTIN_BASES)}) nor a model in the local Hugging Face cache",
+            f"{name!r} is neither a local directory nor a model in the local Hugging Face "
+            f"cache (nor a .gguf file, nor a built-in base: {', '.join(BUILTIN_BASES)})",
             f"download it first (hf download {name} --local-dir DIR) and give DIR "
             "(repolm never downloads a model)",
         ) from None
