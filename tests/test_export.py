@@ -113,3 +113,102 @@ def test_cli_export(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (layout.model_export_dir("main") / "main-q8_0.gguf").is_file()
     assert "Modelfile" in result.output
+
+
+def save_repolm_model(path: Path) -> Path:
+    """A tiny Llama with a tokenizer trained the way the tokenize stage trains one: byte-level
+    BPE, the GPT-4 split, repolm's special tokens (FIM ones included)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from repolm.formats.special import ENDOFTEXT, PAD, SPECIAL_TOKENS
+    from repolm.tokenize.stage import pre_tokenizer
+
+    tok = Tokenizer(models.BPE())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.pre_tokenizer = pre_tokenizer("gpt4")
+    tok.decoder = decoders.ByteLevel()
+    texts = [f"def op_{i}(a, b):\n    return a * {i} + b\n" for i in range(60)]
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=ENDOFTEXT,
+        eos_token=ENDOFTEXT,
+        pad_token=PAD,
+        additional_special_tokens=list(SPECIAL_TOKENS[2:]),
+        clean_up_tokenization_spaces=False,
+    )
+    fast.save_pretrained(path)
+    torch.manual_seed(2)
+    config = LlamaConfig(
+        vocab_size=len(fast) + 7,  # rows the tokenizer does not use, as a resized model has
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def test_repolm_tokenizer_and_fim_model(tmp_path: Path) -> None:
+    """repolm's own tokenizer (GPT-4 split, special tokens) survives the GGUF whole, a tied
+    grouped-query model keeps its logits, and the Modelfile fills in the middle."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    layout = make_run(tmp_path / "run", [])
+    trained = save_repolm_model(layout.model_dir("main"))
+    done = export_model(layout.out, fmt="gguf", dtype="f32")
+    reader = gguf.GGUFReader(done.path)
+    assert reader.get_field("tokenizer.ggml.pre").contents() == "llama-bpe"
+    assert "output.weight" not in {t.name for t in reader.tensors}  # tied head
+    text = "<|commit|>def op_12(a, b):\n    return a*12 + b  # 1234\n<|fim_middle|>x<|endoftext|>"
+    ours = AutoTokenizer.from_pretrained(str(trained))
+    back = AutoTokenizer.from_pretrained(str(done.path.parent), gguf_file=done.path.name)
+    assert (
+        back(text, add_special_tokens=False).input_ids
+        == ours(text, add_special_tokens=False).input_ids
+    )
+    got = logits(done.path.parent, trained, gguf_file=done.path.name)
+    assert (got - logits(trained)).abs().max().item() < 1e-4
+    modelfile_text = done.modelfile.read_text()
+    assert "<|fim_suffix|>{{ .Suffix }}<|fim_middle|>" in modelfile_text
+    assert 'PARAMETER stop "<|endoftext|>"' in modelfile_text
+
+
+@pytest.mark.slow
+def test_a_lora_run_on_a_gguf_base_exports_back_to_gguf(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The whole way round: a GGUF base, LoRA through the pipeline (tokenize extends the base's
+    tokenizer, train merges), then GGUF again, read back by transformers."""
+    from conftest import calc_run
+    from repolm.gguf.write import write_gguf
+
+    base = write_gguf(save_base_model(tmp_path / "hf"), tmp_path / "base.gguf", "f32")["file"]
+    overrides = [
+        "tokenize.kind=base",
+        f"tokenize.base_model={base}",
+        f"models.main.base={base}",
+        "models.main.method=lora",
+        "models.main.lora.rank=4",
+        "train.max_steps=2",
+        "train.micro_batch=4",
+        "train.eval_every=2",
+        "train.eval_sequences=8",
+    ]
+    _, out = calc_run(tmp_path_factory, "gguf-lora", overrides, until="train")
+    trained = RunLayout(out).model_dir("main")
+    done = export_model(out, fmt="gguf", dtype="f32")
+    got = logits(done.path.parent, trained, gguf_file=done.path.name)
+    assert (got - logits(trained)).abs().max().item() < 1e-4

@@ -9,6 +9,7 @@ as its adapter alone is merged here, onto its base loaded the way training loads
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,10 +87,15 @@ def _is_hf_model(path: Path) -> bool:
 
 
 def _copy_model(src: Path, dest: Path) -> None:
+    """The model's files, hard-linked where the file system allows (training replaces
+    `models/<name>/` whole, never a file in place), copied otherwise."""
     for pattern in HF_FILES:
         for f in src.glob(pattern):
             if f.is_file():
-                shutil.copy2(f, dest / f.name)
+                try:
+                    os.link(f, dest / f.name)
+                except OSError:
+                    shutil.copy2(f, dest / f.name)
 
 
 def _size(path: Path) -> int:

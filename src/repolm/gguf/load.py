@@ -6,16 +6,18 @@ keyed by the file's sha256, written to a temporary directory and renamed, so eve
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from repolm.errors import RepolmError
-from repolm.fsutil import atomic_dir, file_digest
+from repolm.fsutil import file_digest
 from repolm.logs import log
 
 SUFFIX = ".gguf"
-DONE = "config.json"  # the directory appears whole (renamed into place), so this marks it
+DONE = "config.json"  # the directory appears whole (renamed into place); this marks it
 
 
 def cache_root() -> Path:
@@ -60,8 +62,17 @@ def dequantized_dir(path: Path) -> Path:
         return where
     architecture = read_architecture(path)
     log.info(f"dequantizing {path.name} ({architecture}) into {where} (once)")
-    with atomic_dir(where) as tmp:
+    where.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{where.name}.", suffix=".tmp", dir=where.parent))
+    try:
         _dequantize(path, tmp)
+        os.rename(tmp, where)
+    except OSError:
+        # another process (a rank of the same launch) renamed its copy first: use that one
+        if not (where / DONE).is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return where
 
 
