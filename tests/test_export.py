@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from conftest import save_base_model
+from conftest import calc_run, save_base_model
 from repolm.cli import app
 from repolm.config import load_config
 from repolm.errors import RepolmError
@@ -192,7 +192,6 @@ def test_a_lora_run_on_a_gguf_base_exports_back_to_gguf(
 ) -> None:
     """The whole way round: a GGUF base, LoRA through the pipeline (tokenize extends the base's
     tokenizer, train merges), then GGUF again, read back by transformers."""
-    from conftest import calc_run
     from repolm.gguf.write import write_gguf
 
     base = write_gguf(save_base_model(tmp_path / "hf"), tmp_path / "base.gguf", "f32")["file"]
