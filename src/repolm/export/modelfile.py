@@ -33,8 +33,8 @@ def modelfile(
     chatml = bool(chat_template) and IM_START in (chat_template or "") and IM_START in vocab
     plain = "{{ .Prompt }}"
     if chatml:
-        plain = "{{- if .Messages }}" + CHATML + "{{- else }}{{ .Prompt }}{{- end }}"
-    template = "{{- if .Suffix }}" + FIM + "{{- else }}" + plain + "{{- end }}" if fim else plain
+        plain = "{{- if .Messages }}" + CHATML + "{{ else }}{{ .Prompt }}{{ end }}"
+    template = "{{- if .Suffix }}" + FIM + "{{ else }}" + plain + "{{ end }}" if fim else plain
     stops = [t for t in dict.fromkeys((eos, ENDOFTEXT, IM_END)) if t and t in vocab]
     lines = [
         f"FROM ./{gguf_name}",
