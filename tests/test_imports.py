@@ -21,9 +21,9 @@ import repolm
 # Each stage is a layer of its own, in data-flow order, so a stage imports only earlier
 # stages; within the other layers, the cycle check alone keeps the imports in order. Every
 # top-level module or package of repolm is in exactly one layer ("__init__" is the package
-# itself); index, export and serve are planned.
+# itself); index and serve are planned.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("__init__", "errors", "logs", "fsutil", "hub", "config", "layout")),
+    ("base", ("__init__", "errors", "logs", "fsutil", "gguf", "hub", "config", "layout")),
     ("shared", ("formats", "hardware", "syntax", "lm", "gitrepo", "stage", "split")),
     ("mine", ("mine",)),
     ("chunk", ("chunk",)),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from repolm.gitrepo import MIN_GIT, git_version
 from repolm.hardware.device import cpu_has_bf16
+from repolm.hub import BUILTIN_BASES, builtin_file, builtin_version
 
 REQUIRED = ("typer", "rich", "pydantic", "pyyaml", "pyarrow")
 
@@ -24,7 +25,7 @@ class Check:
 
 
 def run_checks(out: Path) -> list[Check]:
-    checks = [_python(), _git(), *_packages(), *_torch(), _disk(out), _memory()]
+    checks = [_python(), _git(), *_packages(), *_torch(), *_bases(), _disk(out), _memory()]
     return checks
 
 
@@ -95,6 +96,22 @@ def _torch() -> list[Check]:
                 "fine for the tiny-cpu preset; for larger models use a CUDA GPU",
             )
         )
+    return checks
+
+
+def _bases() -> list[Check]:
+    """The built-in offline bases: installed (with version and size) or how to install them."""
+    checks = []
+    for name, base in BUILTIN_BASES.items():
+        found = builtin_file(base)
+        if found is None:
+            checks.append(
+                Check(f"base {name}", "warn", f"{base.package} not installed", base.install)
+            )
+            continue
+        size = found.stat().st_size / 1e6
+        detail = f"{base.package} {builtin_version(base)}, {found.name} ({size:,.0f} MB)"
+        checks.append(Check(f"base {name}", "ok", detail))
     return checks
 
 

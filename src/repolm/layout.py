@@ -179,3 +179,13 @@ class RunLayout:
     @property
     def eval_report(self) -> Path:
         return self.eval_dir / "report.json"
+
+    # -- export (a command on a trained model, not a stage)
+    @property
+    def export_dir(self) -> Path:
+        return self.out / "export"
+
+    def model_export_dir(self, model: str) -> Path:
+        """A model's exports: `merged/` (a Hugging Face directory), `<model>-<dtype>.gguf` and
+        an Ollama `Modelfile`."""
+        return self.export_dir / model

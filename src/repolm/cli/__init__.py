@@ -179,6 +179,30 @@ def plan(
 
 
 @app.command()
+def export(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model to export [default: the first].")
+    ] = None,
+    format_: Annotated[
+        str,
+        typer.Option("--format", "-f", help="merged: a Hugging Face directory; gguf: GGUF."),
+    ] = "gguf",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="GGUF precision: f32, f16 or q8_0.")
+    ] = "f16",
+) -> None:
+    """Export a trained model to OUT/export/<model>/: merged safetensors, or a GGUF file with an
+    Ollama Modelfile."""
+    from repolm.export.model import export_model
+
+    out_dir = out if out is not None else default_out(repo, None)[1]
+    done = export_model(out_dir, model, format_, dtype)
+    typer.echo(f"{done.format}: {done.path}" + (f" ({done.modelfile})" if done.modelfile else ""))
+
+
+@app.command()
 def stages(repo: RepoOpt = Path("."), out: OutOpt = None) -> None:
     """Show each stage's state (done / cached / stale / failed / not run), time and figures."""
     from repolm.pipeline.display import print_stages

@@ -174,7 +174,8 @@ class TokenizeConfig(Section):
     )
     base_model: str | None = Field(
         default=None,
-        description="Local path to a Hugging Face model or tokenizer directory (kind=base); "
+        description="Local path to a Hugging Face model or tokenizer directory, a GGUF file "
+        "(or a directory holding one), or smollm2-135m, the installed offline base (kind=base); "
         "never downloaded.",
     )
     pre_tokenizer: Literal["gpt4", "gpt2"] = Field(
@@ -462,7 +463,8 @@ class ModelConfig(Section):
     base: str | None = Field(
         default=None,
         description="A Hugging Face causal LM to fine-tune: local directory (or hub id, "
-        "read from the local cache); none trains `architecture` from scratch.",
+        "read from the local cache), a GGUF file (or a directory holding one), or "
+        "smollm2-135m, the installed offline base; none trains `architecture` from scratch.",
     )
     architecture: str = Field(
         default="tiny-cpu",

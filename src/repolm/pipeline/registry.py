@@ -10,8 +10,9 @@ from repolm.stage import PathInput, Stage
 
 # Every stage of the product in data-flow order; a stage is registered once it is built, in
 # this order. `repolm stages` lists them all, and naming a planned one says it is not built
-# yet. The index comes before eval, which will measure completion with retrieval; export packs
-# a trained model. `serve` and `complete` are commands on a run's outputs, not stages.
+# yet. The index comes before eval, which will measure completion with retrieval. `export`
+# (a trained model as a merged directory or a GGUF), `serve` and `complete` are commands on a
+# run's outputs, not stages.
 PLANNED = (
     "mine",
     "chunk",
@@ -21,7 +22,6 @@ PLANNED = (
     "train",
     "index",
     "eval",
-    "export",
     "report",
 )
 
@@ -36,7 +36,13 @@ TOKENIZER_FILES = (
     "*.model",
     "*.tiktoken",
     "config.json",
+    "*.gguf",  # a directory holding a GGUF base
 )
+
+# A base model's files that count in a fingerprint: the tokenizer's, config.json, and a GGUF
+# (a Hugging Face directory's weights are not hashed: gigabytes, read on every `repolm stages`).
+# A value may be a built-in base's name, which stands for the GGUF its package installed.
+BASE_RESOLVE = "repolm.hub:base_path"
 
 
 REGISTRY: dict[str, Stage] = {
@@ -83,7 +89,7 @@ REGISTRY: dict[str, Stage] = {
             # special_tokens_map.json; a base model may add files such as tokenizer.model)
             outputs=("tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"),
             config=("tokenize",),
-            path_inputs=(PathInput("tokenize.base_model", TOKENIZER_FILES),),
+            path_inputs=(PathInput("tokenize.base_model", TOKENIZER_FILES, BASE_RESOLVE),),
             describe="a tokenizer trained on the training split, with repolm's special tokens",
         ),
         Stage(
@@ -118,6 +124,7 @@ REGISTRY: dict[str, Stage] = {
             inputs=("filter", "build", "tokenize"),  # filter: the in-training samples' prompts
             outputs=("train/report.json",),  # each model's files are listed in the report
             config=("tokenize", "build", "models"),  # `train` is merged into each model
+            path_inputs=(PathInput("models.*.base", TOKENIZER_FILES, BASE_RESOLVE),),
             distributed=True,
             describe="train each configured model (from scratch, full, LoRA or QLoRA) with "
             "checkpoints, early stopping and a report; resumes after a crash",

@@ -122,8 +122,14 @@ def path_digest(value: str | None, files: tuple[str, ...]) -> str | dict[str, st
 
 
 def _config_value(config: dict[str, Any], key: str) -> Any:
+    """The value at a dotted key; a `*` part stands for every entry of a mapping (a list)."""
     value: Any = config
-    for part in key.split("."):
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if part == "*":
+            rest = ".".join(parts[i + 1 :])
+            entries = value.values() if isinstance(value, dict) else ()
+            return [_config_value(v, rest) if rest else v for v in entries]
         value = value.get(part) if isinstance(value, dict) else None
     return value
 

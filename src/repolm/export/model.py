@@ -1,0 +1,138 @@
+"""Export one trained model of a run: `merged` (a Hugging Face safetensors directory, the LoRA
+adapter folded in) or `gguf` (one GGUF file plus an Ollama `Modelfile`).
+
+The train stage already writes `OUT/models/<name>/` as a plain Hugging Face directory for full
+fine-tunes and for LoRA runs saved `merged` or `both`; export copies that. Only a LoRA run saved
+as its adapter alone is merged here, onto its base loaded the way training loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from repolm.config.schema import ModelConfig
+from repolm.errors import RepolmError
+from repolm.export.modelfile import modelfile
+from repolm.fsutil import atomic_dir, write_text_atomic
+from repolm.gguf.write import DTYPES, write_gguf
+from repolm.layout import RunLayout
+from repolm.logs import log
+from repolm.train.models import load_base, stored_dtype
+
+FORMATS = ("merged", "gguf")
+MODELFILE = "Modelfile"
+HF_FILES = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model")  # not adapter/
+
+
+@dataclass(frozen=True)
+class Exported:
+    model: str
+    format: str
+    path: Path  # the merged directory or the GGUF file
+    modelfile: Path | None = None
+    bytes: int = 0
+
+
+def run_models(layout: RunLayout) -> dict[str, dict[str, Any]]:
+    """The run's models by name, in config order, from its `config.yaml`."""
+    import yaml
+
+    if not layout.run_config.is_file():
+        raise RepolmError(f"no {layout.run_config.name} in {layout.out}", "run 'repolm run' first")
+    config = yaml.safe_load(layout.run_config.read_text(encoding="utf-8")) or {}
+    return dict(config.get("models") or {})
+
+
+def export_model(
+    out: Path, model: str | None = None, fmt: str = "gguf", dtype: str = "f16"
+) -> Exported:
+    """Export `model` (default: the run's first) of the run in `out` as `fmt`."""
+    if fmt not in FORMATS:
+        raise RepolmError(f"unknown export format {fmt!r}", f"choose from {', '.join(FORMATS)}")
+    if dtype not in DTYPES:
+        raise RepolmError(f"unknown GGUF dtype {dtype!r}", f"choose from {', '.join(DTYPES)}")
+    layout = RunLayout(out)
+    models = run_models(layout)
+    name = model or next(iter(models), None)
+    if name is None or name not in models:
+        raise RepolmError(
+            f"the run in {out} has no model {name!r}", f"choose from {', '.join(models)}"
+        )
+    trained = layout.model_dir(name)
+    if not trained.is_dir():
+        raise RepolmError(f"model {name} is not trained yet ({trained})", "run 'repolm train'")
+    dest = layout.model_export_dir(name)
+    source = trained if _is_hf_model(trained) else _merge_adapter(layout, name, models[name])
+    if fmt == "merged":
+        if source == trained:
+            with atomic_dir(dest / "merged") as tmp:
+                _copy_model(trained, tmp)
+        path = dest / "merged"
+        result = Exported(name, fmt, path, bytes=_size(path))
+    else:
+        path = dest / f"{name}-{dtype}.gguf"
+        info = write_gguf(source, path, dtype, name=name)
+        result = Exported(name, fmt, path, _write_modelfile(source, path), info["bytes"])
+    log.info(f"export {name}: {fmt} written to {result.path} ({result.bytes / 1e6:,.1f} MB)")
+    return result
+
+
+def _is_hf_model(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def _copy_model(src: Path, dest: Path) -> None:
+    """The model's files, hard-linked where the file system allows (training replaces
+    `models/<name>/` whole, never a file in place), copied otherwise."""
+    for pattern in HF_FILES:
+        for f in src.glob(pattern):
+            if f.is_file():
+                try:
+                    os.link(f, dest / f.name)
+                except OSError:
+                    shutil.copy2(f, dest / f.name)
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _merge_adapter(layout: RunLayout, name: str, spec: dict[str, Any]) -> Path:
+    """A LoRA run saved as its adapter alone, merged onto its base into `merged/`."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    adapter = layout.model_dir(name)
+    if not (adapter / "adapter_config.json").is_file():
+        raise RepolmError(f"{adapter} holds neither a model nor a LoRA adapter")
+    config = ModelConfig.model_validate(spec)
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter))
+    base = load_base(config, tokenizer, stored_dtype(config), "sdpa")
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    where = layout.model_export_dir(name) / "merged"
+    with atomic_dir(where) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return where
+
+
+def _write_modelfile(source: Path, gguf_file: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(source))
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    text = modelfile(
+        gguf_file.name,
+        int(config.get("max_position_embeddings") or 2048),
+        tok.get_vocab(),
+        tok.eos_token,
+        tok.chat_template if isinstance(tok.chat_template, str) else None,
+    )
+    path = gguf_file.parent / MODELFILE
+    write_text_atomic(path, text)
+    return path
