@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from repolm.eval.table import beats_xz, commit_rows
+from repolm.eval.figures import beats_xz, commit_rows
 from repolm.report import plots
 from repolm.report.markup import (
     bpb,
