@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from repolm.errors import RepolmError
 from repolm.eval.figures import (
@@ -86,7 +87,14 @@ def _commits_caption(report: dict[str, Any]) -> str | None:
     return "\n".join(lines) or None
 
 
-def bits_table(report: dict[str, Any]) -> Table:
+def _titled(title: str, table: Table, caption: str | None = None) -> Group:
+    """A table under its title and over its caption, both as wide as the terminal (a rich
+    table's own title and caption wrap at the table's width, a few words a line)."""
+    parts = [Text(title, style="italic"), table]
+    return Group(*parts, Text(caption)) if caption else Group(*parts)
+
+
+def bits_table(report: dict[str, Any]) -> Group:
     """Each model's bits per byte, its base's and the difference, then the compressors; the
     caption says which model beats its base and xz."""
     splits = list(report["baselines"])
@@ -94,9 +102,7 @@ def bits_table(report: dict[str, Any]) -> Table:
     title = "bits per byte on the future (lower is better): " + split_sizes(report, splits)
     verdicts = [base_verdict(n, m, splits) for n, m in report["models"].items()]
     caption = "\n".join(c for c in (*(v for v in verdicts if v), _commits_caption(report)) if c)
-    table = Table(
-        title=title, title_justify="left", caption=caption or None, caption_justify="left"
-    )
+    table = Table()
     table.add_column("")
     for s in splits:
         table.add_column(s, justify="right")
@@ -118,7 +124,7 @@ def bits_table(report: dict[str, Any]) -> Table:
                 f"{c} after {train_mb:.1f} MiB of training text",
                 *(_num(report["baselines"][s][c]["conditioned_bits_per_byte"]) for s in splits),
             )
-    return table
+    return _titled(title, table, caption or None)
 
 
 class Row(NamedTuple):
@@ -152,7 +158,7 @@ def _figure_row(
     return Row(cells, model, value, base if has_base else None)
 
 
-def task_table(report: dict[str, Any]) -> Table | None:
+def task_table(report: dict[str, Any]) -> Group | None:
     """Each model's generation tasks, next to its base model's and the tasks' baselines."""
     rows: list[Row] = []
     for name, m in report["models"].items():
@@ -202,21 +208,19 @@ def _wins_caption(rows: list[Row]) -> str | None:
     return "\n".join(lines) or None
 
 
-def _rows_table(title: str, columns: tuple[str, ...], rows: list[Row]) -> Table | None:
+def _rows_table(title: str, columns: tuple[str, ...], rows: list[Row]) -> Group | None:
     """A table of `Row`s, captioned with each fine-tuned model's wins over its base; None
     without rows. The base columns only where a row has a base: a run without fine-tuned
     models gets the table it always had."""
     if not rows:
         return None
     keep = [i for i in range(len(columns)) if i not in (3, 4) or any(r.cells[i] for r in rows)]
-    table = Table(
-        title=title, title_justify="left", caption=_wins_caption(rows), caption_justify="left"
-    )
+    table = Table()
     for i in keep:
         table.add_column(columns[i], justify="right" if i in (2, 3, 4) else "left")
     for r in rows:
         table.add_row(*(r.cells[i] for i in keep))
-    return table
+    return _titled(title, table, _wins_caption(rows))
 
 
 def console() -> Console:
@@ -226,7 +230,7 @@ def console() -> Console:
     return c if c.is_terminal else Console(width=160)
 
 
-def other_table(report: dict[str, Any]) -> Table | None:
+def other_table(report: dict[str, Any]) -> Group | None:
     """Suites (0-100), code benchmarks (pass@k %) and QA (%), per model, next to its base
     model's where that was measured too."""
     rows: list[Row] = []
