@@ -106,15 +106,18 @@ def test_the_table_says_how_much_text_bits_per_byte_were_measured_on() -> None:
     title = "bits per byte on the future (lower is better): test: 3 commits, 4,000 bytes; val: 2"
     assert title in rendered(report)
     # a sample of whole records (eval.max_bytes): its size next to the split's
-    for m in report["models"].values():
-        m["bits_per_byte"]["test"].update(bytes=265_000, records=20, of_bytes=4_012_000)
-        m["bits_per_byte"]["test"]["of_records"] = 606
-    sizes = split_sizes(report, ["test", "val"])
+    report["text"]["test"].update(bytes=265_000, commits=20)
+    report["text"]["test"]["full"] = {"documents": 606, "bytes": 4_012_000, "commits": 606}
+    report["window"] = 512
     sample = "test: on a sample of 265 KB of 4,012 KB (20 of 606 commits)"
-    assert sizes == f"{sample}; val: 2 commits, 3,000 bytes"
-    assert "on a sample of 265 KB of 4,012 KB" in rendered(report).replace("\n", " ")
-    assert sample_size({"bytes": 900, "of_bytes": 900, "records": 2}) == "2 commits, 900 bytes"
-    assert sample_size({"bytes": 5_000, "of_bytes": 9_000}) == "on a sample of 5.0 KB of 9.0 KB"
+    sizes = f"{sample}; val: 2 commits, 3,000 bytes; in windows of 512 tokens"
+    assert split_sizes(report, ["test", "val"]) == sizes
+    assert sizes in rendered(report)
+    whole = {"bytes": 900, "commits": 2, "full": {"bytes": 900, "commits": 2}}
+    assert sample_size(whole) == "2 commits, 900 bytes"
+    assert sample_size({"bytes": 5_000, "full": {"bytes": 9_000}}) == (
+        "on a sample of 5.0 KB of 9.0 KB"
+    )
     assert sample_size({}) == ""
 
 

@@ -41,49 +41,37 @@ def base_verdict(name: str, m: Mapping[str, Any], splits: list[str]) -> str | No
     return f"{name}: " + "; ".join(clauses) if clauses else None
 
 
-SAMPLE_KEYS = ("of_bytes", "of_records", "records")  # set when bits per byte ran on a sample
-
-
 def _kb(n: float) -> str:
     return f"{n / 1000:,.0f} KB" if n >= 10_000 else f"{n / 1000:,.1f} KB"
 
 
 def sample_size(entry: Mapping[str, Any]) -> str:
-    """How much text a split's bits per byte were measured on: `20 commits, 58,793 bytes`,
-    or `on a sample of 265 KB of 4,012 KB (120 of 606 commits)` when eval.max_bytes chose
-    whole records from a larger split."""
-    n = entry.get("bytes")
-    records = entry.get("records", entry.get("commits", entry.get("documents")))
-    of_bytes, of_records = entry.get("of_bytes"), entry.get("of_records")
-    if is_num(of_bytes) and is_num(n) and n < of_bytes:
-        text = f"on a sample of {_kb(n)} of {_kb(of_bytes)}"
-        if is_num(records) and is_num(of_records):
-            text += f" ({records:,} of {of_records:,} commits)"
-        elif is_num(records):
-            text += f" ({records:,} commits)"
+    """How much text a split's figures were measured on (a `text[split]` entry of the
+    report): `20 commits, 58,793 bytes`, or `on a sample of 265 KB of 4,012 KB (120 of 606
+    commits)` where eval.max_bytes chose whole records from a larger split (`full`)."""
+    n, commits = entry.get("bytes"), entry.get("commits")
+    full = entry.get("full") or {}
+    if is_num(n) and is_num(full.get("bytes")) and n < full["bytes"]:
+        text = f"on a sample of {_kb(n)} of {_kb(full['bytes'])}"
+        if is_num(commits) and is_num(full.get("commits")):
+            text += f" ({commits:,} of {full['commits']:,} commits)"
         return text
     parts = [
-        f"{records:,} commits" if is_num(records) else "",
+        f"{commits:,} commits" if is_num(commits) else "",
         f"{n:,} bytes" if is_num(n) else "",
     ]
     return ", ".join(p for p in parts if p)
 
 
 def split_sizes(report: Mapping[str, Any], splits: list[str]) -> str:
-    """Each split's measured text: the report's `text` entry, or a model's bits-per-byte
-    entry where that says it was a sample (every model scores the same bytes)."""
-    out = []
-    for s in splits:
-        entry = (report.get("text") or {}).get(s) or {}
-        for m in (report.get("models") or {}).values():
-            bits = (m.get("bits_per_byte") or {}).get(s) or {}
-            if any(k in bits for k in SAMPLE_KEYS):
-                entry = {**entry, **{k: v for k, v in bits.items() if k in SAMPLE_KEYS}}
-                entry["bytes"] = bits.get("bytes", entry.get("bytes"))
-                break
-        size = sample_size(entry)
-        out.append(f"{s}: {size}" if size else s)
-    return "; ".join(out)
+    """Each split's measured text, and the longest sequence a model was given (`window`
+    tokens: the build's seq_len unless eval.window says otherwise)."""
+    text = report.get("text") or {}
+    sizes = [f"{s}: {sample_size(text[s])}" if text.get(s) else s for s in splits]
+    window = report.get("window")
+    if is_num(window):
+        sizes.append(f"in windows of {window:,} tokens")
+    return "; ".join(sizes)
 
 
 def commit_rows(report: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
