@@ -18,6 +18,17 @@ def test_every_preset_loads(name: str) -> None:
     assert resolved.preset == name
 
 
+def test_smollm2_cpu_fine_tunes_the_offline_base_in_tiny_cpus_budget() -> None:
+    config = load_config(preset="smollm2-cpu").config
+    tiny = load_config(preset="tiny-cpu").config
+    assert config.tokenize.kind == "base" and config.tokenize.base_model == "smollm2-135m"
+    (main,) = config.models.values()
+    assert main.base == "smollm2-135m" and main.method == "lora" and main.lora.rank == 16
+    assert config.train.max_minutes == tiny.train.max_minutes == 8
+    assert config.build.seq_len == 512 and config.train.lr is not None
+    assert config.eval.base_model and config.eval.max_items == tiny.eval.max_items
+
+
 def test_default_preset_is_tiny_cpu() -> None:
     assert DEFAULT_PRESET == "tiny-cpu"
     assert load_config().preset == "tiny-cpu"

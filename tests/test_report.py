@@ -19,6 +19,7 @@ import pytest
 from repolm.config import load_config
 from repolm.pipeline.registry import REGISTRY
 from repolm.report import stage as report_stage
+from repolm.report.evaluation import evaluation
 from repolm.report.html import ReportInputs, render_report
 from repolm.report.stage import merge_runs, read_scalars
 from repolm.stage import StageContext
@@ -112,6 +113,19 @@ def bits(value: float, **by_commit: float) -> dict[str, Any]:
     }
 
 
+def task(**metrics: float) -> dict[str, Any]:
+    baselines = {"retrieval": {"next_line_em": 0.125, "body_es": 0.3111}}
+    return {"split": "test", "n": 4, "metrics": metrics, "baselines": baselines}
+
+
+def suite(overall: float) -> dict[str, Any]:
+    return {
+        "overall": overall,
+        "counts": {"tests": 5},
+        "categories": {"history": {"score": overall, "tests": 5}},
+    }
+
+
 # the held-out commits: (split, sha, subject, bytes, xz -9e on the commit alone)
 COMMITS = [
     ("test", "a" * 40, "Add the parser", 2000, 3.1),
@@ -187,6 +201,7 @@ def eval_report() -> dict[str, Any]:
         "suites": {
             "core": {
                 "overall": 0.55,
+                "counts": {"tests": 5},
                 "categories": {
                     "history": {"score": 0.6, "tests": 3},
                     "api": {"score": 0.5, "tests": 2},
@@ -204,11 +219,15 @@ def eval_report() -> dict[str, Any]:
             "samples": [{"question": "Where is X?", "answer": "in y", "reference": ["y"]}],
         },
     }
-    ft = {
+    ft = {  # a fine-tuned model: its base measured on the same figures
         "bits_per_byte": {"test": bits(1.1111), "val": bits(1.3333)},
+        "tasks": {"completion": task(next_line_em=0.375, body_es=0.5)},
+        "suites": {"core": suite(61.25)},
         "base": {
             "model": "tiny/base",
             "bits_per_byte": {"test": bits(1.9876), "val": bits(2.0123)},
+            "tasks": {"completion": task(next_line_em=0.0625, body_es=0.5)},
+            "suites": {"core": suite(40.5)},
         },
     }
     compressors = {
@@ -371,8 +390,9 @@ def test_report_is_self_contained_with_its_plots_and_numbers(tmp_path: Path) -> 
     page = run_stage(make_run(tmp_path / "run"))
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert_self_contained(page)
-    # commits, main: loss + lr + throughput + hardware, ft: loss + throughput, bits per byte
-    assert page.count("<svg") == 8 == page.count("</svg>")
+    # commits, main: loss + lr + throughput + hardware, ft: loss + throughput, bits per byte,
+    # ft next to its base
+    assert page.count("<svg") == 9 == page.count("</svg>")
     for section in ("overview", "data", "training", "evaluation", "samples", "timings"):
         assert f'<section id="{section}">' in page
     for number in ("1.234", "1.432", "1.111", "1.988", "2.718", "0.906", "2.728", "2.507"):
@@ -407,6 +427,40 @@ def test_report_is_self_contained_with_its_plots_and_numbers(tmp_path: Path) -> 
     assert "c" * 10 in worse and "New subsystem &lt;" in worse
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # figures' ids never clash
+
+
+def test_a_fine_tuned_model_is_shown_next_to_its_base(tmp_path: Path) -> None:
+    page = render(make_run(tmp_path / "run"))
+    part = page[page.index('<section id="evaluation">') : page.index('<section id="samples">')]
+    # bits per byte: the base's row, the difference, the verdict, how much text was measured
+    assert "its base tiny/base</td><td class=n>1.988</td><td class=n>2.012</td>" in part
+    assert "ft − its base</td><td class=n>-0.877</td><td class=n>-0.679</td>" in part
+    assert "ft: fewer bits than its base on test (1.111 vs 1.988)" in part
+    assert "measured on test: 3 commits, 4,000 bytes; val: 2 commits, 3,000 bytes" in part
+    assert "main − its base" not in part and "main: fewer bits" not in part  # main has none
+    # the plot of ft next to its base, then the tasks and suites with the base's column
+    plot = part[part.index("<h3>Model ft next to its base tiny/base</h3>") :]
+    assert plot.index("<svg") < plot.index("</svg>") < plot.index("<h3>Each future commit")
+    completion = part[part.index("<h3>Task: completion") : part.index("<h3>Task: next change")]
+    head = re.findall(r"<th class=n>(.*?)</th>", completion)
+    assert head == [
+        "model <b>main</b>",
+        "model <b>ft</b>",
+        "its base tiny/base",
+        "ft − base",
+        "baseline retrieval",
+    ]
+    assert "<td>next_line_em</td><td class=n>0.25</td><td class=n>0.375</td>" in completion
+    assert "<td class=n>0.0625</td><td class=n>+0.3125</td><td class=n>0.125</td>" in completion
+    suites = part[part.index("<h3>Suite: core") :]
+    assert "<td class=n><b>61.25</b></td><td class=n><b>40.5</b></td>" in suites
+    assert "<td class=n><b>+20.75</b></td>" in suites
+    # without a base anywhere the tables are as they were
+    report = eval_report()
+    del report["models"]["ft"]
+    bare = evaluation(report)
+    assert "its base" not in bare and "− base" not in bare and "next to its base" not in bare
+    assert bare.count("<svg") == 1
 
 
 def test_the_repository_text_is_escaped_and_secrets_shown_by_type(tmp_path: Path) -> None:

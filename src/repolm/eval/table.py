@@ -4,14 +4,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from repolm.errors import RepolmError
+from repolm.eval.figures import (
+    base_verdict,
+    beats_xz,
+    bits_of,
+    commit_rows,
+    delta,
+    is_num,
+    split_sizes,
+)
 from repolm.layout import RunLayout
 
 # per task: (metric key, label); a fraction is shown as a percentage
@@ -47,30 +56,9 @@ def load_report(path: Path) -> dict[str, Any]:
 
 
 def _num(value: Any, scale: float = 1.0, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if not is_num(value):
         return "—"
     return f"{value * scale:.{digits}f}"
-
-
-def commit_rows(report: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
-    """Each held-out commit as (split, commit entry, {model: its bits per byte}), hardest for
-    the models first."""
-    rows = []
-    for split, commits in (report.get("commits") or {}).items():
-        for c in commits:
-            scores = {}
-            for name, m in (report.get("models") or {}).items():
-                v = ((m.get("bits_per_byte") or {}).get(split) or {}).get("by_commit") or {}
-                if c.get("sha") in v:
-                    scores[name] = v[c["sha"]]
-            rows.append((split, c, scores))
-    rows.sort(key=lambda r: -max(r[2].values(), default=0.0))
-    return rows
-
-
-def beats_xz(rows: list[tuple[str, dict[str, Any], dict[str, float]]], model: str) -> int:
-    """On how many commits `model` needs fewer bits than xz compressing that commit alone."""
-    return sum(1 for _, c, s in rows if model in s and s[model] < (c.get("xz -9e") or 0))
 
 
 def _commits_caption(report: dict[str, Any]) -> str | None:
@@ -99,26 +87,34 @@ def _commits_caption(report: dict[str, Any]) -> str | None:
     return "\n".join(lines) or None
 
 
-def bits_table(report: dict[str, Any]) -> Table:
+def _titled(title: str, table: Table, caption: str | None = None) -> Group:
+    """A table under its title and over its caption, both as wide as the terminal (a rich
+    table's own title and caption wrap at the table's width, a few words a line)."""
+    parts = [Text(title, style="italic"), table]
+    return Group(*parts, Text(caption)) if caption else Group(*parts)
+
+
+def bits_table(report: dict[str, Any]) -> Group:
+    """Each model's bits per byte, its base's and the difference, then the compressors; the
+    caption says which model beats its base and xz."""
     splits = list(report["baselines"])
     text = report["text"]
-    title = "bits per byte on the future (lower is better): " + "; ".join(
-        f"{s} {text[s]['commits']} commits, {text[s]['bytes']:,} bytes" for s in splits
-    )
-    table = Table(
-        title=title, title_justify="left", caption=_commits_caption(report), caption_justify="left"
-    )
+    title = "bits per byte on the future (lower is better): " + split_sizes(report, splits)
+    verdicts = [base_verdict(n, m, splits) for n, m in report["models"].items()]
+    caption = "\n".join(c for c in (*(v for v in verdicts if v), _commits_caption(report)) if c)
+    table = Table()
     table.add_column("")
     for s in splits:
         table.add_column(s, justify="right")
     for name, m in report["models"].items():
-        table.add_row(
-            f"model {name}", *(_num(m["bits_per_byte"][s]["bits_per_byte"]) for s in splits)
-        )
-        if "base" in m:
+        table.add_row(f"model {name}", *(_num(bits_of(m, s)) for s in splits))
+        if m.get("base"):
+            base = m["base"]
             table.add_row(
-                f"  its base {m['base']['model']}",
-                *(_num(m["base"]["bits_per_byte"][s]["bits_per_byte"]) for s in splits),
+                f"  its base {base.get('model')}", *(_num(bits_of(base, s)) for s in splits)
+            )
+            table.add_row(
+                f"  {name} − base", *(delta(bits_of(m, s), bits_of(base, s)) for s in splits)
             )
     train_mb = text["train"]["conditioning_bytes"] / 2**20
     for c in report["baselines"][splits[0]]:
@@ -128,47 +124,103 @@ def bits_table(report: dict[str, Any]) -> Table:
                 f"{c} after {train_mb:.1f} MiB of training text",
                 *(_num(report["baselines"][s][c]["conditioned_bits_per_byte"]) for s in splits),
             )
-    return table
+    return _titled(title, table, caption or None)
 
 
-def task_table(report: dict[str, Any]) -> Table | None:
-    """Each model's generation tasks next to the tasks' baselines."""
-    rows = []
+class Row(NamedTuple):
+    """A row of the task and suite tables: its cells (what, metric, the model's figure, its
+    base's, the difference, detail such as the baselines), and whose figures they are."""
+
+    cells: tuple[str, str, str, str, str, str]
+    model: str
+    value: Any
+    base: Any
+
+
+def _figure_row(
+    model: str,
+    what: str,
+    label: str,
+    value: Any,
+    base: Any,
+    scale: float,
+    detail: str,
+    has_base: bool,
+) -> Row:
+    cells = (
+        f"{model}: {what}",
+        label,
+        _num(value, scale, 1),
+        _num(base, scale, 1) if has_base else "",
+        delta(value, base, scale, 1) if has_base else "",
+        detail,
+    )
+    return Row(cells, model, value, base if has_base else None)
+
+
+def task_table(report: dict[str, Any]) -> Group | None:
+    """Each model's generation tasks, next to its base model's and the tasks' baselines."""
+    rows: list[Row] = []
     for name, m in report["models"].items():
+        base_tasks = (m.get("base") or {}).get("tasks") or {}
         for task, labels in TASK_METRICS.items():
             result = m.get("tasks", {}).get(task)
             if not result:
                 continue
+            before = base_tasks.get(task)
             for key, label in labels:
                 scale = PERCENT_SCALE.get(key, 100.0)
-                base = "; ".join(
+                baselines = "; ".join(
                     f"{b}: {_num(v.get(key), scale, 1)}" for b, v in result["baselines"].items()
                 )
                 rows.append(
-                    (
-                        f"{name}: {task} (n={result['n']})",
+                    _figure_row(
+                        name,
+                        f"{task} (n={result['n']})",
                         label,
-                        _num(result.get("metrics", {}).get(key), scale, 1),
-                        base,
+                        result.get("metrics", {}).get(key),
+                        ((before or {}).get("metrics") or {}).get(key),
+                        scale,
+                        baselines,
+                        before is not None,
                     )
                 )
     return _rows_table(
         "tasks on the future commits (higher is better)",
-        ("task", "metric", "model", "baselines"),
+        ("task", "metric", "model", "its base", "− base", "baselines"),
         rows,
     )
 
 
-def _rows_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table | None:
-    """A table of (what, metric, the model's figure, detail) rows; None without rows."""
+def _wins_caption(rows: list[Row]) -> str | None:
+    """Per fine-tuned model: on how many of the table's figures it is above its base (every
+    figure here is higher-is-better)."""
+    lines = []
+    for name in dict.fromkeys(r.model for r in rows):
+        pairs = [(r.value, r.base) for r in rows if r.model == name]
+        pairs = [(v, b) for v, b in pairs if is_num(v) and is_num(b)]
+        if pairs:
+            above = sum(1 for v, b in pairs if v > b)
+            below = sum(1 for v, b in pairs if v < b)
+            lines.append(
+                f"{name}: above its base on {above} of {len(pairs)} figures, below on {below}"
+            )
+    return "\n".join(lines) or None
+
+
+def _rows_table(title: str, columns: tuple[str, ...], rows: list[Row]) -> Group | None:
+    """A table of `Row`s, captioned with each fine-tuned model's wins over its base; None
+    without rows. The base columns only where a row has a base: a run without fine-tuned
+    models gets the table it always had."""
     if not rows:
         return None
-    table = Table(title=title, title_justify="left")
-    for col in columns:
-        table.add_column(col, justify="right" if col == "model" else "left")
+    keep = [i for i in range(len(columns)) if i not in (3, 4) or any(r.cells[i] for r in rows)]
+    table = Table()
+    for i in keep:
+        table.add_column(columns[i], justify="right" if i in (2, 3, 4) else "left")
     for r in rows:
-        table.add_row(*r)
-    return table
+        table.add_row(*(r.cells[i] for i in keep))
+    return _titled(title, table, _wins_caption(rows))
 
 
 def console() -> Console:
@@ -178,42 +230,63 @@ def console() -> Console:
     return c if c.is_terminal else Console(width=160)
 
 
-def other_table(report: dict[str, Any]) -> Table | None:
-    """Suites (0-100), code benchmarks (pass@k %) and QA (%), per model."""
-    rows = []
+def other_table(report: dict[str, Any]) -> Group | None:
+    """Suites (0-100), code benchmarks (pass@k %) and QA (%), per model, next to its base
+    model's where that was measured too."""
+    rows: list[Row] = []
     for name, m in report["models"].items():
+        base = m.get("base") or {}
         for suite, r in m.get("suites", {}).items():
+            before = (base.get("suites") or {}).get(suite)
             cats = ", ".join(f"{c} {v['score']:.1f}" for c, v in r["categories"].items())
             rows.append(
-                (
-                    f"{name}: suite {suite} ({r['counts']['tests']} tests)",
+                _figure_row(
+                    name,
+                    f"suite {suite} ({r['counts']['tests']} tests)",
                     "score 0-100",
-                    _num(r["overall"], 1, 1),
+                    r["overall"],
+                    (before or {}).get("overall"),
+                    1,
                     cats,
+                    before is not None,
                 )
             )
         for bench, r in m.get("code", {}).items():
+            before = (base.get("code") or {}).get(bench)
             for k in (k for k in r if k.startswith("pass@")):
                 rows.append(
-                    (
-                        f"{name}: {bench} ({r['problems']} problems)",
+                    _figure_row(
+                        name,
+                        f"{bench} ({r['problems']} problems)",
                         f"{k} %",
-                        _num(r[k], 100, 1),
+                        r[k],
+                        (before or {}).get(k),
+                        100,
                         "",
+                        before is not None,
                     )
                 )
         if m.get("qa"):
-            r = m["qa"]
-            cited = _num(r.get("citation_coverage"), 100, 1)
-            rows.append(
-                (
-                    f"{name}: QA (n={r['n']})",
-                    "exact match % / F1 %",
-                    f"{_num(r['exact_match'], 100, 1)} / {_num(r['f1'], 100, 1)}",
-                    f"citation coverage {cited} %",
+            r, before = m["qa"], base.get("qa")
+            cited = f"citation coverage {_num(r.get('citation_coverage'), 100, 1)} %"
+            for key, label in (("exact_match", "exact match %"), ("f1", "F1 %")):
+                rows.append(
+                    _figure_row(
+                        name,
+                        f"QA (n={r['n']})",
+                        label,
+                        r.get(key),
+                        (before or {}).get(key),
+                        100,
+                        cited,
+                        before is not None,
+                    )
                 )
-            )
-    return _rows_table("suites and benchmarks", ("evaluation", "metric", "model", "detail"), rows)
+    return _rows_table(
+        "suites and benchmarks",
+        ("evaluation", "metric", "model", "its base", "− base", "detail"),
+        rows,
+    )
 
 
 def print_report(report: dict[str, Any], out: Console | None = None) -> None:

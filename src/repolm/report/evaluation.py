@@ -1,23 +1,31 @@
 """The evaluation's part of the report: bits per byte next to the compressors, the tasks next to
-their baselines, suites, code benchmarks, QA; the samples beside the real future; the timings.
-Pure: OUT/eval/report.json's dict (None when the eval stage has not run) in, HTML out."""
+their baselines, suites, code benchmarks, QA; each fine-tuned model next to its base model on
+every figure, in the tables and in a plot of its own. Pure: OUT/eval/report.json's dict (None
+when the eval stage has not run) in, HTML out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from repolm.eval.table import beats_xz, commit_rows
+from repolm.eval.figures import (
+    base_verdict,
+    beats_xz,
+    bits_of,
+    commit_rows,
+    delta,
+    is_num,
+    split_sizes,
+)
+from repolm.eval.table import PERCENT_SCALE, TASK_METRICS
 from repolm.report import plots
 from repolm.report.markup import (
     bpb,
-    duration,
     esc,
     facts,
     fmt,
     missing_note,
     note,
-    pre,
     size,
     table,
 )
@@ -41,7 +49,7 @@ def evaluation(e: Mapping[str, Any] | None) -> str:
             )
         ]
     else:
-        parts = [_bits(e), _commits(e), _tasks(models)]
+        parts = [_bits(e), _versus(e), _commits(e), _tasks(models)]
     parts += [_suites(models), _code(models), _qa(models)]
     return "".join(parts)
 
@@ -72,7 +80,13 @@ def _bits(e: Mapping[str, Any]) -> str:
                 ((b.get("bits_per_byte") or {}).get(s) or {}).get("bits_per_byte") for s in splits
             ]
             rows.append((f"its base {esc(b.get('model'))}", *map(bpb, values)))
-            classes.append("base")
+            rows.append(
+                (
+                    f"{esc(name)} − its base",
+                    *(delta(bits_of(m, s), bits_of(b, s)) for s in splits),
+                )
+            )
+            classes += ["base", "base"]
             for s, v in zip(splits, values, strict=True):
                 if v is not None:
                     bars[s][f"{name} base"] = v
@@ -94,16 +108,13 @@ def _bits(e: Mapping[str, Any]) -> str:
         for s, x in zip(splits, cells, strict=True):
             if x.get("bits_per_byte") is not None:
                 lines[s][c] = (x["bits_per_byte"], x.get("conditioned_bits_per_byte"))
-    sizes = "; ".join(
-        f"{esc(s)}: {fmt((text.get(s) or {}).get('commits'))} commits, "
-        f"{size((text.get(s) or {}).get('bytes'))}"
-        for s in splits
-        if s in text
-    )
+    sizes = split_sizes(e, splits)
+    verdicts = [base_verdict(n, m, splits) for n, m in (e.get("models") or {}).items()]
     parts = [
         "<h3>Bits per byte on the future (lower is better)</h3>",
-        f"<p class=sub>{sizes}</p>" if sizes else "",
+        f"<p class=sub>measured on {esc(sizes)}</p>" if sizes else "",
         table(("", *map(esc, splits)), rows, classes=classes),
+        "".join(f"<p>{esc(v)}</p>" for v in verdicts if v),
     ]
     if any(bars.values()) or any(lines.values()):
         parts.append(plots.bits_plot(bars, lines))
@@ -164,6 +175,17 @@ def _metric_table(columns: list[tuple[str, Mapping[str, Any]]]) -> str:
     return table(("metric", *(label for label, _ in columns)), body)
 
 
+def _base_columns(
+    name: str, base: Mapping[str, Any], values: Mapping[str, Any], before: Mapping[str, Any]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """The columns a fine-tuned model's base adds next to it: the base's figures, and the
+    model's difference from them (signed)."""
+    diff = {
+        k: f"{v - before[k]:+.4g}" for k, v in values.items() if is_num(v) and is_num(before.get(k))
+    }
+    return [(f"its base {esc(base.get('model'))}", before), (f"{esc(name)} − base", diff)]
+
+
 def _tasks(models: Mapping[str, Any]) -> str:
     names = list(dict.fromkeys(t for m in models.values() for t in m.get("tasks") or {}))
     if not names:
@@ -176,7 +198,11 @@ def _tasks(models: Mapping[str, Any]) -> str:
             result = (m.get("tasks") or {}).get(task)
             if result:
                 first = first or result
-                rows.append((f"model <b>{esc(name)}</b>", result.get("metrics") or {}))
+                metrics = result.get("metrics") or {}
+                rows.append((f"model <b>{esc(name)}</b>", metrics))
+                before = ((m.get("base") or {}).get("tasks") or {}).get(task)
+                if before is not None:
+                    rows += _base_columns(name, m["base"], metrics, before.get("metrics") or {})
         for b, v in (first.get("baselines") or {}).items():
             rows.append((f"baseline {esc(b)}", v or {}))
         extra = ", ".join(
@@ -198,13 +224,17 @@ def _suites(models: Mapping[str, Any]) -> str:
     for suite in names:
         results = {n: (m.get("suites") or {}).get(suite) or {} for n, m in models.items()}
         cats = list(dict.fromkeys(c for r in results.values() for c in r.get("categories") or {}))
+        columns: list[tuple[str, Mapping[str, Any]]] = []
+        for n, r in results.items():
+            scores = _suite_scores(r)
+            columns.append((f"model {esc(n)}", scores))
+            before = ((models[n].get("base") or {}).get("suites") or {}).get(suite)
+            if before is not None:
+                columns += _base_columns(n, models[n]["base"], scores, _suite_scores(before))
         rows = [
             (
                 esc(c),
-                *(
-                    fmt(((r.get("categories") or {}).get(c) or {}).get("score"))
-                    for r in results.values()
-                ),
+                *(fmt(v.get(c)) for _, v in columns),
                 fmt(
                     max(
                         (((r.get("categories") or {}).get(c) or {}).get("tests") or 0)
@@ -214,14 +244,21 @@ def _suites(models: Mapping[str, Any]) -> str:
             )
             for c in cats
         ]
-        rows.append(
-            ("<b>overall</b>", *(f"<b>{fmt(r.get('overall'))}</b>" for r in results.values()), "")
-        )
+        rows.append(("<b>overall</b>", *(f"<b>{fmt(v.get(OVERALL))}</b>" for _, v in columns), ""))
         parts.append(
             f"<h3>Suite: {esc(suite)}</h3><p class=sub>scores 0-100 by rubric, higher is better</p>"
-            + table(("category", *(f"model {esc(n)}" for n in results), "tests"), rows)
+            + table(("category", *(label for label, _ in columns), "tests"), rows)
         )
     return "".join(parts)
+
+
+OVERALL = "\0overall"  # a key no category has
+
+
+def _suite_scores(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A suite result as {category: score, OVERALL: overall}."""
+    scores = {c: (v or {}).get("score") for c, v in (r.get("categories") or {}).items()}
+    return {**scores, OVERALL: r.get("overall")}
 
 
 def _code(models: Mapping[str, Any]) -> str:
@@ -237,6 +274,13 @@ def _code(models: Mapping[str, Any]) -> str:
                 f"{esc(k)} {fmt(v)}" for k, v in (r.get("statuses") or {}).items() if v
             )
             rows.append((esc(name), esc(bench), fmt(r.get("problems")), passes or "—", statuses))
+        base = m.get("base") or {}
+        for bench, r in (base.get("code") or {}).items():
+            passes = ", ".join(
+                f"{k} {100 * v:.1f}%" for k, v in r.items() if k.startswith("pass@") and is_num(v)
+            )
+            label = f"{esc(name)}'s base {esc(base.get('model'))}"
+            rows.append((label, esc(bench), fmt(r.get("problems")), passes or "—", ""))
     if not rows:
         return ""
     return "<h3>Code benchmarks</h3>" + table(
@@ -271,84 +315,69 @@ def _qa(models: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-# -- samples and timings ------------------------------------------------------------------------
-
-SAMPLE_TITLES = {
-    "completion": "Completion of functions written after the cutoff",
-    "next_change": "Which files a commit changes, from its message",
-    "commit_messages": "Commit messages from diffs",
-}
-
-
-def _text(value: Any, hits: Sequence[Any] = ()) -> str:
-    """A text, or a list one item a line; items also in `hits` (the files a commit really
-    changed, in a ranking) marked with a check."""
-    if not isinstance(value, (list, tuple)):
-        return str(value or "")
-    if not hits:
-        return "\n".join(map(str, value))
-    return "\n".join(f"{'✓' if v in hits else ' '} {v}" for v in value)
-
-
-def sample_card(s: Mapping[str, Any], task: str) -> str:
-    """One example: its input, then the model's output next to the real future and the
-    baselines' outputs."""
-    head = [
-        f"<b>{esc(s.get('path'))}</b> {esc(s.get('name'))}" if s.get("path") else "",
-        f"commit <code>{esc(str(s.get('sha'))[:12])}</code>" if s.get("sha") else "",
-        esc(s.get("change_type")) if s.get("change_type") else "",
-        ("seen in training" if s["seen_in_train"] else "not seen in training")
-        if "seen_in_train" in s
-        else "",
-    ]
-    label = {
-        "completion": "context before the cursor",
-        "next_change": "commit message",
-        "commit_messages": "files changed",
-    }.get(task, "input")
-    cols = [("model", s["model"])] if "model" in s else []
-    cols.append(("the real future", s.get("reference")))
-    cols += [(f"baseline: {b}", v) for b, v in (s.get("baselines") or {}).items()]
-    real = s.get("reference")
-    hits = real if isinstance(real, (list, tuple)) else ()
-    grid = "".join(
-        f"<div><h4>{esc(t)}</h4>{pre(_text(v, hits if v is not real else ()))}</div>"
-        for t, v in cols
-    )
-    return (
-        f'<div class="sample">{" · ".join(h for h in head if h)}'
-        f"<h4>{label}</h4>{pre(_text(s.get('input')))}<div class=grid>{grid}</div></div>"
-    )
-
-
-def samples(e: Mapping[str, Any] | None) -> str:
-    """The examples each generation task kept, per model."""
-    if not e:
-        return note("No evaluation in this run yet (see Evaluation).")
+def _versus(e: Mapping[str, Any]) -> str:
+    """A plot for each fine-tuned model next to its base model on every figure."""
     parts = []
     for name, m in (e.get("models") or {}).items():
-        for task, result in (m.get("tasks") or {}).items():
-            shown = result.get("samples") or []
-            if shown:
-                parts.append(
-                    f"<h3>{esc(SAMPLE_TITLES.get(task, task))}: model {esc(name)}</h3>"
-                    + "".join(sample_card(s, task) for s in shown)
-                )
-    return "".join(parts) or note("The evaluation kept no samples (no generation task ran).")
+        base = m.get("base")
+        if not base:
+            continue
+        model, before = f"model {name}", f"base {base.get('model')}"
+        panels = [_bits_panel(e, m, model, before), *_task_panels(m, model, before)]
+        suites = [
+            (s, _bars((model, r.get("overall")), (before, _get(base, "suites", s, "overall"))))
+            for s, r in (m.get("suites") or {}).items()
+        ]
+        panels.append(("suites, 0-100 (higher is better)", suites))
+        panels = [p for p in panels if any(bars for _, bars in p[1])]
+        if panels:
+            parts.append(
+                f"<h3>Model {esc(name)} next to its base {esc(base.get('model'))}</h3>"
+                + plots.versus_plot(f"{name} vs its base", model, before, panels)
+            )
+    return "".join(parts)
 
 
-def timings(e: Mapping[str, Any] | None) -> str:
-    """Each evaluation's seconds and peak memory."""
-    if not e:
-        return note("No evaluation in this run yet (see Evaluation).")
-    rows = [
-        (
-            esc(k),
-            duration(v.get("seconds")),
-            size(v.get("peak_rss_bytes")),
-            size(v.get("peak_gpu_memory_bytes")) if "peak_gpu_memory_bytes" in v else "—",
-        )
-        for k, v in (e.get("timings") or {}).items()
-    ]
-    total = f"<p class=sub>The evaluation took {duration(e.get('seconds'))} in all.</p>"
-    return total + table(("evaluation", "time", "peak memory (process)", "peak GPU memory"), rows)
+def _get(d: Any, *keys: str) -> Any:
+    """d[k1][k2]…, None where a level is missing."""
+    for k in keys:
+        d = d.get(k) if isinstance(d, Mapping) else None
+    return d
+
+
+def _bars(*pairs: tuple[str, Any]) -> list[tuple[str, float]]:
+    return [(label, float(v)) for label, v in pairs if is_num(v)]
+
+
+def _bits_panel(e: Mapping[str, Any], m: Mapping[str, Any], model: str, before: str) -> Any:
+    compressors = e.get("baselines") or {}
+    groups = []
+    for split in compressors or m.get("bits_per_byte") or {}:
+        pairs = [(model, bits_of(m, split)), (before, bits_of(m["base"], split))]
+        for c, v in (compressors.get(split) or {}).items():
+            pairs += [
+                (c, v.get("bits_per_byte")),
+                (f"{c} conditioned", v.get("conditioned_bits_per_byte")),
+            ]
+        groups.append((split, _bars(*pairs)))
+    return ("bits per byte (lower is better)", groups)
+
+
+def _task_panels(m: Mapping[str, Any], model: str, before: str) -> list[Any]:
+    """A panel a task: each metric (in %, BLEU as it is) for the model, its base and the
+    baselines."""
+    panels = []
+    for task, result in (m.get("tasks") or {}).items():
+        old = _get(m["base"], "tasks", task, "metrics") or {}
+        groups = []
+        for key, v in (result.get("metrics") or {}).items():
+            scale = PERCENT_SCALE.get(key, 100.0)
+            pairs = [(model, v), (before, old.get(key))]
+            pairs += [
+                (f"baseline {b}", (x or {}).get(key))
+                for b, x in (result.get("baselines") or {}).items()
+            ]
+            name = dict(TASK_METRICS.get(task, ())).get(key, key).removesuffix(" %")
+            groups.append((name, [(label, value * scale) for label, value in _bars(*pairs)]))
+        panels.append((f"{task.replace('_', ' ')} (higher is better)", groups))
+    return panels

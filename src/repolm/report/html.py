@@ -5,7 +5,7 @@ commit messages, model output) is escaped; figures are inline SVG; the style she
 the page loads nothing. A missing input (a run stopped before train or eval) leaves its
 section with a line saying so. Secrets appear only as the types and counts the filter stage
 recorded: the page never reads a text that was not scrubbed. The sections are their own
-modules (overview, data, training, evaluation); this one puts them on the page.
+modules (overview, data, training, evaluation, samples); this one puts them on the page.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from repolm.report.data import data
 from repolm.report.inputs import ReportInputs, missing_inputs
 from repolm.report.markup import CSS, esc, note, when
 from repolm.report.overview import overview
+from repolm.report.samples import samples, timings
 from repolm.report.training import training
 
 __all__ = ["ReportInputs", "render_report"]
@@ -56,8 +57,8 @@ def render_report(inputs: ReportInputs) -> str:
         _section("data", data(inputs)),
         _section("training", training(inputs)),
         _section("evaluation", ev.evaluation(inputs.eval)),
-        _section("samples", ev.samples(inputs.eval)),
-        _section("timings", ev.timings(inputs.eval)),
+        _section("samples", samples(inputs.eval)),
+        _section("timings", timings(inputs.eval)),
     ]
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"

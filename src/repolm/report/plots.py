@@ -38,13 +38,15 @@ _META = {"Date": None, "Creator": None, "Format": None, "Type": None}
 
 
 @contextmanager
-def _figure(width: float = 8.6, height: float = 2.7, ncols: int = 1) -> Iterator[Any]:
+def _figure(
+    width: float = 8.6, height: float = 2.7, ncols: int = 1, nrows: int = 1
+) -> Iterator[Any]:
     import matplotlib
     from matplotlib.figure import Figure
 
     with matplotlib.rc_context(RC):
         fig = Figure(figsize=(width, height), layout="constrained")
-        fig.subplots(1, ncols, squeeze=False)
+        fig.subplots(nrows, ncols, squeeze=False)
         yield fig
 
 
@@ -285,6 +287,57 @@ def bits_plot(
             ax.set_ylim(0, max([*tops, 0.1]) * 1.15)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=6.5)
+        return to_svg(fig)
+
+
+# a panel of versus_plot: (title, [(figure, [(series, value)])]), one group of bars a figure
+Panel = tuple[str, Sequence[tuple[str, Sequence[tuple[str, float]]]]]
+BASE_COLOR = "#f59e0b"
+BASELINE_COLORS = ("#6b7280", "#9ca3af", "#374151", "#b45309", "#0f766e", "#d1d5db")
+
+
+def versus_plot(title: str, model: str, base: str, panels: Sequence[Panel]) -> str:
+    """A fine-tuned model next to its base on every figure: a panel a kind of figure (bits
+    per byte, a task, the suites), in each a group of bars a figure: the model (series
+    `model`), its base (`base`), then the baselines. A series keeps its colour throughout."""
+    series = list(dict.fromkeys(s for _, groups in panels for _, bars in groups for s, _ in bars))
+    others = [s for s in series if s not in (model, base)]
+    colors = {s: BASELINE_COLORS[i % len(BASELINE_COLORS)] for i, s in enumerate(others)}
+    colors.update({model: COLORS[0], base: BASE_COLOR})
+    n = max(1, len(panels))
+    with _figure(height=2.2 * n + 0.3, nrows=n) as fig:
+        for ax, (name, groups) in zip(fig.axes, panels, strict=False):
+            ax.grid(axis="x", visible=False)
+            ax.set_axisbelow(True)
+            for g, (_, bars) in enumerate(groups):
+                width = 0.8 / max(1, len(bars))
+                for i, (label, value) in enumerate(bars):
+                    x = g - 0.4 + width * (i + 0.5)
+                    ax.bar(x, value, width=width * 0.92, color=colors[label], label=label)
+                    ax.annotate(
+                        f"{value:.3g}",
+                        (x, value),
+                        ha="center",
+                        va="bottom",
+                        fontsize=5.5,
+                        xytext=(0, 1),
+                        textcoords="offset points",
+                    )
+            ax.set_xticks(range(len(groups)), [f for f, _ in groups])
+            ax.set_xlim(-0.6, max(len(groups), 1) - 0.4)
+            top = max((v for _, bars in groups for _, v in bars), default=0.0)
+            ax.set_ylim(0, max(top, 0.1) * 1.18)
+            ax.set_title(f"{title}: {name}", fontsize=8.5)
+            handles, labels = ax.get_legend_handles_labels()
+            unique = dict(zip(labels, handles, strict=True))  # one entry a series
+            if unique:
+                ax.legend(
+                    unique.values(),
+                    unique.keys(),
+                    loc="upper left",
+                    bbox_to_anchor=(1.0, 1.0),
+                    fontsize=6.5,
+                )
         return to_svg(fig)
 
 
