@@ -384,6 +384,23 @@ def test_every_parameter_group_follows_the_schedule() -> None:
     assert seen[0][0] > 0 and seen[-1][0] == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize(
+    ("steps", "seconds", "due"),
+    [
+        (2, 75.0, True),  # a pretrained base on 2 cores: 10 steps would be 12.5 of 8 minutes
+        (2, 0.3, False),  # a small model reaches step 10 in seconds: fitted there
+        (10, 0.3, True),
+        (50, 75.0, True),
+        (3, 75.0, False),
+    ],
+)
+def test_a_slow_model_fits_its_schedule_to_the_clock_early(steps, seconds, due) -> None:
+    from repolm.train.schedule import fit_due
+
+    assert fit_due(steps, seconds, max_minutes=8) is due
+    assert fit_due(steps, seconds, max_minutes=None) is False
+
+
 def test_plan_counts_times_and_suggests(built, tmp_path: Path, monkeypatch) -> None:
     from repolm.hardware import device as device_mod
     from repolm.train import plan as plan_mod

@@ -33,9 +33,9 @@ from repolm.train.recorder import Recorder, perplexity
 from repolm.train.samples import take_samples
 from repolm.train.save import export_model, save_best
 from repolm.train.schedule import (
-    FIT_AT,
     Budget,
     data_order,
+    fit_due,
     fit_to_clock,
     plan_budget,
     set_schedule,
@@ -250,7 +250,7 @@ def _train_steps(run: Training) -> str | None:
             run.step += 1
             seconds = time.monotonic() - t0
             durations.append(seconds)
-            if run.step - run.start_step in FIT_AT and tc.max_minutes:
+            if fit_due(run.step - run.start_step, seconds, tc.max_minutes):
                 _fit(run, durations, bar)
             tokens = run.budget.global_batch * run.train.seq_len
             rec.step(run.step, loss, lr, grad_norm, tokens, n_items, seconds)
@@ -281,7 +281,8 @@ def _train_steps(run: Training) -> str | None:
 def _fit(run: Training, durations: list[float], bar: Any) -> None:
     """Fit the schedule (and the progress bar) to the clock from the steps' measured speed."""
     budget, tc = run.budget, run.spec.model.train
-    each = float(np.median(durations[3:][-40:]))  # the first steps warm up
+    # the first steps warm up: left out once there are enough others
+    each = float(np.median(durations[3:][-40:] if len(durations) > 6 else durations[1:]))
     evals = each * len(run.val_index) / (3 * budget.global_batch)  # forward only
     elapsed = time.monotonic() - run.t_start
     if not fit_to_clock(run.spec, budget, run.step, elapsed, each, evals):

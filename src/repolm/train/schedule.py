@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 
 DEFAULT_LR = {"scratch": 6e-4, "full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 FIT_AT = (10, 50)  # steps after which a max_minutes budget fits the schedule to the clock
+EARLY_FIT = 2  # ...and this one too when FIT_AT's first would spend over a tenth of the budget
+
+
+def fit_due(steps_run: int, step_seconds: float, max_minutes: float | None) -> bool:
+    """Whether to fit the schedule to the clock after `steps_run` steps of this run. A slow
+    model (a pretrained base on a CPU: a minute a step) would otherwise spend its whole budget
+    in the planned warm-up, at a learning rate near zero, before the first fit."""
+    if not max_minutes:
+        return False
+    if steps_run == EARLY_FIT:
+        return step_seconds * FIT_AT[0] > max_minutes * 60 / 10
+    return steps_run in FIT_AT
 
 
 @dataclass
