@@ -46,7 +46,6 @@ def test_import_is_light() -> None:
 
 def test_a_context_cap_and_the_cache_by_its_current_name(tmp_path: Path) -> None:
     from conftest import save_base_model
-
     from repolm.lm.scoring import cache_argument
 
     path = save_base_model(tmp_path / "tiny")

@@ -522,7 +522,7 @@ class EvalConfig(Section):
         "distinct training text (xz -9e's dictionary is 64 MiB, zstd -19's window 8 MiB).",
     )
     max_bytes: int | None = Field(
-        default=48 * 1024,
+        default=16 * 1024,  # ~1 min for a 135M model and its base on both splits, 2 cores
         ge=0,
         description="Bits per byte on at most this many bytes of each future split: a "
         "deterministic sample of whole commit records (the same for every model, its base and "

@@ -69,6 +69,12 @@ def evaluate(layout: RunLayout, config: Config) -> dict[str, Any]:
                 docs[split] = sample(whole, cfg.max_bytes)
                 report["text"][split] = {**text_size(docs[split]), "full": text_size(whole)}
                 report["text"][split]["max_bytes"] = cfg.max_bytes or None
+                if len(docs[split]) < len(whole):
+                    kept, full = report["text"][split], report["text"][split]["full"]
+                    log.info(
+                        f"eval: {split}: a sample of {kept['documents']} of {full['documents']} "
+                        f"records, {kept['bytes']:,} of {full['bytes']:,} bytes (eval.max_bytes)"
+                    )
             train, total = training_text(layout, int(cfg.conditioning_mb * 2**20))
         report["text"]["train"] = {"bytes": total, "conditioning_bytes": len(train)}
         with measured(report, "compressors"):

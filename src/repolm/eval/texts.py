@@ -104,9 +104,12 @@ def held_out(layout: RunLayout, split: str) -> list[Document]:
 
 def sample(docs: Sequence[Document], max_bytes: int | None) -> list[Document]:
     """Whole records of `docs` within `max_bytes` (all of them for None or 0), in their own
-    order: the records ranked by a hash of their commit and position among its records, taken
-    while the total fits (the first always, however long). Deterministic and the same for every
-    model; a larger budget's sample holds a smaller one's (a prefix of one fixed ranking)."""
+    order: the records ranked by a hash of their commit and position among its records, each
+    taken if it still fits (the first always, however long). Deterministic and the same for
+    every model. Skipping a record that doesn't fit fills the budget (stopping at the first
+    one measured 12.6 of 48 KiB on this repository's 23 KB-a-record test split) at the cost of
+    strict nesting: a larger budget's sample holds a smaller one's unless a long record the
+    smaller one skipped now takes the room."""
     if not max_bytes or sum(d.n_bytes for d in docs) <= max_bytes:
         return list(docs)
     nth: dict[str, int] = {}
@@ -118,7 +121,7 @@ def sample(docs: Sequence[Document], max_bytes: int | None) -> list[Document]:
     size = 0
     for i in sorted(range(len(docs)), key=lambda i: keys[i]):
         if kept and size + docs[i].n_bytes > max_bytes:
-            break
+            continue
         kept.add(i)
         size += docs[i].n_bytes
     return [d for i, d in enumerate(docs) if i in kept]
