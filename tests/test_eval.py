@@ -115,7 +115,7 @@ def test_a_budget_samples_whole_records_deterministically() -> None:
         assert kept == sample(list(docs), budget)  # the same for every caller
         assert kept == [d for d in docs if d in kept]  # whole records, in their order
         size = sum(d.n_bytes for d in kept)
-        assert size <= budget or len(kept) == 1  # the first always
+        assert size <= budget or len(kept) == 1  # one record when none fits
         # the budget is filled: no record left out would still fit
         assert all(size + d.n_bytes > budget for d in docs if d not in kept)
     assert sample(docs, 200) != docs[: len(sample(docs, 200))]  # spread, not the oldest
@@ -253,7 +253,7 @@ def test_a_budget_and_a_window_bound_what_is_scored(trained, tmp_path) -> None:
         rows = [r for r in records if r["split"] == split]
         assert full["bytes"] == sum(len(r["text"].encode()) for r in rows)
         assert full["documents"] == len(rows) >= text["documents"] > 0
-        assert text["bytes"] <= 1400 or text["documents"] == 1  # the first record always
+        assert text["bytes"] <= 1400 or text["documents"] == 1  # one when none fits
         assert text["max_bytes"] == 1400
         kept = {c["sha"] for c in report["commits"][split]}
         data = "".join(r["text"] for r in rows if r["sha"] in kept).encode()
