@@ -21,7 +21,8 @@ from repolm.config import load_config
 from repolm.errors import RepolmError
 from repolm.eval import compress
 from repolm.eval.perplexity import score_documents, score_texts
-from repolm.eval.texts import Document, segments
+from repolm.eval.stage import TASKS
+from repolm.eval.texts import Document, sample, segments
 from repolm.lm import load_model, sequence_nll
 from repolm.pipeline.runner import run_pipeline
 
@@ -102,6 +103,22 @@ def test_long_sequences_are_scored_in_windows_each_token_once(tiny_model: Path) 
     # a window's tokens keep at least half a window of context: close to the unwindowed score
     lm.max_len = 128
     assert sequence_nll(lm, [seq[:100]])[0][0] == pytest.approx(whole[0], rel=1e-5)
+
+
+def test_a_budget_samples_whole_records_deterministically() -> None:
+    docs = [Document(f"<|commit|>{'x' * (10 + 7 * (i % 5))}", f"{i:040x}") for i in range(60)]
+    docs.append(Document("<|commit|>second record of the last commit", docs[-1].sha))
+    total = sum(d.n_bytes for d in docs)
+    assert sample(docs, None) == sample(docs, 0) == sample(docs, total) == docs
+    for budget in (1, 40, 200, 500, 1200):
+        kept = sample(docs, budget)
+        assert kept == sample(list(docs), budget)  # the same for every caller
+        assert kept == [d for d in docs if d in kept]  # whole records, in their order
+        size = sum(d.n_bytes for d in kept)
+        assert size <= budget or len(kept) == 1  # one record when none fits
+        # the budget is filled: no record left out would still fit
+        assert all(size + d.n_bytes > budget for d in docs if d not in kept)
+    assert sample(docs, 200) != docs[: len(sample(docs, 200))]  # spread, not the oldest
 
 
 def test_segments_give_back_special_tokens() -> None:
@@ -223,6 +240,32 @@ def test_the_stage_reports_bits_per_byte_next_to_the_compressors(trained, tmp_pa
         assert text.count("<|message|>") == 1 and "<|file|>" in text
 
 
+def test_a_budget_and_a_window_bound_what_is_scored(trained, tmp_path) -> None:
+    repo, _ = trained
+    out = fresh(trained, tmp_path)
+    sets = [*DATA, *TINY, *FAST, "eval.max_bytes=1400", "eval.window=32"]
+    run_pipeline(out, repo, load_config(overrides=sets), only=["eval"])
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert report["window"] == report["models"]["main"]["window"] == 32
+    records = pq.read_table(out / "dataset" / "eval" / "future_records.parquet").to_pylist()
+    for split in ("test", "val"):
+        text, full = report["text"][split], report["text"][split]["full"]
+        rows = [r for r in records if r["split"] == split]
+        assert full["bytes"] == sum(len(r["text"].encode()) for r in rows)
+        assert full["documents"] == len(rows) >= text["documents"] > 0
+        assert text["bytes"] <= 1400 or text["documents"] == 1  # one when none fits
+        assert text["max_bytes"] == 1400
+        kept = {c["sha"] for c in report["commits"][split]}
+        data = "".join(r["text"] for r in rows if r["sha"] in kept).encode()
+        assert (
+            len(data) == text["bytes"] == report["models"]["main"]["bits_per_byte"][split]["bytes"]
+        )
+        xz = report["baselines"][split]["xz -9e"]  # the compressors on exactly the sampled bytes
+        assert xz["compressed_bytes"] == compress.xz_size(data)
+        assert set(report["models"]["main"]["bits_per_byte"][split]["by_commit"]) == kept
+    assert report["text"]["test"]["full"]["bytes"] > 1400 >= report["text"]["test"]["bytes"]
+
+
 def test_a_mistyped_suite_fails_before_any_model_is_scored(trained, tmp_path, monkeypatch) -> None:
     from repolm.eval import perplexity
 
@@ -251,17 +294,33 @@ def test_a_fine_tuned_model_is_measured_next_to_its_base(tmp_path: Path) -> None
         "train.eval_every=2",
         "train.eval_sequences=8",
         "train.hardware_every_s=0.2",
-        *FAST,
+        "eval.max_items=2",
     ]
     out = tmp_path / "run"
     run_pipeline(out, repo.path, load_config(overrides=sets), until="eval")
-    report = json.loads((out / "eval" / "report.json").read_text())["models"]["main"]
+    full = json.loads((out / "eval" / "report.json").read_text())
+    report = full["models"]["main"]
     assert report["base"]["model"] == str(base)
     for split in ("test", "val"):
         tuned, before = report["bits_per_byte"][split], report["base"]["bits_per_byte"][split]
         assert tuned["bytes"] == before["bytes"]  # the same text...
         assert tuned["tokens"] < before["tokens"]  # ...which the base spells out token by token
         assert tuned["bits_per_byte"] != before["bits_per_byte"]
+    # every figure, with the model's own keys, on the same items next to the same baselines
+    assert set(report["base"]) - {"model"} == set(report) - {"path", "base"}
+    assert set(report["base"]["tasks"]) == set(report["tasks"]) == set(TASKS)
+    for task, mine in report["tasks"].items():
+        theirs = report["base"]["tasks"][task]
+        assert set(theirs) == set(mine) and theirs["n"] == mine["n"] == 2, task
+        assert theirs["baselines"] == mine["baselines"] and set(theirs["metrics"]) == set(
+            mine["metrics"]
+        )
+    assert (
+        report["base"]["suites"]["reasoning"]["counts"] == report["suites"]["reasoning"]["counts"]
+    )
+    assert {"main base: bits per byte", "main base: completion", "main: completion"} <= set(
+        full["timings"]
+    )
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -42,3 +42,18 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_context_cap_and_the_cache_by_its_current_name(tmp_path: Path) -> None:
+    from conftest import save_base_model
+    from repolm.lm.scoring import cache_argument
+
+    path = save_base_model(tmp_path / "tiny")
+    whole, capped = lm.load_model(path), lm.load_model(path, max_len=16)
+    assert capped.max_len == 16 < whole.max_len
+    assert lm.load_model(path, max_len=10**6).max_len == whole.max_len  # never past its own
+    assert cache_argument(whole.model) == "cache"  # transformers 5: past_key_values deprecated
+    seq = whole.encode("def add(a, b):\n    return a + b\n" * 4)
+    assert len(seq) > 16
+    # windows of 16 tokens, every token scored once
+    assert lm.sequence_nll(capped, [seq])[0][1] == lm.sequence_nll(whole, [seq])[0][1]

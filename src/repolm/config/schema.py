@@ -523,9 +523,25 @@ class EvalConfig(Section):
         description="The compressors' conditioned baselines see the last this many MiB of the "
         "distinct training text (xz -9e's dictionary is 64 MiB, zstd -19's window 8 MiB).",
     )
+    max_bytes: int | None = Field(
+        default=16 * 1024,  # ~1 min for a 135M model and its base on both splits, 2 cores
+        ge=0,
+        description="Bits per byte on at most this many bytes of each future split: a "
+        "deterministic sample of whole commit records (the same for every model, its base and "
+        "the compressors; a larger budget's sample holds a smaller one's). None or 0: all.",
+    )
+    window: int | None = Field(
+        default=None,
+        ge=16,
+        description="The longest token sequence a model is given in evaluation: records "
+        "longer than this are scored in windows of it overlapping by half, and task prompts "
+        "are cut to leave room for their generation within it. None: the build's seq_len "
+        "(what training saw); never more than the model's own context.",
+    )
     base_model: bool = Field(
         default=True,
-        description="For a fine-tuned model, also measure its base model before fine-tuning.",
+        description="For a fine-tuned model, also measure its base model before fine-tuning, "
+        "on every figure: the same bytes, task items and suites.",
     )
     tasks: list[Literal["completion", "next_change", "commit_messages"]] = Field(
         default=["completion", "next_change", "commit_messages"],

@@ -162,16 +162,15 @@ def evaluate_commit_messages(
     if lm is not None:
         types = change_types(filter_dir) if rows else {}
         most = _run_max_diff(run_dir) if max_diff_bytes is None else max_diff_bytes
+        new = min(MAX_NEW_TOKENS, lm.max_len // 2)  # a short window keeps half for the diff
         prompts = []
         for r in rows:
             sections = [
                 file_section(c, types.get((r["sha"], c["path"]), []), most)
                 for c in changes[r["sha"]]
             ]
-            prompts.append(describe_prompt(lm, sections, MAX_NEW_TOKENS))
-        texts = generate(
-            lm, prompts, MAX_NEW_TOKENS, stop_ids=special_stops(lm), batch_size=batch_size
-        )
+            prompts.append(describe_prompt(lm, sections, new))
+        texts = generate(lm, prompts, new, stop_ids=special_stops(lm), batch_size=batch_size)
         outputs["model"] = [t.strip() for t in texts]
         metrics = score_messages(outputs["model"], references)
     samples = []

@@ -37,10 +37,11 @@ def score_documents(lm: LoadedModel, docs: Sequence[Document]) -> dict:
     """Bits per byte of repolm documents (whole commit records, special tokens spelled out),
     each scored on its own as training saw documents: positions from 0, ended by EOS, every
     token but the first (always `<|commit|>`, which training never predicts either) scored; a
-    record longer than the model's context in windows overlapping by half a context. Special
-    tokens are ids where the model knows them, text otherwise. (One stream with context across
-    records measured worse for the tiny-cpu model, 2.82 against 2.67 bits per byte: training
-    restarts positions at each document.) Also each commit's own bits per byte, `by_commit`."""
+    record longer than `lm.max_len` (the stage's `eval.window`) in windows overlapping by half.
+    Special tokens are ids where the model knows them, text otherwise. (One stream with
+    context across records measured worse for the tiny-cpu model, 2.82 against 2.67 bits per
+    byte: training restarts positions at each document.) Also each commit's own bits per byte,
+    `by_commit`."""
     t0 = time.monotonic()
     eos = lm.eos_ids[0]
     results = sequence_nll(lm, [lm.encode_segments(segments(d.text)) + [eos] for d in docs])
@@ -154,8 +155,10 @@ def perplexity(
     column: str | None = None,
     limit: int | None = None,
     trust_remote_code: bool = False,
+    window: int | None = None,
 ) -> dict[str, Any]:
-    """`repolm eval perplexity`: bits per byte and perplexity of any causal LM on any text."""
+    """`repolm eval perplexity`: bits per byte and perplexity of any causal LM on any text,
+    in windows of `window` tokens (None: the model's context) overlapping by half."""
     texts = []
     for text in read_texts(data, column):
         texts.append(text)
@@ -163,5 +166,5 @@ def perplexity(
             break
     if not texts:
         raise RepolmError(f"no text to score in {data}", "give a file with non-empty texts")
-    lm = load_model(model, trust_remote_code=trust_remote_code)
-    return {"model": model, "data": str(data), **score_texts(lm, texts)}
+    lm = load_model(model, trust_remote_code=trust_remote_code, max_len=window)
+    return {"model": model, "data": str(data), "window": lm.max_len, **score_texts(lm, texts)}

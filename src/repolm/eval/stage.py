@@ -1,10 +1,13 @@
 """The eval stage: every trained model measured on the commits after the cutoff, each figure
 next to baselines computed on the same text, into OUT/eval/report.json.
 
-Order: the text (read back from the build's shards), the compressor baselines (no model
-needed), then per model: bits per byte on each future split (and its base model's, for a
-fine-tuned one), the generation tasks, the behavioural suites, the code benchmarks and QA the
-config asks for. Each evaluation records its time and peak memory.
+Order: the text (the future's commit records, a deterministic sample of `eval.max_bytes` of
+each split, and the training text read back from the build's shards), the compressor baselines
+on exactly those bytes (no model needed), then per model (its base model first, for a
+fine-tuned one, on the same figures): bits per byte on each future split, the generation
+tasks, the behavioural suites, the code benchmarks and QA the config asks for. Every model is
+given sequences of at most `eval.window` tokens (the build's seq_len unless set). Each
+evaluation records its time and peak memory.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ from repolm.eval.behaviour import find_suite, resolve_suite, run_suite
 from repolm.eval.compress import baselines, sizes
 from repolm.eval.perplexity import score_documents
 from repolm.eval.qa import run_qa
-from repolm.eval.texts import held_out, training_text
+from repolm.eval.texts import held_out, sample, training_text
 from repolm.fsutil import write_json_atomic
 from repolm.hardware.monitor import HardwareMonitor
 from repolm.layout import RunLayout
-from repolm.lm import load_model
+from repolm.lm import LoadedModel, load_model
 from repolm.stage import StageContext, StageResult
 
 log = logging.getLogger(__name__)
@@ -57,27 +60,32 @@ def evaluate(layout: RunLayout, config: Config) -> dict[str, Any]:
     if future:
         with measured(report, "text"):
             for split in future:
-                docs[split] = held_out(layout, split)
-                if not docs[split]:
+                whole = held_out(layout, split)
+                if not whole:
                     raise RepolmError(
                         f"the {split} split has no commit records to evaluate on",
                         "move split.cutoff or raise split.test_fraction / split.val_fraction",
                     )
+                docs[split] = sample(whole, cfg.max_bytes)
+                report["text"][split] = {**text_size(docs[split]), "full": text_size(whole)}
+                report["text"][split]["max_bytes"] = cfg.max_bytes or None
+                if len(docs[split]) < len(whole):
+                    kept, full = report["text"][split], report["text"][split]["full"]
+                    log.info(
+                        f"eval: {split}: a sample of {kept['documents']} of {full['documents']} "
+                        f"records, {kept['bytes']:,} of {full['bytes']:,} bytes (eval.max_bytes)"
+                    )
             train, total = training_text(layout, int(cfg.conditioning_mb * 2**20))
-        for split, d in docs.items():
-            report["text"][split] = {
-                "documents": len(d),
-                "bytes": sum(x.n_bytes for x in d),
-                "commits": len({x.sha for x in d}),
-            }
         report["text"]["train"] = {"bytes": total, "conditioning_bytes": len(train)}
         with measured(report, "compressors"):
             joined = {s: "".join(x.text for x in d).encode("utf-8") for s, d in docs.items()}
             report["baselines"] = baselines(joined, train)
             report["commits"] = {s: by_commit(d) for s, d in docs.items()}
+    window = cfg.window or stats.get("seq_len")  # what training saw
+    report["window"] = window
     report["models"] = {}
     for name, mc in config.models.items():
-        report["models"][name] = evaluate_model(layout, name, mc, cfg, docs, report)
+        report["models"][name] = evaluate_model(layout, name, mc, cfg, docs, report, window)
     report["seconds"] = round(time.monotonic() - t0, 2)
     return report
 
@@ -101,6 +109,15 @@ def skipped_future(cutoff: dict[str, Any], cfg: EvalConfig) -> dict[str, Any]:
         "reason": reason,
         "commits_needed": cutoff.get("commits_needed"),
         "skipped": ["bits_per_byte", *cfg.tasks],
+    }
+
+
+def text_size(docs: list[Any]) -> dict[str, int]:
+    """How much held-out text: its records, their bytes and their commits."""
+    return {
+        "documents": len(docs),
+        "bytes": sum(x.n_bytes for x in docs),
+        "commits": len({x.sha for x in docs}),
     }
 
 
@@ -129,26 +146,48 @@ def evaluate_model(
     cfg: EvalConfig,
     docs: dict[str, list[Any]],
     report: dict[str, Any],
+    window: int | None,
 ) -> dict[str, Any]:
+    """A trained model on every figure; a fine-tuned one's base model first on the same
+    figures (bytes, task items, suites), under `base` with the same keys."""
     path = layout.model_dir(name)
     if not (path / "config.json").is_file():
         raise RepolmError(
             f"model '{name}' has not been trained ({path} is missing)", "run the train stage first"
         )
-    result: dict[str, Any] = {"path": str(path), "bits_per_byte": {}}
-    if mc.base is not None and cfg.base_model and docs:
-        with measured(report, f"{name}: base model bits per byte"):
-            base = load_model(mc.base)
-            result["base"] = {
-                "model": mc.base,
-                "bits_per_byte": {split: score_documents(base, d) for split, d in docs.items()},
-            }
-            del base
-            _free()
-    with measured(report, f"{name}: bits per byte" if docs else f"{name}: load"):
-        lm = load_model(path)
-        for split, d in docs.items():
-            result["bits_per_byte"][split] = score_documents(lm, d)
+    result: dict[str, Any] = {"path": str(path)}
+    if mc.base is not None and cfg.base_model:
+        with measured(report, f"{name} base: load"):
+            base = load_model(mc.base, max_len=window)
+        result["base"] = {
+            "model": mc.base,
+            **measure(base, f"{name} base", layout, cfg, docs, report),
+        }
+        del base
+        _free()
+    with measured(report, f"{name}: load"):
+        lm = load_model(path, max_len=window)
+    result.update(measure(lm, name, layout, cfg, docs, report))
+    del lm
+    _free()
+    return result
+
+
+def measure(
+    lm: LoadedModel,
+    name: str,
+    layout: RunLayout,
+    cfg: EvalConfig,
+    docs: dict[str, list[Any]],
+    report: dict[str, Any],
+) -> dict[str, Any]:
+    """One model's figures: bits per byte on each future split, the tasks, suites, code
+    benchmarks and QA the config asks for; each timed as `NAME: what`."""
+    result: dict[str, Any] = {"bits_per_byte": {}, "window": lm.max_len}
+    if docs:
+        with measured(report, f"{name}: bits per byte"):
+            for split, d in docs.items():
+                result["bits_per_byte"][split] = score_documents(lm, d)
     if cfg.tasks and docs:
         result["tasks"] = run_tasks(lm, layout, cfg, report, name, list(docs))
     for suite in cfg.suites:
@@ -163,8 +202,6 @@ def evaluate_model(
     if cfg.qa:
         with measured(report, f"{name}: qa"):
             result["qa"] = run_qa(lm, Path(cfg.qa))
-    del lm
-    _free()
     return result
 
 

@@ -50,10 +50,15 @@ class LoadedModel:
 
 
 def load_model(
-    path: str | Path, precision: str = "auto", trust_remote_code: bool = False
+    path: str | Path,
+    precision: str = "auto",
+    trust_remote_code: bool = False,
+    max_len: int | None = None,
 ) -> LoadedModel:
     """A Hugging Face causal LM from a local directory (or the local hub cache), on the best
-    device, in the precision it computes natively (fp32 on a CPU without bf16)."""
+    device, in the precision it computes natively (fp32 on a CPU without bf16). `max_len`
+    caps the sequences it is given (prompt + generation, a scoring window) below its own
+    context: evaluation keeps to what training saw, and a long context costs quadratically."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -72,20 +77,21 @@ def load_model(
         ) from None
     device = torch.device("cuda" if info.kind == "cuda" else "cpu")
     model.to(device).eval()
-    return wrap(model, tokenizer, str(path))
+    return wrap(model, tokenizer, str(path), max_len)
 
 
-def wrap(model: Any, tokenizer: Any, path: str = "") -> LoadedModel:
-    """A model already in memory (e.g. the one being trained) as a `LoadedModel`."""
+def wrap(model: Any, tokenizer: Any, path: str = "", max_len: int | None = None) -> LoadedModel:
+    """A model already in memory (e.g. the one being trained) as a `LoadedModel`; `max_len`
+    caps its context as in `load_model`."""
     special = encoding.special_ids(tokenizer)
     eos = [tokenizer.eos_token_id, special.get(ENDOFTEXT)]
-    max_len = getattr(model.config, "max_position_embeddings", None) or 2048
+    context = min(int(getattr(model.config, "max_position_embeddings", None) or 2048), 32768)
     return LoadedModel(
         path=path,
         model=model,
         tokenizer=tokenizer,
         device=next(model.parameters()).device,
-        max_len=min(int(max_len), 32768),
+        max_len=min(context, max_len) if max_len else context,
         eos_ids=tuple(dict.fromkeys(i for i in eos if i is not None)) or (0,),
         special=special,
     )

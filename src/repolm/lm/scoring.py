@@ -8,8 +8,10 @@ through them too.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from repolm.lm.loading import LoadedModel
 
@@ -86,6 +88,13 @@ def sequence_nll(
     return [(t[0], t[1]) for t in totals]
 
 
+def cache_argument(model: Any) -> str:
+    """The name a model's forward takes its key/value cache by: `cache` from transformers 5.x
+    (`past_key_values` is deprecated there), `past_key_values` for older or remote code."""
+    forward = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in forward else "past_key_values"
+
+
 def continuation_nll(
     lm: LoadedModel,
     prompt: Sequence[int],
@@ -109,9 +118,10 @@ def continuation_nll(
     prompt = list(prompt)[-(lm.max_len - longest) :]
     if not prompt:  # nothing to condition on: the first token is not scored, as sequence_nll
         return sequence_nll(lm, continuations, max_tokens=max_tokens)
+    name = cache_argument(lm.model)
     with torch.inference_mode():
         out = lm.model(input_ids=torch.as_tensor([prompt], device=lm.device), use_cache=True)
-        cache = out.past_key_values
+        cache = out.get("cache", None) if name == "cache" else out.get("past_key_values", None)
         if not hasattr(cache, "batch_repeat_interleave"):  # a model without a shareable cache
             whole = [[*prompt, *c] for c in continuations]
             return sequence_nll(lm, whole, [len(prompt)] * len(whole), max_tokens)
@@ -131,7 +141,7 @@ def continuation_nll(
             logits = lm.model(
                 input_ids=ids.to(lm.device),
                 attention_mask=mask.to(lm.device),
-                past_key_values=past,
+                **{name: past},
                 use_cache=True,
             ).logits
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
