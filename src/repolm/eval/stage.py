@@ -155,21 +155,19 @@ def evaluate_model(
         raise RepolmError(
             f"model '{name}' has not been trained ({path} is missing)", "run the train stage first"
         )
+
+    def loaded_and_measured(source: str | Path, label: str) -> dict[str, Any]:
+        with measured(report, f"{label}: load"):
+            lm = load_model(source, max_len=window)
+        figures = measure(lm, label, layout, cfg, docs, report)
+        del lm  # before the next model loads
+        _free()
+        return figures
+
     result: dict[str, Any] = {"path": str(path)}
     if mc.base is not None and cfg.base_model:
-        with measured(report, f"{name} base: load"):
-            base = load_model(mc.base, max_len=window)
-        result["base"] = {
-            "model": mc.base,
-            **measure(base, f"{name} base", layout, cfg, docs, report),
-        }
-        del base
-        _free()
-    with measured(report, f"{name}: load"):
-        lm = load_model(path, max_len=window)
-    result.update(measure(lm, name, layout, cfg, docs, report))
-    del lm
-    _free()
+        result["base"] = {"model": mc.base, **loaded_and_measured(mc.base, f"{name} base")}
+    result.update(loaded_and_measured(path, name))
     return result
 
 
