@@ -289,6 +289,8 @@ def test_a_fine_tuned_model_is_measured_next_to_its_base(tmp_path: Path) -> None
         f"tokenize.base_model={base}",
         f"models.main.base={base}",
         "models.main.method=lora",
+        f"models.chat.base={base}",  # a second adapter on the same base
+        "models.chat.method=lora",
         "train.micro_batch=4",
         "train.max_steps=4",
         "train.eval_every=2",
@@ -321,6 +323,9 @@ def test_a_fine_tuned_model_is_measured_next_to_its_base(tmp_path: Path) -> None
     assert {"main base: bits per byte", "main base: completion", "main: completion"} <= set(
         full["timings"]
     )
+    # the base the two models share is measured once, and given to both
+    assert full["models"]["chat"]["base"] == report["base"]
+    assert "chat: completion" in full["timings"] and "chat base: completion" not in full["timings"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -17,11 +17,11 @@ from conftest import calc_run
 from repolm.dataset.evalsets import SCHEMAS
 from repolm.eval import completion as cp
 from repolm.eval import next_change as nc
-from repolm.eval.boundaries import plain_body, unit_end
 from repolm.eval.messages import evaluate_commit_messages, template_message
 from repolm.eval.metrics import rouge_l
 from repolm.eval.tasks import spread
 from repolm.formats import documents as dm
+from repolm.syntax.boundaries import plain_body, unit_end, unit_stop
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -91,8 +91,20 @@ def test_plain_body_is_the_generation_after_the_given_first_line() -> None:
     assert plain_body("fn f() {\n", "\n    1\n}\nfn g() {}", "Rust") == "    1\n}\n"
 
 
+def test_generation_stops_where_plain_body_cuts() -> None:
+    first, generated = "def f(a):\n", "\n    return a\n\n\ndef g():\n    pass\n"
+    for lead, text in (("", generated), ("\n", generated[1:])):  # plain, FIM
+        rule = unit_stop(first.rstrip() + lead, "Python")
+        ends = [n for n in range(len(text) + 1) if rule(text[:n]) is not None]
+        assert ends and all(rule(text[:n]) is None for n in range(ends[0]))  # once, then on
+        assert plain_body(first, lead + text[: rule(text)], "Python") == "    return a\n"
+        assert plain_body(first, lead + text[: ends[0]], "Python") == "    return a\n"
+    rust = unit_stop("fn f() {", "Rust")
+    assert rust("\n    1\n}") is None and rust("\n    1\n}\nfn g") == len("\n    1\n}\n")
+
+
 def test_fim_prompt_is_the_training_builders_psm() -> None:
-    segments = cp.fim_prompt("src/a.py", "Python", "x = 1\ndef f():\n", "\ny = 2\n")
+    segments = dm.fim_prompt("src/a.py", "Python", "x = 1\ndef f():\n", "\ny = 2\n")
     assert segments == [
         dm.Tok("<|file|>"),
         "src/a.py\n",
@@ -104,7 +116,7 @@ def test_fim_prompt_is_the_training_builders_psm() -> None:
         "\ny = 2\n",
         dm.Tok("<|fim_middle|>"),
     ]
-    assert cp.plain_prompt("a.py", "Python", "def f():\n")[-1] == "def f():"
+    assert dm.plain_prompt("a.py", "Python", "def f():\n")[-1] == "def f():"
 
 
 # -- hand-written inputs --------------------------------------------------------------------
@@ -436,11 +448,13 @@ def test_prompts_are_the_training_documents(built: Path) -> None:
 
 
 def test_every_task_end_to_end_with_and_without_a_model(built: Path) -> None:
+    from transformers import AutoTokenizer
+
     from repolm.lm import load_model
 
     run, eval_dir = built / "run", built / "run" / "dataset" / "eval"
     lm = load_model(built / "model")
-    assert "<|fim_prefix|>" in lm.special
+    assert "<|fim_prefix|>" in lm.special and lm.fim  # no record: its tokens are trusted
     tasks = [cp.evaluate_completion, nc.evaluate_next_change, evaluate_commit_messages]
     keys = [
         set(cp.METRICS) | {f"unseen_{k}" for k in cp.METRICS},
@@ -465,10 +479,14 @@ def test_every_task_end_to_end_with_and_without_a_model(built: Path) -> None:
         assert "model" not in alone["samples"][0]
     result = cp.evaluate_completion(lm, eval_dir, run, split="val")
     assert result["fim"] and result["n"] > 0
-    # a model without repolm's FIM tokens continues the file instead
-    for token in [t for t in lm.special if "fim" in t]:
-        del lm.special[token]
-    plain = cp.evaluate_completion(lm, eval_dir, run, split="val", limit=2)
+    # a model that has the FIM tokens but trained on no FIM sample (its config says so)
+    # continues the file instead
+    lm.model.config.repolm = {"fim": False}
+    lm.model.save_pretrained(built / "no-fim")
+    AutoTokenizer.from_pretrained(built / "model").save_pretrained(built / "no-fim")
+    unlearned = load_model(built / "no-fim")
+    assert "<|fim_prefix|>" in unlearned.special and not unlearned.fim
+    plain = cp.evaluate_completion(unlearned, eval_dir, run, split="val", limit=2)
     assert not plain["fim"] and plain["n"] == 2
     next_change = nc.evaluate_next_change(lm, eval_dir, run, split="val", candidates=3)
     assert next_change["candidates"] == 3 and 0 <= next_change["candidate_recall"] <= 1

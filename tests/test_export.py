@@ -97,6 +97,8 @@ def test_modelfile_template() -> None:
     fim_vocab = {FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE, "<|endoftext|>"}
     text = modelfile("m.gguf", 2048, fim_vocab, "<|endoftext|>", None)
     assert "{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}" in text
+    unlearned = modelfile("m.gguf", 2048, fim_vocab, "<|endoftext|>", None, fim=False)
+    assert "{{ .Suffix }}" not in unlearned and 'TEMPLATE """{{ .Prompt }}"""' in unlearned
     assert 'PARAMETER stop "<|endoftext|>"' in text and "PARAMETER num_ctx 2048" in text
     chat = modelfile("m.gguf", 8192, {"<|im_start|>", "<|im_end|>"}, "<|im_end|>", "<|im_start|>")
     assert "{{ .Suffix }}" not in chat and "<|im_start|>{{ .Role }}" in chat

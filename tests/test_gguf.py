@@ -4,6 +4,8 @@ reference, and GGUF bases resolved, dequantized once and fingerprinted."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -157,7 +159,7 @@ def test_gguf_file_as_a_base_dequantizes_once(
 ) -> None:
     where = Path(hub.local_model_dir(str(exported["f32"])))
     assert where.parent == isolated_env / ".cache" / "repolm" / "gguf"
-    assert where.name == load.file_digest(exported["f32"])
+    assert where.name == f"{load.file_digest(exported['f32'])}.{load.CACHE_FORMAT}"
     assert sorted(p.name for p in where.glob("*.safetensors")) == ["model.safetensors"]
     ref_logits, ref_out = logits_and_greedy(*hf(tiny))
     logits, out = logits_and_greedy(*hf(where))
@@ -170,11 +172,36 @@ def test_gguf_file_as_a_base_dequantizes_once(
     assert hub.local_model_dir(str(exported["f32"])) == str(where)
 
 
+def test_smollms_split_comes_back(tiny: Path, tmp_path: Path, isolated_env: Path) -> None:
+    """A GGUF whose tokenizer splits digits one by one (llama.cpp's `smollm`, SmolLM's own):
+    transformers reads it back with GPT-2's split alone; the cache's tokenizer splits as the
+    original did."""
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "smollm"
+    shutil.copytree(tiny, model)
+    spec = json.loads((model / "tokenizer.json").read_text())
+    byte_level = spec["pre_tokenizer"]
+    spec["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level],
+    }
+    (model / "tokenizer.json").write_text(json.dumps(spec))
+    file = Path(write_gguf(model, tmp_path / "smollm.gguf", "f32")["file"])
+    assert load.read_field(file, "tokenizer.ggml.pre") == "smollm"
+    original = AutoTokenizer.from_pretrained(str(model))
+    as_read = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=file.name)
+    cached = AutoTokenizer.from_pretrained(hub.local_model_dir(str(file)))
+    text = "x = 12345 + 6\n"
+    assert as_read(text).input_ids != original(text).input_ids  # the gap this closes
+    assert cached(text).input_ids == original(text).input_ids
+
+
 def test_a_directory_holding_one_gguf(exported: dict[str, Path], tmp_path: Path) -> None:
     one = tmp_path / "one"
     one.mkdir()
     (one / "m.gguf").write_bytes(exported["f16"].read_bytes())
-    assert Path(hub.local_model_dir(str(one))).name == load.file_digest(exported["f16"])
+    assert Path(hub.local_model_dir(str(one))).name.startswith(load.file_digest(exported["f16"]))
     (one / "n.gguf").write_bytes(exported["f32"].read_bytes())
     with pytest.raises(RepolmError, match="holds 2 GGUF files"):
         hub.local_model_dir(str(one))

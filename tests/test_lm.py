@@ -57,3 +57,22 @@ def test_a_context_cap_and_the_cache_by_its_current_name(tmp_path: Path) -> None
     assert len(seq) > 16
     # windows of 16 tokens, every token scored once
     assert lm.sequence_nll(capped, [seq])[0][1] == lm.sequence_nll(whole, [seq])[0][1]
+
+
+def test_a_row_stops_generating_once_its_rule_cuts(tmp_path: Path) -> None:
+    from conftest import save_base_model
+
+    model = lm.load_model(save_base_model(tmp_path / "tiny"))
+    prompts = [model.encode("def op_3(a, b):\n"), model.encode("def op_4(a, b):\n")]
+    whole = lm.generate(model, prompts, 12)
+    seen: list[str] = []
+
+    def first_token(text: str) -> int | None:
+        seen.append(text)
+        return 0  # cut everything, at once
+
+    stopped = lm.generate(model, prompts, 12, stop=[first_token, None])
+    assert stopped == ["", whole[1]]  # the other row of the batch goes on to its budget
+    assert len(seen) == 2  # once during generation (then the row is done), once at the end
+    budgets = lm.generate(model, prompts, [3, 12])
+    assert budgets == [lm.generate(model, prompts, 3)[0], whole[1]]

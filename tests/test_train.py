@@ -86,6 +86,8 @@ def test_from_scratch_every_parameter_changes_and_outputs_load(built, tmp_path: 
     assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= {
         p.name for p in model_dir.iterdir()
     }
+    # how to prompt it: the data held FIM samples (build.fim_rate 0.5 of the file samples)
+    assert json.loads((model_dir / "config.json").read_text())["repolm"] == {"fim": True}
     # the initial weights: the same seed and architecture, no step taken
     from repolm.train.models import architecture, build_scratch
 
@@ -303,6 +305,7 @@ def test_lora_changes_only_adapters_and_merging_is_exact(built_base, tmp_path) -
     model_dir = out / "models" / "main"
     adapter = model_dir / "adapter"
     assert (adapter / "adapter_config.json").is_file()
+    assert json.loads((model_dir / "config.json").read_text())["repolm"] == {"fim": True}
     assert (adapter / "adapter_model.safetensors").is_file()
 
     tok = AutoTokenizer.from_pretrained(model_dir)

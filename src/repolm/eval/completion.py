@@ -12,12 +12,14 @@ no body and are left out.
   identifier match of the body. Also on the units whose text was not in the training snapshot
   (`unseen_*`: code moved between files excluded).
 
-Prompts are the training formats (`build.documents`): a model with repolm's FIM tokens gets
-`FILE HEADER <|fim_prefix|>PREFIX+LINE<|fim_suffix|>SUFFIX<|fim_middle|>` (PSM, as trained)
-and its body ends where it emits EOS; any other model continues the file document
-`FILE HEADER PREFIX+LINE`, cut where the unit ends (`units.unit_end`). The trailing line end of
-a plain prompt is left for the model to write: byte-level BPE merges a newline with the next
-line's indentation, so a prompt ending in a lone newline token is one it never saw.
+Prompts are the training formats (`build.documents`): a model with repolm's FIM tokens that
+trained on FIM samples (`LoadedModel.fim`) gets
+`FILE HEADER <|fim_prefix|>PREFIX+LINE<|fim_suffix|>SUFFIX<|fim_middle|>` (PSM, as trained);
+any other model continues the file document `FILE HEADER PREFIX+LINE`. Either way the body is
+cut where the unit ends (`boundaries.unit_end`), and generation stops there (or at EOS), so a
+base model that never emits EOS at a unit's end costs the unit, not the budget. The trailing
+line end of a plain prompt is left for the model to write: byte-level BPE merges a newline with
+the next line's indentation, so a prompt ending in a lone newline token is one it never saw.
 Budget: 1.5 x the reference body's tokens + 16, at most 256 (a 3M-parameter model on 2 CPU
 cores completes 100 units in well under a minute).
 
@@ -33,9 +35,8 @@ import re
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from repolm.eval.boundaries import plain_body, split_unit
 from repolm.eval.metrics import edit_similarity, exact_match, first_line, identifier_match
 from repolm.eval.tasks import (
     SAMPLES,
@@ -46,12 +47,9 @@ from repolm.eval.tasks import (
     task_result,
 )
 from repolm.formats import documents as dm
-from repolm.formats import special as sp
 from repolm.layout import RunLayout
 from repolm.lm import LoadedModel, generate, special_stops
-
-if TYPE_CHECKING:
-    import random
+from repolm.syntax.boundaries import plain_body, split_unit, unit_stop
 
 METRICS = ("next_line_em", "next_line_es", "body_em", "body_es", "identifier_em", "identifier_f1")
 MAX_NEW_TOKENS = 256
@@ -163,33 +161,6 @@ def retrieval_body(index: SnapshotIndex, row: dict[str, Any]) -> str:
 # -- prompts --------------------------------------------------------------------------------
 
 
-class _Cuts:
-    """Stands in for the `random.Random` of `documents.fim` so that it cuts at given points in
-    PSM order: the evaluation prompt is built by the training builder itself."""
-
-    def __init__(self, a: int, b: int) -> None:
-        self.points = [a, b]
-
-    def randint(self, low: int, high: int) -> int:
-        return self.points.pop(0)
-
-    def random(self) -> float:
-        return 1.0  # never below spm_rate 0: PSM
-
-
-def fim_prompt(path: str, language: str | None, before: str, after: str) -> list[dm.Segment]:
-    """`FILE HEADER <|fim_prefix|>BEFORE<|fim_suffix|>AFTER<|fim_middle|>`, as trained."""
-    at = len(before)
-    segments, _ = dm.fim(before + after, cast("random.Random", _Cuts(at, at)), 0.0)
-    header = dm.file_document_header(path, language)
-    return [*header, *segments[:-1]]  # the empty middle left out
-
-
-def plain_prompt(path: str, language: str | None, before: str) -> list[dm.Segment]:
-    """The file document up to the cursor, its trailing whitespace left for the model."""
-    return [*dm.file_document_header(path, language), before.rstrip()]
-
-
 def _fit_tail(lm: LoadedModel, text: str, budget: int) -> str:
     """The last whole lines of `text` that encode to at most `budget` tokens (at least its
     last line: a prompt still too long is cut from the left by `generate`)."""
@@ -224,24 +195,32 @@ def _prompt_ids(lm: LoadedModel, row: dict[str, Any], max_new: int, fim: bool) -
     room = lm.max_len - max_new - len(header)
     if not fim:
         before = _fit_tail(lm, row["prefix"] + first, room)
-        return lm.encode_segments(plain_prompt(path, language, before))
+        return lm.encode_segments(dm.plain_prompt(path, language, before))
     after = _fit_head(lm, row["suffix"], (room - 3) // 4)
     before = _fit_tail(lm, row["prefix"] + first, room - 3 - len(lm.encode(after)))
-    return lm.encode_segments(fim_prompt(path, language, before, after))
+    return lm.encode_segments(dm.fim_prompt(path, language, before, after))
 
 
 def model_bodies(lm: LoadedModel, rows: list[dict[str, Any]], batch_size: int = 8) -> list[str]:
-    """Greedy bodies of the units, FIM when the model has repolm's FIM tokens."""
-    fim = sp.FIM_PREFIX in lm.special
+    """Greedy bodies of the units, FIM when the model has repolm's FIM tokens and learned them
+    (`LoadedModel.fim`), each generation stopped where the unit ends."""
+    fim = lm.fim
     most = min(MAX_NEW_TOKENS, lm.max_len // 2)
     budgets = [min(most, int(1.5 * len(lm.encode(split_unit(r["target"])[1]))) + 16) for r in rows]
     prompts = [_prompt_ids(lm, r, b, fim) for r, b in zip(rows, budgets, strict=True)]
-    texts = generate(lm, prompts, budgets, stop_ids=special_stops(lm), batch_size=batch_size)
-    if fim:
-        return texts
+    firsts = [split_unit(r["target"])[0] for r in rows]
+    # a FIM middle starts after the first line's end, a plain continuation writes that end
+    leads = [f[len(f.rstrip()) :] if fim else "" for f in firsts]
+    rules = [
+        unit_stop(f.rstrip() + lead, r["language"])
+        for f, lead, r in zip(firsts, leads, rows, strict=True)
+    ]
+    texts = generate(
+        lm, prompts, budgets, stop=rules, stop_ids=special_stops(lm), batch_size=batch_size
+    )
     return [
-        plain_body(split_unit(r["target"])[0], t, r["language"])
-        for r, t in zip(rows, texts, strict=True)
+        plain_body(f, lead + t, r["language"])
+        for f, lead, t, r in zip(firsts, leads, texts, rows, strict=True)
     ]
 
 
@@ -313,7 +292,7 @@ def evaluate_completion(
         sample["baselines"] = {"retrieval": clip(retrieved[n])}
         sample["reference"] = clip(references[n])
         samples.append(sample)
-    fim = lm is not None and sp.FIM_PREFIX in lm.special
+    fim = lm is not None and lm.fim
     baselines = {"retrieval": summarize(baseline, unseen)}
     return task_result(
         split, len(rows), metrics, baselines, samples, t0, n_unseen=sum(unseen), fim=fim

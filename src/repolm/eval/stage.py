@@ -84,8 +84,9 @@ def evaluate(layout: RunLayout, config: Config) -> dict[str, Any]:
     window = cfg.window or stats.get("seq_len")  # what training saw
     report["window"] = window
     report["models"] = {}
+    bases: dict[str, dict[str, Any]] = {}  # a base two models share is measured once
     for name, mc in config.models.items():
-        report["models"][name] = evaluate_model(layout, name, mc, cfg, docs, report, window)
+        report["models"][name] = evaluate_model(layout, name, mc, cfg, docs, report, window, bases)
     report["seconds"] = round(time.monotonic() - t0, 2)
     return report
 
@@ -147,9 +148,11 @@ def evaluate_model(
     docs: dict[str, list[Any]],
     report: dict[str, Any],
     window: int | None,
+    bases: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A trained model on every figure; a fine-tuned one's base model first on the same
-    figures (bytes, task items, suites), under `base` with the same keys."""
+    figures (bytes, task items, suites), under `base` with the same keys (taken from `bases`
+    when another model of the run already measured it, and kept there)."""
     path = layout.model_dir(name)
     if not (path / "config.json").is_file():
         raise RepolmError(
@@ -165,8 +168,11 @@ def evaluate_model(
         return figures
 
     result: dict[str, Any] = {"path": str(path)}
+    bases = {} if bases is None else bases
     if mc.base is not None and cfg.base_model:
-        result["base"] = {"model": mc.base, **loaded_and_measured(mc.base, f"{name} base")}
+        if mc.base not in bases:
+            bases[mc.base] = {"model": mc.base, **loaded_and_measured(mc.base, f"{name} base")}
+        result["base"] = bases[mc.base]
     result.update(loaded_and_measured(path, name))
     return result
 
@@ -191,7 +197,7 @@ def measure(
     for suite in cfg.suites:
         with measured(report, f"{name}: suite {suite}"):
             result.setdefault("suites", {})[Path(suite).stem] = run_suite(
-                lm, resolve_suite(suite, layout.out)
+                lm, resolve_suite(suite, layout.out), cfg.suite_tokens
             )
     code = {"humaneval": cfg.humaneval, "mbpp": cfg.mbpp}
     for bench in (b for b, wanted in code.items() if wanted):

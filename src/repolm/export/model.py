@@ -18,6 +18,7 @@ from typing import Any
 from repolm.config.schema import ModelConfig
 from repolm.errors import RepolmError
 from repolm.export.modelfile import modelfile
+from repolm.formats.special import MODEL_INFO
 from repolm.fsutil import atomic_dir, write_text_atomic
 from repolm.gguf.write import DTYPES, write_gguf
 from repolm.layout import RunLayout
@@ -132,6 +133,7 @@ def _write_modelfile(source: Path, gguf_file: Path) -> Path:
         tok.get_vocab(),
         tok.eos_token,
         tok.chat_template if isinstance(tok.chat_template, str) else None,
+        fim=(config.get(MODEL_INFO) or {}).get("fim", True),
     )
     path = gguf_file.parent / MODELFILE
     write_text_atomic(path, text)

@@ -1,6 +1,7 @@
 """An Ollama `Modelfile` for an exported GGUF: `FROM` the file, a `TEMPLATE` (fill-in-the-middle
-with `{{ .Suffix }}` where the tokenizer has repolm's FIM tokens, ChatML messages where the
-chat template is ChatML, the bare prompt otherwise), `PARAMETER num_ctx` and the stop tokens.
+with `{{ .Suffix }}` where the model has repolm's FIM tokens and learned them, ChatML messages
+where the chat template is ChatML, the bare prompt otherwise), `PARAMETER num_ctx` and the stop
+tokens.
 
 Ollama's templates are Go templates, so a Jinja chat template is not copied: ChatML, the one
 SmolLM2 and Qwen use, is written out; other chat templates stay in the GGUF's metadata only.
@@ -27,9 +28,11 @@ def modelfile(
     vocab: Collection[str],
     eos: str | None,
     chat_template: str | None,
+    fim: bool = True,
 ) -> str:
-    """The Modelfile's text, for a GGUF next to it named `gguf_name`."""
-    fim = {FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE} <= set(vocab)
+    """The Modelfile's text, for a GGUF next to it named `gguf_name`; `fim` False: the model
+    has the FIM tokens but did not learn them (repolm's record in its config.json)."""
+    fim = fim and {FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE} <= set(vocab)
     chatml = bool(chat_template) and IM_START in (chat_template or "") and IM_START in vocab
     plain = "{{ .Prompt }}"
     if chatml:

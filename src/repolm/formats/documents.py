@@ -135,24 +135,29 @@ def fim(text: str, rng: random.Random, spm_rate: float) -> tuple[list[Segment], 
     bigcode trains): `<|fim_prefix|><|fim_suffix|>S<|fim_middle|>PM`, with P and M kept as
     separate segments so both orders see the same token boundaries. Returns (segments, mode)."""
     a, b = sorted((rng.randint(0, len(text)), rng.randint(0, len(text))))
-    prefix, middle, suffix = text[:a], text[a:b], text[b:]
-    if rng.random() < spm_rate:
-        return [
-            Tok(sp.FIM_PREFIX),
-            Tok(sp.FIM_SUFFIX),
-            suffix,
-            Tok(sp.FIM_MIDDLE),
-            prefix,
-            middle,
-        ], "spm"
-    return [
-        Tok(sp.FIM_PREFIX),
-        prefix,
-        Tok(sp.FIM_SUFFIX),
-        suffix,
-        Tok(sp.FIM_MIDDLE),
-        middle,
-    ], "psm"
+    mode = "spm" if rng.random() < spm_rate else "psm"
+    return fim_segments(text[:a], text[a:b], text[b:], mode), mode
+
+
+def fim_segments(prefix: str, middle: str, suffix: str, mode: str = "psm") -> list[Segment]:
+    """One FIM sample's segments in `mode` (psm or spm), as `fim` describes them."""
+    if mode == "spm":
+        return [Tok(sp.FIM_PREFIX), Tok(sp.FIM_SUFFIX), suffix, Tok(sp.FIM_MIDDLE), prefix, middle]
+    return [Tok(sp.FIM_PREFIX), prefix, Tok(sp.FIM_SUFFIX), suffix, Tok(sp.FIM_MIDDLE), middle]
+
+
+# -- prompts in the training formats ---------------------------------------------------------
+
+
+def fim_prompt(path: str, language: str | None, before: str, after: str) -> list[Segment]:
+    """`FILE HEADER <|fim_prefix|>BEFORE<|fim_suffix|>AFTER<|fim_middle|>`: a file sample in
+    PSM order as trained, its middle left for the model."""
+    return [*file_document_header(path, language), *fim_segments(before, "", after)[:-1]]
+
+
+def plain_prompt(path: str, language: str | None, before: str) -> list[Segment]:
+    """The file document up to the cursor, its trailing whitespace left for the model."""
+    return [*file_document_header(path, language), before.rstrip()]
 
 
 # -- recency --------------------------------------------------------------------------------

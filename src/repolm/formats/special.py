@@ -38,6 +38,10 @@ FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = (
     "<|fim_pad|>",
 )
 
+# What repolm writes about a model it trained, in the model's config.json under this key
+# (transformers keeps unknown config keys): {"fim": whether it trained on FIM samples}.
+MODEL_INFO = "repolm"
+
 
 def change_token(change_type: str) -> str:
     """The token that labels a change of this type, e.g. `<|change:new_function|>`."""

@@ -1,10 +1,17 @@
 """A GGUF file as a Hugging Face directory: dequantized once with transformers into a cache
-keyed by the file's sha256, written to a temporary directory and renamed, so every later use
-(and every stage) reads plain safetensors.
+keyed by the file's sha256 (and this module's `CACHE_FORMAT`), written to a temporary directory
+and renamed, so every later use (and every stage) reads plain safetensors.
+
+The tokenizer is transformers' reading of the GGUF's vocabulary, with the split before the
+merges that llama.cpp makes for the file's `tokenizer.ggml.pre` where transformers makes
+another: for SmolLM's `smollm`, digits one by one before GPT-2's split, as SmolLM's own
+tokenizer does (transformers gives GPT-2's split alone, which merges runs of digits the model
+never saw merged).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -14,10 +21,12 @@ from typing import Any
 
 from repolm.errors import RepolmError
 from repolm.fsutil import file_digest
+from repolm.gguf.vocab import SMOLLM_SPLIT, pre_tokenizer_name
 from repolm.logs import log
 
 SUFFIX = ".gguf"
 DONE = "config.json"  # the directory appears whole (renamed into place); this marks it
+CACHE_FORMAT = 2  # in the cache's directory names; 2: the tokenizer splits as llama.cpp does
 
 
 def cache_root() -> Path:
@@ -57,7 +66,7 @@ def gguf_digest(path: Path) -> str:
 
 def dequantized_dir(path: Path) -> Path:
     """The Hugging Face directory of a GGUF file, dequantizing it into the cache on first use."""
-    where = cache_root() / gguf_digest(path)
+    where = cache_root() / f"{gguf_digest(path)}.{CACHE_FORMAT}"
     if (where / DONE).is_file():
         return where
     architecture = read_architecture(path)
@@ -76,20 +85,25 @@ def dequantized_dir(path: Path) -> Path:
     return where
 
 
-def read_architecture(path: Path) -> str:
-    """`general.architecture` of a GGUF file, checked against what transformers can read."""
+def read_field(path: Path, key: str) -> Any:
+    """One metadata value of a GGUF file (None when absent)."""
     import gguf
-    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     try:
-        reader = gguf.GGUFReader(path)
-        field = reader.get_field("general.architecture")
-        architecture = field.contents() if field is not None else None
+        field = gguf.GGUFReader(path).get_field(key)
+        return field.contents() if field is not None else None
     except Exception as e:  # a truncated or foreign file: numpy, struct and value errors
         raise RepolmError(
             f"{path} is not a readable GGUF file ({type(e).__name__}: {str(e)[:80]})",
             "check the file is complete (compare its size or sha256 with the source)",
         ) from None
+
+
+def read_architecture(path: Path) -> str:
+    """`general.architecture` of a GGUF file, checked against what transformers can read."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    architecture = read_field(path, "general.architecture")
     if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
         raise RepolmError(
             f"{path}: transformers cannot read the {architecture!r} architecture from GGUF",
@@ -127,7 +141,37 @@ def _dequantize(path: Path, dest: Path) -> None:
         )
     model.tie_weights()
     model.save_pretrained(dest, safe_serialization=True)
+    restore_split(tokenizer, read_field(path, "tokenizer.ggml.pre"), path)
     tokenizer.save_pretrained(dest)
+
+
+def restore_split(tokenizer: Any, pre: str | None, path: Path) -> None:
+    """Give a GGUF-read tokenizer the split llama.cpp makes for `pre` (see the module's doc); a
+    split neither matches nor can be rebuilt is only reported."""
+    from tokenizers import pre_tokenizers
+
+    backend = tokenizer.backend_tokenizer
+    if pre is None or _split_name(json.loads(backend.to_str()), path) == pre:
+        return
+    if pre == SMOLLM_SPLIT:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True),
+            ]
+        )
+        return
+    log.warning(
+        f"{path.name}: the tokenizer transformers reads splits text otherwise than llama.cpp's "
+        f"{pre!r} pre-tokenizer: its tokens may differ from the ones the model was trained on"
+    )
+
+
+def _split_name(spec: dict[str, Any], path: Path) -> str | None:
+    try:
+        return pre_tokenizer_name(spec.get("pre_tokenizer"), path)
+    except RepolmError:
+        return None
 
 
 def _clean_config(config: Any) -> Any:

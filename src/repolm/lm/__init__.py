@@ -14,12 +14,13 @@ only when a model is loaded or run. This layer imports only the base and shared 
 (`repolm.formats`, `repolm.hardware`, `repolm.hub`, `repolm.errors`), never a stage.
 """
 
-from repolm.lm.generation import generate, special_stops
+from repolm.lm.generation import StopRule, generate, special_stops
 from repolm.lm.loading import LoadedModel, load_model, wrap
 from repolm.lm.scoring import bits_per_byte, continuation_nll, sequence_nll, text_nll
 
 __all__ = [
     "LoadedModel",
+    "StopRule",
     "bits_per_byte",
     "continuation_nll",
     "generate",

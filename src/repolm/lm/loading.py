@@ -13,7 +13,7 @@ from typing import Any
 
 from repolm.errors import RepolmError
 from repolm.formats.documents import Segment
-from repolm.formats.special import ENDOFTEXT
+from repolm.formats.special import ENDOFTEXT, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, MODEL_INFO
 from repolm.hardware.device import choose_precision, detect, torch_dtype
 from repolm.hub import local_model_dir
 from repolm.lm import encoding
@@ -30,6 +30,7 @@ class LoadedModel:
     max_len: int  # the longest sequence the model takes (prompt + generation)
     eos_ids: tuple[int, ...] = ()
     special: dict[str, int] = field(default_factory=dict)  # repolm's tokens the vocabulary has
+    fim: bool = False  # prompt fill-in-the-middle: it has repolm's FIM tokens and learned them
 
     @property
     def pad_id(self) -> int:
@@ -84,6 +85,9 @@ def wrap(model: Any, tokenizer: Any, path: str = "", max_len: int | None = None)
     """A model already in memory (e.g. the one being trained) as a `LoadedModel`; `max_len`
     caps its context as in `load_model`."""
     special = encoding.special_ids(tokenizer)
+    info = getattr(model.config, MODEL_INFO, None) or {}
+    # a model repolm trained says whether it saw FIM samples; any other trusts its tokens
+    fim = all(t in special for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)) and info.get("fim", True)
     eos = [tokenizer.eos_token_id, special.get(ENDOFTEXT)]
     context = min(int(getattr(model.config, "max_position_embeddings", None) or 2048), 32768)
     return LoadedModel(
@@ -94,4 +98,5 @@ def wrap(model: Any, tokenizer: Any, path: str = "", max_len: int | None = None)
         max_len=min(context, max_len) if max_len else context,
         eos_ids=tuple(dict.fromkeys(i for i in eos if i is not None)) or (0,),
         special=special,
+        fim=bool(fim),
     )

@@ -90,6 +90,7 @@ REGISTRY: dict[str, Stage] = {
             outputs=("tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"),
             config=("tokenize",),
             path_inputs=(PathInput("tokenize.base_model", TOKENIZER_FILES, BASE_RESOLVE),),
+            version=2,  # 2: a GGUF base's tokenizer splits as llama.cpp does (SmolLM's digits)
             describe="a tokenizer trained on the training split, with repolm's special tokens",
         ),
         Stage(

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from repolm.formats.special import MODEL_INFO
 from repolm.fsutil import atomic_dir
 from repolm.hub import local_model_dir
 from repolm.logs import log
@@ -66,8 +67,10 @@ def export_model(
     else:
         which = "final weights"
     method, save = spec.model.method, spec.model.train.save
+    info = {"fim": spec.fim}  # how to prompt it: lm.loading reads this back
     if method == "full":
         state = accelerator.get_state_dict(model)
+        setattr(accelerator.unwrap_model(model).config, MODEL_INFO, info)
         if accelerator.is_main_process:
             with atomic_dir(spec.model_dir) as tmp:
                 accelerator.unwrap_model(model).save_pretrained(
@@ -84,6 +87,7 @@ def export_model(
                 tokenizer.save_pretrained(adapter)
                 if save in ("merged", "both"):
                     merged = _merged(spec, peft_model, tokenizer, adapter)
+                    setattr(merged.config, MODEL_INFO, info)
                     merged.save_pretrained(tmp, safe_serialization=True)
                     if save == "merged":
                         shutil.rmtree(adapter, ignore_errors=True)

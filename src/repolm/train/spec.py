@@ -52,6 +52,12 @@ class RunSpec:
         return self.model.base or f"scratch:{self.model.architecture}"
 
     @property
+    def fim(self) -> bool:
+        """Whether the model's data holds fill-in-the-middle samples (file samples, FIM rate)."""
+        mix = self.build.mixes.get(self.model.mix, self.build.mix)
+        return self.build.fim_rate > 0 and mix.files > 0
+
+    @property
     def tokenizer_dir(self) -> Path:
         return self.layout.tokenizer_dir
 

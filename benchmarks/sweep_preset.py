@@ -1,9 +1,10 @@
-"""Tune the `tiny-cpu` preset for the lowest bits per byte on the test split within its time
-budget: train each variant for the same wall-clock minutes on the same repository and print
-its test bits per byte next to xz -9e's and zstd -19's on the same bytes.
+"""Tune a CPU preset (`tiny-cpu`, `smollm2-cpu`) for the lowest bits per byte on the test split
+within its time budget: train each variant for the same wall-clock minutes on the same
+repository and print its test bits per byte next to xz -9e's and zstd -19's on the same bytes
+(and, for a fine-tuned preset, its base model's).
 
-    python benchmarks/sweep_tiny_cpu.py [REPO] [--minutes 4] [--out /tmp/sweep] [--only NAME]
-                                        [--rescore]
+    python benchmarks/sweep_preset.py [REPO] [--preset tiny-cpu] [--minutes 4] [--out /tmp/sweep]
+                                      [--only NAME] [--rescore]
 
 `--rescore` trains nothing: it runs the eval stage again on the variants already trained in
 `--out` (after a change to how evaluation measures).
@@ -33,7 +34,7 @@ def _shape(layers: int, hidden: int, heads: int, intermediate: int) -> list[str]
     ]
 
 
-VARIANTS: dict[str, list[str]] = {
+TINY_CPU: dict[str, list[str]] = {
     "preset": [],
     "lr 2e-3": ["train.lr=2e-3"],
     "6 layers, hidden 160": _shape(6, 160, 5, 512),
@@ -77,12 +78,30 @@ VARIANTS: dict[str, list[str]] = {
         "build.batch_size=4",
     ],
 }
-FAST_EVAL = ["eval.tasks=[]", "eval.suites=[]"]
+SMOLLM2_CPU: dict[str, list[str]] = {
+    "preset": ["eval.base_model=true"],  # the base, once: the same bytes for every variant
+    "lr 3e-3": ["train.lr=3e-3"],
+    "lr 3e-4": ["train.lr=3e-4"],
+    "full, lr 1e-4": ["models.main.method=full", "train.lr=1e-4"],
+    "seq 256, batch 16": ["build.seq_len=256", "build.batch_size=16", "train.micro_batch=16"],
+    "commits 0.6": [
+        "build.mix.files=0.2",
+        "build.mix.commits=0.6",
+        "build.mix.instructions=0.1",
+        "build.mix.qa=0.1",
+    ],
+    "fim 0.5": ["build.fim_rate=0.5"],
+    "rank 64": ["models.main.lora.rank=64", "models.main.lora.alpha=128"],
+    "seq 1024, batch 4": ["build.seq_len=1024", "build.batch_size=4", "train.micro_batch=4"],
+}
+VARIANTS = {"tiny-cpu": TINY_CPU, "smollm2-cpu": SMOLLM2_CPU}
+FAST_EVAL = ["eval.tasks=[]", "eval.suites=[]", "eval.base_model=false"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", nargs="?", default=".")
+    parser.add_argument("--preset", choices=sorted(VARIANTS), default="tiny-cpu")
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/repolm-sweep"))
     parser.add_argument("--only", action="append", help="variant name (repeatable)")
@@ -96,13 +115,13 @@ def main() -> None:
     base = args.out / "base"
     budget = [f"train.max_minutes={args.minutes}"]
     if not args.rescore:
-        run_pipeline(base, Path(args.repo), load_config(preset="tiny-cpu"), until="filter")
+        run_pipeline(base, Path(args.repo), load_config(preset=args.preset), until="filter")
     rows = []
-    for name, sets in VARIANTS.items():
+    for name, sets in VARIANTS[args.preset].items():
         if args.only and name not in args.only:
             continue
         out = args.out / name.replace(" ", "_").replace(",", "")
-        config = load_config(preset="tiny-cpu", overrides=[*sets, *budget, *FAST_EVAL])
+        config = load_config(preset=args.preset, overrides=[*budget, *FAST_EVAL, *sets])
         t0 = time.monotonic()
         if args.rescore:
             run_pipeline(out, Path(args.repo), config, only=["eval"], force=True)
@@ -114,6 +133,7 @@ def main() -> None:
         report = json.loads(RunLayout(out).eval_report.read_text())
         train = json.loads(RunLayout(out).train_report.read_text())["models"]["main"]
         test = report["baselines"]["test"]
+        model = report["models"]["main"]
         rows.append(
             {
                 "variant": name,
@@ -121,8 +141,13 @@ def main() -> None:
                 "steps": train["steps"],
                 "tokens_per_s": train["tokens_per_s"],
                 "val_loss": train["validation"]["final"]["loss"],
-                "test_bpb": report["models"]["main"]["bits_per_byte"]["test"]["bits_per_byte"],
-                "val_bpb": report["models"]["main"]["bits_per_byte"]["val"]["bits_per_byte"],
+                "test_bpb": model["bits_per_byte"]["test"]["bits_per_byte"],
+                "val_bpb": model["bits_per_byte"]["val"]["bits_per_byte"],
+                "base_test_bpb": model.get("base", {})
+                .get("bits_per_byte", {})
+                .get("test", {})
+                .get("bits_per_byte"),
+                "test_bytes": report["text"]["test"]["bytes"],
                 "xz": test["xz -9e"]["bits_per_byte"],
                 "xz_conditioned": test["xz -9e"]["conditioned_bits_per_byte"],
                 "zstd": test["zstd -19"]["bits_per_byte"],
@@ -132,14 +157,15 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     print(
         "\n| variant | parameters | steps | tokens/s | test bits/byte | val bits/byte | "
-        "xz -9e | xz conditioned | zstd -19 |"
+        "xz -9e | xz conditioned | zstd -19 | base |"
     )
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         print(
             f"| {r['variant']} | {r['parameters'] / 1e6:.2f}M | {r['steps']} | "
             f"{r['tokens_per_s']:,.0f} | {r['test_bpb']:.3f} | {r['val_bpb']:.3f} | "
-            f"{r['xz']:.3f} | {r['xz_conditioned']:.3f} | {r['zstd']:.3f} |"
+            f"{r['xz']:.3f} | {r['xz_conditioned']:.3f} | {r['zstd']:.3f} | "
+            + (f"{r['base_test_bpb']:.3f} |" if r["base_test_bpb"] is not None else "|")
         )
 
 

@@ -1,11 +1,13 @@
 """Where a unit of code ends, language-aware and without a parser: brace languages end where
 their brackets balance again, Python (and any other language) by the offside rule. The
-completion task cuts a plain model's continuation here (`repolm.eval.completion`).
+completion evaluation cuts a model's body here (`repolm.eval.completion`), and generation stops
+here (`unit_stop`), in evaluation and when completing for a user.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 BRACE_LANGUAGES = frozenset(
@@ -157,6 +159,19 @@ def split_unit(text: str) -> tuple[str, str]:
     """(first line with its line end, the rest): what the model is given, what it writes."""
     nl = text.find("\n")
     return (text, "") if nl < 0 else (text[: nl + 1], text[nl + 1 :])
+
+
+def unit_stop(head: str, language: str | None) -> Callable[[str], int | None]:
+    """A stop rule for text generated after `head` (a unit's start, up to the cursor): the
+    index in the generated text where the unit ends, None while it goes on. Once it cuts, it
+    cuts at the same place however the text goes on."""
+
+    def rule(generated: str) -> int | None:
+        text = head + generated
+        end = unit_end(text, language)
+        return max(end - len(head), 0) if end < len(text) else None
+
+    return rule
 
 
 def plain_body(first: str, generated: str, language: str | None) -> str:
