@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from repolm.errors import RepolmError
 
 SPLITS = ("train", "val", "test")
 
@@ -170,6 +173,28 @@ class RunLayout:
     def model_dir(self, model: str) -> Path:
         """A trained model as a plain Hugging Face directory."""
         return self.models_dir / model
+
+    def models(self) -> dict[str, dict[str, Any]]:
+        """The run's models by name, in config order, from its `config.yaml`."""
+        import yaml
+
+        if not self.run_config.is_file():
+            raise RepolmError(f"no {self.run_config.name} in {self.out}", "run 'repolm run' first")
+        config = yaml.safe_load(self.run_config.read_text(encoding="utf-8")) or {}
+        return dict(config.get("models") or {})
+
+    def trained_model(self, name: str | None = None) -> tuple[str, Path]:
+        """A trained model of the run (default: its first) as (name, OUT/models/NAME)."""
+        models = self.models()
+        name = name or next(iter(models), None)
+        if name is None or name not in models:
+            raise RepolmError(
+                f"the run in {self.out} has no model {name!r}", f"choose from {', '.join(models)}"
+            )
+        path = self.model_dir(name)
+        if not path.is_dir():
+            raise RepolmError(f"model {name} is not trained yet ({path})", "run 'repolm train'")
+        return name, path
 
     # -- eval
     @property

@@ -203,6 +203,71 @@ def export(
 
 
 @app.command()
+def complete(
+    prompt: Annotated[str | None, typer.Argument(help="Text to continue (or --file).")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Complete at a cursor in this file.")
+    ] = None,
+    line: Annotated[
+        int | None, typer.Option("--line", "-l", help="The cursor's line (1-).")
+    ] = None,
+    column: Annotated[
+        int | None, typer.Option("--column", help="The cursor's column (1-) [default: line end].")
+    ] = None,
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="A model of the run, or a model directory, GGUF or base name."
+        ),
+    ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Most new tokens.")] = 128,
+    temperature: Annotated[
+        float, typer.Option("--temperature", "-t", min=0.0, help="0: greedy.")
+    ] = 0.0,
+    top_p: Annotated[
+        float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")
+    ] = 1.0,
+    stop: Annotated[
+        list[str] | None, typer.Option("--stop", help="Stop before this text (repeatable).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for sampling.")] = None,
+    language: Annotated[
+        str | None, typer.Option("--language", help="A prompt's language: stop at its unit's end.")
+    ] = None,
+    context: Annotated[
+        int, typer.Option("--context", min=16, help="Most tokens of prompt and completion.")
+    ] = 2048,
+) -> None:
+    """Complete a prompt, or the code at a cursor (fill-in-the-middle where the model learned
+    it), streaming the text as it is generated; it stops where the unit of code ends."""
+    from repolm.serve.complete import at_cursor, complete, model_for
+
+    if (prompt is None) == (file is None):
+        raise RepolmError("give a prompt or --file (not both)", "repolm complete --help")
+    if file is not None and line is None:
+        raise RepolmError("--file needs --line", "give the cursor's line, e.g. --line 12")
+    where = at_cursor(file, line or 1, column) if file is not None else prompt or ""
+    try:  # without --out, the repository's default run (when in one)
+        default = default_out(repo, None)[1] if out is None else None
+    except RepolmError:
+        default = None
+    lm = model_for(model, out, default, context)
+    if seed is not None:
+        from transformers import set_seed
+
+        set_seed(seed)
+    text = ""
+    for piece in complete(lm, where, max_tokens, stop or (), temperature, top_p, language):
+        text += piece
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    if sys.stdout.isatty() and not text.endswith("\n"):
+        sys.stdout.write("\n")
+
+
+@app.command()
 def stages(repo: RepoOpt = Path("."), out: OutOpt = None) -> None:
     """Show each stage's state (done / cached / stale / failed / not run), time and figures."""
     from repolm.pipeline.display import print_stages

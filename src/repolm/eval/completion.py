@@ -46,9 +46,8 @@ from repolm.eval.tasks import (
     spread,
     task_result,
 )
-from repolm.formats import documents as dm
 from repolm.layout import RunLayout
-from repolm.lm import LoadedModel, generate, special_stops
+from repolm.lm import LoadedModel, cursor_prompt, generate, special_stops
 from repolm.syntax.boundaries import plain_body, split_unit, unit_stop
 
 METRICS = ("next_line_em", "next_line_es", "body_em", "body_es", "identifier_em", "identifier_f1")
@@ -158,57 +157,17 @@ def retrieval_body(index: SnapshotIndex, row: dict[str, Any]) -> str:
     return split_unit(reindent(found, first[: len(first) - len(first.lstrip(" \t"))]))[1]
 
 
-# -- prompts --------------------------------------------------------------------------------
-
-
-def _fit_tail(lm: LoadedModel, text: str, budget: int) -> str:
-    """The last whole lines of `text` that encode to at most `budget` tokens (at least its
-    last line: a prompt still too long is cut from the left by `generate`)."""
-    lines = text.splitlines(keepends=True)
-    low, high = 0, max(len(lines) - 1, 0)  # how many lines to drop: the fewest that fit
-    while low < high:
-        mid = (low + high) // 2
-        if len(lm.encode("".join(lines[mid:]))) <= budget:
-            high = mid
-        else:
-            low = mid + 1
-    return "".join(lines[low:])
-
-
-def _fit_head(lm: LoadedModel, text: str, budget: int) -> str:
-    """The first whole lines of `text` that encode to at most `budget` tokens."""
-    lines = text.splitlines(keepends=True)
-    low, high = 0, len(lines)  # how many lines to keep: the most that fit
-    while low < high:
-        mid = (low + high + 1) // 2
-        if len(lm.encode("".join(lines[:mid]))) <= budget:
-            low = mid
-        else:
-            high = mid - 1
-    return "".join(lines[:low])
-
-
-def _prompt_ids(lm: LoadedModel, row: dict[str, Any], max_new: int, fim: bool) -> list[int]:
-    first, _ = split_unit(row["target"])
-    path, language = row["path"], row["language"]
-    header = lm.encode_segments(dm.file_document_header(path, language))
-    room = lm.max_len - max_new - len(header)
-    if not fim:
-        before = _fit_tail(lm, row["prefix"] + first, room)
-        return lm.encode_segments(dm.plain_prompt(path, language, before))
-    after = _fit_head(lm, row["suffix"], (room - 3) // 4)
-    before = _fit_tail(lm, row["prefix"] + first, room - 3 - len(lm.encode(after)))
-    return lm.encode_segments(dm.fim_prompt(path, language, before, after))
-
-
 def model_bodies(lm: LoadedModel, rows: list[dict[str, Any]], batch_size: int = 8) -> list[str]:
     """Greedy bodies of the units, FIM when the model has repolm's FIM tokens and learned them
     (`LoadedModel.fim`), each generation stopped where the unit ends."""
     fim = lm.fim
     most = min(MAX_NEW_TOKENS, lm.max_len // 2)
-    budgets = [min(most, int(1.5 * len(lm.encode(split_unit(r["target"])[1]))) + 16) for r in rows]
-    prompts = [_prompt_ids(lm, r, b, fim) for r, b in zip(rows, budgets, strict=True)]
-    firsts = [split_unit(r["target"])[0] for r in rows]
+    firsts, bodies = zip(*(split_unit(r["target"]) for r in rows), strict=True)
+    budgets = [min(most, int(1.5 * len(lm.encode(b))) + 16) for b in bodies]
+    prompts = [
+        cursor_prompt(lm, r["path"], r["language"], r["prefix"] + f, r["suffix"], b)
+        for r, f, b in zip(rows, firsts, budgets, strict=True)
+    ]
     # a FIM middle starts after the first line's end, a plain continuation writes that end
     leads = [f[len(f.rstrip()) :] if fim else "" for f in firsts]
     rules = [

@@ -39,16 +39,6 @@ class Exported:
     bytes: int = 0
 
 
-def run_models(layout: RunLayout) -> dict[str, dict[str, Any]]:
-    """The run's models by name, in config order, from its `config.yaml`."""
-    import yaml
-
-    if not layout.run_config.is_file():
-        raise RepolmError(f"no {layout.run_config.name} in {layout.out}", "run 'repolm run' first")
-    config = yaml.safe_load(layout.run_config.read_text(encoding="utf-8")) or {}
-    return dict(config.get("models") or {})
-
-
 def export_model(
     out: Path, model: str | None = None, fmt: str = "gguf", dtype: str = "f16"
 ) -> Exported:
@@ -58,15 +48,8 @@ def export_model(
     if dtype not in DTYPES:
         raise RepolmError(f"unknown GGUF dtype {dtype!r}", f"choose from {', '.join(DTYPES)}")
     layout = RunLayout(out)
-    models = run_models(layout)
-    name = model or next(iter(models), None)
-    if name is None or name not in models:
-        raise RepolmError(
-            f"the run in {out} has no model {name!r}", f"choose from {', '.join(models)}"
-        )
-    trained = layout.model_dir(name)
-    if not trained.is_dir():
-        raise RepolmError(f"model {name} is not trained yet ({trained})", "run 'repolm train'")
+    models = layout.models()
+    name, trained = layout.trained_model(model)
     dest = layout.model_export_dir(name)
     source = trained if _is_hf_model(trained) else _merge_adapter(layout, name, models[name])
     if fmt == "merged":

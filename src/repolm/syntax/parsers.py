@@ -8,7 +8,7 @@ import logging
 import re
 from typing import Any
 
-from repolm.syntax.languages import find_grammar
+from repolm.syntax.languages import find_grammar, grammar_name
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +64,30 @@ def parses(code: str, language: str | None) -> bool | None:
         if node.has_error:  # only subtrees holding an error are searched
             stack.extend(node.children)
     return True
+
+
+# Node types that open a unit of code in any grammar: functions, methods, classes and their
+# kin (a decorated or exported one is taken whole, from its decorator or `export`).
+_UNIT_NODE = re.compile(r"function|method|class|impl|struct|trait|interface|enum|module")
+_WRAPPER_NODE = re.compile(r"decorated|export|template_declaration")
+
+
+def unit_start(text: str, offset: int, language: str | None, path: str = "") -> int:
+    """Where the innermost function, method or class around `offset` in `text` starts: the
+    start of its first line (with a decorator's or an attribute's), by tree-sitter. Without a
+    grammar or such a unit, the start of the line at `offset`."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    found = parser(grammar_name(language, path) or "") if language else None
+    if found is None:
+        return line_start
+    data = text.encode("utf-8")
+    at = len(text[:offset].encode("utf-8"))
+    node = found.parse(data).root_node.descendant_for_byte_range(at, at)
+    while node is not None and not (_UNIT_NODE.search(node.type) and node.start_byte < at):
+        node = node.parent
+    if node is None:
+        return line_start
+    while node.parent is not None and _WRAPPER_NODE.search(node.parent.type):
+        node = node.parent
+    start = len(data[: node.start_byte].decode("utf-8", errors="ignore"))
+    return text.rfind("\n", 0, start) + 1
