@@ -91,6 +91,28 @@ SMOLLM2_CPU: dict[str, list[str]] = {
         "build.mix.qa=0.1",
     ],
     "fim 0.5": ["build.fim_rate=0.5"],
+    "lr 1e-2": ["train.lr=1e-2"],
+    "full, lr 3e-4": ["models.main.method=full", "train.lr=3e-4"],
+    "lr 3e-3, dropout 0": ["train.lr=3e-3", "models.main.lora.dropout=0"],
+    "lr 3e-3, seq 256, batch 16": [
+        "train.lr=3e-3",
+        "build.seq_len=256",
+        "build.batch_size=16",
+        "train.micro_batch=16",
+    ],
+    "lr 3e-3, commits 0.6": [
+        "train.lr=3e-3",
+        "build.mix.files=0.2",
+        "build.mix.commits=0.6",
+        "build.mix.instructions=0.1",
+        "build.mix.qa=0.1",
+    ],
+    "lr 3e-3, seq 1024, batch 4": [
+        "train.lr=3e-3",
+        "build.seq_len=1024",
+        "build.batch_size=4",
+        "train.micro_batch=4",
+    ],
     "rank 64": ["models.main.lora.rank=64", "models.main.lora.alpha=128"],
     "seq 1024, batch 4": ["build.seq_len=1024", "build.batch_size=4", "train.micro_batch=4"],
 }

@@ -395,6 +395,9 @@ def test_every_parameter_group_follows_the_schedule() -> None:
         (10, 0.3, True),
         (50, 75.0, True),
         (3, 75.0, False),
+        (4, 75.0, True),  # fitted again as it goes: a first fit of 9 steps never sees step 10
+        (8, 20.0, True),
+        (4, 0.3, False),
     ],
 )
 def test_a_slow_model_fits_its_schedule_to_the_clock_early(steps, seconds, due) -> None:

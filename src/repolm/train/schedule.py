@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 DEFAULT_LR = {"scratch": 6e-4, "full": 2e-5, "lora": 2e-4, "qlora": 2e-4}
 FIT_AT = (10, 50)  # steps after which a max_minutes budget fits the schedule to the clock
-EARLY_FIT = 2  # ...and this one too when FIT_AT's first would spend over a tenth of the budget
+# ...and these too when FIT_AT's first would spend over a tenth of the budget: a slow model is
+# fitted after its second step and fitted again as it goes, since its first steps are slower
+# (or shared the machine) and a first fit of 9 steps would never reach step 10 to correct it
+EARLY_FITS = (2, 4, 8, 16, 32)
 
 
 def fit_due(steps_run: int, step_seconds: float, max_minutes: float | None) -> bool:
@@ -27,9 +30,9 @@ def fit_due(steps_run: int, step_seconds: float, max_minutes: float | None) -> b
     in the planned warm-up, at a learning rate near zero, before the first fit."""
     if not max_minutes:
         return False
-    if steps_run == EARLY_FIT:
-        return step_seconds * FIT_AT[0] > max_minutes * 60 / 10
-    return steps_run in FIT_AT
+    if steps_run in FIT_AT:
+        return True
+    return steps_run in EARLY_FITS and step_seconds * FIT_AT[0] > max_minutes * 60 / 10
 
 
 @dataclass
