@@ -92,6 +92,15 @@ SMOLLM2_CPU: dict[str, list[str]] = {
     ],
     "fim 0.5": ["build.fim_rate=0.5"],
     "lr 1e-2": ["train.lr=1e-2"],
+    "lr 3e-2": ["train.lr=3e-2"],
+    "lr 1e-2, dropout 0": ["train.lr=1e-2", "models.main.lora.dropout=0"],
+    "lr 1e-2, commits 0.6": [
+        "train.lr=1e-2",
+        "build.mix.files=0.2",
+        "build.mix.commits=0.6",
+        "build.mix.instructions=0.1",
+        "build.mix.qa=0.1",
+    ],
     "full, lr 3e-4": ["models.main.method=full", "train.lr=3e-4"],
     "lr 3e-3, dropout 0": ["train.lr=3e-3", "models.main.lora.dropout=0"],
     "lr 3e-3, seq 256, batch 16": [
