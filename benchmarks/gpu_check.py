@@ -82,7 +82,7 @@ OPTIONAL = ("torch", "bitsandbytes", "peft", "gguf", "pytest")
 
 def probe() -> Environment:
     installed = frozenset(m for m in OPTIONAL if importlib.util.find_spec(m) is not None)
-    serve = importlib.util.find_spec("repolm.serve") is not None
+    serve = importlib.util.find_spec("repolm.serve.app") is not None  # the server, not complete
     if "torch" not in installed:
         return Environment(cuda=False, installed=installed, serve=serve)
     import torch

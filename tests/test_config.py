@@ -26,7 +26,9 @@ def test_smollm2_cpu_fine_tunes_the_offline_base_in_tiny_cpus_budget() -> None:
     assert main.base == "smollm2-135m" and main.method == "lora" and main.lora.rank == 16
     assert config.train.max_minutes == tiny.train.max_minutes == 8
     assert config.build.seq_len == 512 and config.train.lr is not None
-    assert config.eval.base_model and config.eval.max_items == tiny.eval.max_items
+    # the swept choices (docs/benchmarks.md): no FIM, no dropout; two models' eval kept short
+    assert config.build.fim_rate == 0 and main.lora.dropout == 0
+    assert config.eval.base_model and config.eval.max_items < tiny.eval.max_items
 
 
 def test_default_preset_is_tiny_cpu() -> None:

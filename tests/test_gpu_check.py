@@ -104,7 +104,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(
 def test_skip_reasons(gc: ModuleType, tmp_path: Path, monkeypatch) -> None:
     args = gc.parse_args([])
     env = cuda_env(gc)
-    assert importlib.util.find_spec("repolm.serve") is None  # until serving lands
+    assert importlib.util.find_spec("repolm.serve.app") is None  # until the server lands
     assert gc.probe().serve is False
     assert gc.skip_reason("e", env, args) == "repolm serve has not landed"
     assert gc.skip_reason("e", cuda_env(gc, serve=True), args) is None
