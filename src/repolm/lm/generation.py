@@ -55,9 +55,7 @@ def generate(
     order = sorted(range(n), key=lambda i: (budgets[i], len(prompts[i])))
     out: list[str] = [""] * n
     ends = list(dict.fromkeys([*lm.eos_ids, *stop_ids]))
-    decoding: dict[str, Any] = {"do_sample": False}
-    if temperature > 0:  # top_k=0 overrides a checkpoint's default top-k of 50
-        decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    decoding = _decoding(temperature, top_p)
     with torch.inference_mode():
         for k in range(0, len(order), batch_size):
             group = order[k : k + batch_size]
@@ -95,6 +93,14 @@ def generate(
     return out
 
 
+def _decoding(temperature: float, top_p: float) -> dict[str, Any]:
+    """`generate`'s sampling arguments: greedy at temperature 0, else nucleus sampling (top_k 0
+    overrides a checkpoint's default top-k of 50)."""
+    if temperature > 0:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    return {"do_sample": False}
+
+
 def _rows_done(
     lm: LoadedModel,
     width: int,
@@ -117,9 +123,11 @@ def _rows_done(
             for row, rule in enumerate(rules):
                 if done[row]:
                     continue
-                new = input_ids[row, width:].tolist()
-                ended = made >= budgets[row] or new[-1] in ends
-                if ended or (rule is not None and rule(lm.decode(new)) is not None):
+                ended = made >= budgets[row] or int(input_ids[row, -1]) in ends
+                if ended or (
+                    rule is not None
+                    and rule(lm.decode(input_ids[row, width:].tolist())) is not None
+                ):
                     done[row], kept[row] = True, made
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
@@ -171,9 +179,7 @@ def stream(
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.full((input_ids.shape[0],), halt.is_set(), device=input_ids.device)
 
-    decoding: dict[str, Any] = {"do_sample": False}
-    if temperature > 0:
-        decoding = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+    decoding = _decoding(temperature, top_p)
 
     def work() -> None:
         try:
