@@ -76,27 +76,3 @@ def test_a_row_stops_generating_once_its_rule_cuts(tmp_path: Path) -> None:
     assert len(seen) == 2  # once during generation (then the row is done), once at the end
     budgets = lm.generate(model, prompts, [3, 12])
     assert budgets == [lm.generate(model, prompts, 3)[0], whole[1]]
-
-
-def test_stream_yields_what_generate_returns_and_never_past_a_stop(tmp_path: Path) -> None:
-    from conftest import save_base_model
-
-    model = lm.load_model(save_base_model(tmp_path / "tiny"))
-    prompt = model.encode("def op_3(a, b):\n")
-    whole = lm.generate(model, [prompt], 24)[0]
-    pieces = list(lm.stream(model, prompt, 24))
-    assert "".join(pieces) == whole and len(pieces) > 1  # in pieces, as generated
-    cut = len(whole) // 2
-    assert (
-        "".join(lm.stream(model, prompt, 24, stop=lambda t: cut if len(t) > cut else None))
-        == (whole[:cut])
-    )
-    needle = whole[cut : cut + 2]
-    assert (
-        "".join(lm.stream(model, prompt, 24, stop_strings=[needle])) == whole[: whole.find(needle)]
-    )
-    first = lm.stream(model, prompt, 24)
-    next(first)
-    first.close()  # stops the generation thread: no hang, no error
-    assert lm.generation._safe_end("a = 1\n  ", []) == 5
-    assert lm.generation._safe_end("x <|e", ["<|end|>"]) == 2

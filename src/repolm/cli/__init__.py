@@ -254,12 +254,8 @@ def complete(
     except RepolmError:
         default = None
     lm = model_for(model, out, default, context)
-    if seed is not None:
-        from transformers import set_seed
-
-        set_seed(seed)
     text = ""
-    for piece in complete(lm, where, max_tokens, stop or (), temperature, top_p, language):
+    for piece in complete(lm, where, max_tokens, stop or (), temperature, top_p, language, seed):
         text += piece
         sys.stdout.write(piece)
         sys.stdout.flush()

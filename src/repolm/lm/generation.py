@@ -1,7 +1,7 @@
 """Continuations of token prompts: greedy, or sampled from a nucleus, in batches of similar
-length (`generate`) or one streamed piece by piece (`stream`), ended by EOS, extra stop ids, a
-stop rule on the text or stop strings. Eval's generation tasks, training's samples, `repolm
-complete` and serving all generate through here.
+length, ended by EOS, extra stop ids or a stop rule on the text. Eval's generation tasks and
+training's samples generate through here; serving and `repolm complete` stream through the
+engine in `repolm.serve.engine`, which batches requests as they arrive.
 
 A row of a batch stops as soon as it is done (EOS, a stop id, its own budget, or its stop rule
 cuts its text), not when the whole batch's largest budget is spent: a base model that never
@@ -10,7 +10,7 @@ emits EOS where a unit ends costs the tokens up to that end, not its budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from repolm.lm.loading import LoadedModel
@@ -132,118 +132,3 @@ def _rows_done(
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([RowsDone()]), kept
-
-
-def stream(
-    lm: LoadedModel,
-    prompt: Sequence[int],
-    max_new_tokens: int,
-    stop: StopRule | None = None,
-    stop_ids: Sequence[int] = (),
-    stop_strings: Sequence[str] = (),
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-) -> Iterator[str]:
-    """One continuation of a token prompt, yielded in pieces as it is generated: greedy, or
-    sampled as in `generate`. It ends at EOS or a stop id, after `max_new_tokens`, where
-    `stop(text)` cuts, or before the first of `stop_strings`; nothing past the end is ever
-    yielded (text that may still turn out to be past it, such as the start of a stop string,
-    trailing whitespace or half a character, is held back until it is known not to be).
-    Closing the iterator early stops the generation."""
-    import threading
-    from queue import Queue
-
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-    from transformers.generation.streamers import BaseStreamer
-
-    if lm.max_len - max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in {lm.max_len}")
-    ids = list(prompt)[-(lm.max_len - max_new_tokens) :] or [lm.pad_id]
-    ends = list(dict.fromkeys([*lm.eos_ids, *stop_ids]))
-    pieces: Queue[list[int] | BaseException | None] = Queue()
-    halt = threading.Event()
-
-    class Tokens(BaseStreamer):
-        prompt_seen = False
-
-        def put(self, value: Any) -> None:
-            if self.prompt_seen:
-                pieces.put(value.reshape(-1).tolist())
-            self.prompt_seen = True  # generate's first call passes the prompt
-
-        def end(self) -> None:
-            pieces.put(None)
-
-    class Halt(StoppingCriteria):
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.full((input_ids.shape[0],), halt.is_set(), device=input_ids.device)
-
-    decoding = _decoding(temperature, top_p)
-
-    def work() -> None:
-        try:
-            with torch.inference_mode():
-                lm.model.generate(
-                    input_ids=torch.tensor([ids], device=lm.device),
-                    attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=lm.device),
-                    max_new_tokens=max_new_tokens,
-                    num_beams=1,
-                    **decoding,
-                    eos_token_id=ends,
-                    pad_token_id=lm.pad_id,
-                    streamer=Tokens(),
-                    stopping_criteria=StoppingCriteriaList([Halt()]),
-                    use_cache=True,
-                )
-        except BaseException as e:  # re-raised in the caller's thread
-            pieces.put(e)
-
-    thread = threading.Thread(target=work, name="repolm-generate", daemon=True)
-    thread.start()
-    new: list[int] = []
-    sent = 0
-    try:
-        while (got := pieces.get()) is not None:
-            if isinstance(got, BaseException):
-                raise got
-            new += got
-            done = next((n for n, t in enumerate(new) if t in ends), None)
-            text = lm.decode(new if done is None else new[:done])
-            at = _cut(text, stop, stop_strings)
-            if at is not None or done is not None:
-                end = len(text) if at is None else at
-                if end > sent:
-                    yield text[sent:end]
-                return
-            safe = _safe_end(text, stop_strings)
-            if safe > sent:
-                yield text[sent:safe]
-                sent = safe
-        text = lm.decode(new)  # the budget is spent: the rest, held back or not
-        if len(text) > sent:
-            yield text[sent:]
-    finally:
-        halt.set()
-        thread.join()
-
-
-def _cut(text: str, stop: StopRule | None, stop_strings: Sequence[str]) -> int | None:
-    """Where a streamed text ends: the stop rule's cut or the first stop string, if any."""
-    cuts = [i for i in (text.find(s) for s in stop_strings if s) if i >= 0]
-    at = stop(text) if stop is not None else None
-    if at is not None:
-        cuts.append(at)
-    return min(cuts) if cuts else None
-
-
-def _safe_end(text: str, stop_strings: Sequence[str]) -> int:
-    """How much of a streamed text can be shown: not its trailing whitespace (a unit's end may
-    still cut it), half a character, or the start of a stop string."""
-    end = len(text.rstrip().rstrip("\ufffd"))
-    for s in stop_strings:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                end = min(end, len(text) - k)
-                break
-    return end

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from repolm.errors import RepolmError
 from repolm.layout import RunLayout
-from repolm.lm import LoadedModel, StopRule, cursor_prompt, special_stops, stream
+from repolm.lm import LoadedModel, StopRule, cursor_prompt, special_stops
 from repolm.mine.languages import detect_language
+from repolm.serve.engine import Engine, Request, Sampling
 from repolm.syntax.boundaries import unit_stop
 from repolm.syntax.parsers import unit_start
 
@@ -101,10 +102,11 @@ def complete(
     temperature: float = 0.0,
     top_p: float = 1.0,
     language: str | None = None,
+    seed: int | None = None,
 ) -> Iterator[str]:
     """The completion of a prompt or at a cursor, in pieces as it is generated: text to insert
     at the cursor (a plain prompt's trailing whitespace, which the model rewrites, is not
-    repeated)."""
+    repeated). Closing the iterator early stops the generation."""
     budget = max(1, min(max_tokens, lm.max_len // 2))
     if isinstance(prompt, Cursor):
         ids = cursor_prompt(lm, prompt.path, prompt.language, prompt.before, prompt.after, budget)
@@ -115,17 +117,17 @@ def complete(
         ids, before, start = lm.encode(prompt), prompt, prompt.rfind("\n") + 1
         given = before
     rule = _unit_or_next(given[start:], language) if language else None
-    pieces = stream(
-        lm,
+    ids = ids[-(lm.max_len - budget) :] or [lm.pad_id]
+    request = Request(
         ids,
         budget,
-        stop=rule,
-        stop_ids=special_stops(lm),
+        Sampling(temperature, top_p, seed),
         stop_strings=stop,
-        temperature=temperature,
-        top_p=top_p,
+        stop_rule=rule,
+        stop_ids=special_stops(lm),
     )
-    yield from _after(pieces, before[len(given) :])
+    with Engine(lm, max_batch=1, window_s=0) as engine:
+        yield from _after(engine.submit(request).pieces(), before[len(given) :])
 
 
 def _unit_or_next(head: str, language: str) -> StopRule:
