@@ -1,5 +1,5 @@
 """The GPU check's part e: `repolm serve` at 1, 4 and 16 concurrent clients next to bare
-`generate`. Written before serving landed; gpu_check skips it until `repolm.serve` exists."""
+`generate` (gpu_check skips it where `repolm.serve.app` is missing)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,7 @@ CLIENTS = (1, 4, 16)
 def part_e(ctx: Context) -> dict[str, Any]:
     """Serving throughput at 1/4/16 concurrent clients next to bare `generate`.
 
-    Written before serving landed, against the interface it is expected to have:
-    `repolm serve --model DIR --port PORT` with an OpenAI-style `POST /v1/completions`.
-    Adjust `serve_command` and `complete` when the real one differs."""
+    `repolm serve --model DIR --port PORT` serves the model under the id DIR."""
     model = next((m for m in ctx.models if (m / "config.json").is_file()), None)
     model = model or train_quick(ctx)
     prompts = [f"def function_{i}(value):\n    " for i in range(16)]
@@ -36,7 +34,7 @@ def part_e(ctx: Context) -> dict[str, Any]:
         )
     try:
         wait_for_port(port, server, log, timeout=120)
-        rates = {n: serve_rate(port, prompts, n, tokens) for n in CLIENTS}
+        rates = {n: serve_rate(port, str(model), prompts, n, tokens) for n in CLIENTS}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -74,11 +72,13 @@ def wait_for_port(port: int, server: subprocess.Popen, log: Path, timeout: float
     raise TimeoutError(f"repolm serve did not listen on port {port} in {timeout:g} s")
 
 
-def complete(port: int, prompt: str, tokens: int) -> int:
+def complete(port: int, model: str, prompt: str, tokens: int) -> int:
     """One completion; the tokens it generated."""
     import urllib.request
 
-    body = json.dumps({"prompt": prompt, "max_tokens": tokens, "temperature": 0}).encode()
+    body = json.dumps(
+        {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0}
+    ).encode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/completions",
         data=body,
@@ -89,12 +89,12 @@ def complete(port: int, prompt: str, tokens: int) -> int:
     return int(reply.get("usage", {}).get("completion_tokens", tokens))
 
 
-def serve_rate(port: int, prompts: list[str], clients: int, tokens: int) -> float:
+def serve_rate(port: int, model: str, prompts: list[str], clients: int, tokens: int) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        done = sum(pool.map(lambda p: complete(port, p, tokens), prompts[: max(clients, 4)]))
+        done = sum(pool.map(lambda p: complete(port, model, p, tokens), prompts[: max(clients, 4)]))
     return done / (time.perf_counter() - t0)
 
 

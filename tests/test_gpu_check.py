@@ -104,8 +104,8 @@ def test_dry_run_prints_the_plan_and_runs_nothing(
 def test_skip_reasons(gc: ModuleType, tmp_path: Path, monkeypatch) -> None:
     args = gc.parse_args([])
     env = cuda_env(gc)
-    assert importlib.util.find_spec("repolm.serve.app") is None  # until the server lands
-    assert gc.probe().serve is False
+    assert importlib.util.find_spec("repolm.serve.app") is not None  # the server has landed
+    assert gc.probe().serve is True
     assert gc.skip_reason("e", env, args) == "repolm serve has not landed"
     assert gc.skip_reason("e", cuda_env(gc, serve=True), args) is None
     for part in ("a", "c", "d"):

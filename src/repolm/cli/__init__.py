@@ -264,6 +264,56 @@ def complete(
 
 
 @app.command()
+def serve(
+    repo: RepoOpt = Path("."),
+    out: OutOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Serve this model directory too (repeatable)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535)] = 8000,
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="Allow a non-loopback --host (needs a key).")
+    ] = False,
+    api_key: Annotated[
+        list[str] | None, typer.Option("--api-key", help="A key clients must send (repeatable).")
+    ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option("--api-key-file", help="A file of keys, one per line.")
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option("--cors-origin", help="Allow this browser origin.")
+    ] = None,
+    context: Annotated[
+        int, typer.Option("--context", min=16, help="Most tokens of prompt and completion.")
+    ] = 2048,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Rows per batch.")] = 16,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", min=1, help="Waiting requests before 503.")
+    ] = 64,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1.0, help="Seconds a request may take.")
+    ] = 300.0,
+) -> None:
+    """Serve the run's models with an OpenAI-compatible API (completions with FIM, chat,
+    responses, streaming), batching concurrent requests; loopback only unless asked."""
+    from repolm.serve.app import Settings
+    from repolm.serve.server import api_keys, serve, served_models
+
+    run_dir = out
+    if run_dir is None and not model:
+        run_dir = default_out(repo, None)[1]
+    settings = Settings(
+        api_keys=api_keys(api_key, api_key_file),
+        cors_origins=tuple(cors_origin or ()),
+        timeout_s=timeout,
+    )
+    models = served_models(run_dir, model, context, max_batch, max_queue)
+    serve(models, host, port, settings, allow_remote)
+
+
+@app.command()
 def stages(repo: RepoOpt = Path("."), out: OutOpt = None) -> None:
     """Show each stage's state (done / cached / stale / failed / not run), time and figures."""
     from repolm.pipeline.display import print_stages
