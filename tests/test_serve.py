@@ -305,3 +305,16 @@ def test_a_full_queue_is_a_503_and_a_gone_client_frees_its_row(tmp_path: Path) -
         gate.set()
         server.stop()
         engine.close()
+
+
+def test_a_chat_template_s_markers_are_special_tokens(tmp_path: Path) -> None:
+    from repolm.serve.prompts import QA_STOP, chat_prompt
+
+    lm = load_model(save_base_model(tmp_path / "tiny"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    plain, stops = chat_prompt(lm, messages, None)  # no template: repolm's Q&A format
+    assert lm.decode(plain) == "Be brief.\n\nQuestion: Hi\nAnswer: " and stops == [QA_STOP]
+    lm.tokenizer.chat_template = CHAT_TEMPLATE
+    ids, stops = chat_prompt(lm, messages, None)
+    marker = lm.tokenizer.convert_tokens_to_ids("<s>")
+    assert ids.count(marker) == 3 and stops == []  # system, user, and the answer's turn

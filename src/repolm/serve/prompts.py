@@ -40,7 +40,8 @@ def chat_prompt(
         text = lm.tokenizer.apply_chat_template(
             messages, tools=tools or None, add_generation_prompt=True, tokenize=False
         )
-        return lm.encode(text), []
+        # the template's markers (<|im_start|>, ...) are special tokens, not text
+        return lm.tokenizer.encode(text, add_special_tokens=False), []
     parts = []
     for m in messages:
         content = m.get("content") or ""
