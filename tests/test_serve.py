@@ -318,3 +318,21 @@ def test_a_chat_template_s_markers_are_special_tokens(tmp_path: Path) -> None:
     ids, stops = chat_prompt(lm, messages, None)
     marker = lm.tokenizer.convert_tokens_to_ids("<s>")
     assert ids.count(marker) == 3 and stops == []  # system, user, and the answer's turn
+
+
+def test_the_address_and_the_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from repolm.errors import RepolmError
+    from repolm.serve.server import api_keys, check_address
+
+    check_address("127.0.0.1", Settings(), allow_remote=False)
+    with pytest.raises(RepolmError, match="beyond this machine"):
+        check_address("0.0.0.0", Settings(api_keys=("k",)), allow_remote=False)
+    with pytest.raises(RepolmError, match="needs an API key"):
+        check_address("0.0.0.0", Settings(), allow_remote=True)
+    check_address("0.0.0.0", Settings(api_keys=("k",)), allow_remote=True)
+    keys = tmp_path / "keys"
+    keys.write_text("# team keys\nfile-key\n\n")
+    monkeypatch.setenv("REPOLM_API_KEY", "env-a, env-b")
+    assert api_keys(["flag"], keys) == ("flag", "env-a", "env-b", "file-key")
+    with pytest.raises(RepolmError, match="cannot read the key file"):
+        api_keys(None, tmp_path / "absent")

@@ -299,7 +299,7 @@ def serve(
     """Serve the run's models with an OpenAI-compatible API (completions with FIM, chat,
     responses, streaming), batching concurrent requests; loopback only unless asked."""
     from repolm.serve.app import Settings
-    from repolm.serve.server import api_keys, serve, served_models
+    from repolm.serve.server import api_keys, check_address, serve, served_models
 
     run_dir = out
     if run_dir is None and not model:
@@ -309,6 +309,7 @@ def serve(
         cors_origins=tuple(cors_origin or ()),
         timeout_s=timeout,
     )
+    check_address(host, settings, allow_remote)  # before minutes of loading models
     models = served_models(run_dir, model, context, max_batch, max_queue)
     serve(models, host, port, settings, allow_remote)
 

@@ -60,11 +60,8 @@ def served_models(
     return served
 
 
-def serve(
-    models: list[ServedModel], host: str, port: int, settings: Settings, allow_remote: bool
-) -> None:
-    import uvicorn
-
+def check_address(host: str, settings: Settings, allow_remote: bool) -> None:
+    """Loopback, or another address asked for with `--allow-remote` and behind a key."""
     if host not in LOOPBACK:
         if not allow_remote:
             raise RepolmError(
@@ -76,6 +73,14 @@ def serve(
                 f"serving on {host} needs an API key",
                 "give --api-key, --api-key-file or REPOLM_API_KEY",
             )
+
+
+def serve(
+    models: list[ServedModel], host: str, port: int, settings: Settings, allow_remote: bool
+) -> None:
+    import uvicorn
+
+    check_address(host, settings, allow_remote)
     app = create_app(models, settings)
     log.info(
         f"serve: http://{host}:{port}/v1 ({len(models)} model(s); keys: {len(settings.api_keys)})"
