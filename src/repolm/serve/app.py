@@ -353,8 +353,21 @@ def create_app(models: Sequence[ServedModel], settings: Settings | None = None) 
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    def include_usage(body: Any) -> bool:
-        return bool((body.stream_options or {}).get("include_usage"))
+    def usage_chunk(m: ServedModel, body: Any, head: dict[str, Any]) -> Any:
+        """A stream's end: the usage counted, and sent as a last chunk when asked."""
+
+        def done(ends: list[Finished]) -> list[dict[str, Any]]:
+            usage = count(m, ends)
+            wanted = (body.stream_options or {}).get("include_usage")
+            return [{**head, "choices": [], "usage": usage}] if wanted else []
+
+        return done
+
+    async def all_ended(gens: list[Generation], route: str) -> list[Finished]:
+        started = time.monotonic()
+        ends = [await collect(g) for g in gens]
+        latency.labels(route).observe(time.monotonic() - started)
+        return ends
 
     # -- routes
     @app.get("/health")
@@ -409,6 +422,7 @@ def create_app(models: Sequence[ServedModel], settings: Settings | None = None) 
         ]
         gens = [submit(m, r) for r in reqs]
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "object": "text_completion", "created": created, "model": m.id}
 
         def chunk(i: int, text: str, end: Finished | None) -> dict[str, Any]:
             choice = {
@@ -417,25 +431,11 @@ def create_app(models: Sequence[ServedModel], settings: Settings | None = None) 
                 "logprobs": None,
                 "finish_reason": finish_reason(end) if end else None,
             }
-            return {
-                "id": rid,
-                "object": "text_completion",
-                "created": created,
-                "model": m.id,
-                "choices": [choice],
-            }
-
-        def done(ends: list[Finished]) -> list[dict[str, Any]]:
-            usage = count(m, ends)
-            if not include_usage(body):
-                return []
-            return [{**chunk(0, "", None), "choices": [], "usage": usage}]
+            return {**head, "choices": [choice]}
 
         if body.stream:
-            return streaming(stream_events(request, gens, chunk, done))
-        started = time.monotonic()
-        ends = [await collect(g) for g in gens]
-        latency.labels("completions").observe(time.monotonic() - started)
+            return streaming(stream_events(request, gens, chunk, usage_chunk(m, body, head)))
+        ends = await all_ended(gens, "completions")
         choices = []
         for i, (g, end) in enumerate(zip(gens, ends, strict=True)):
             choice = chunk(i, g.text, end)["choices"][0]
@@ -447,16 +447,9 @@ def create_app(models: Sequence[ServedModel], settings: Settings | None = None) 
                     "text_offset": [],
                 }
             choices.append(choice)
-        return {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": m.id,
-            "choices": choices,
-            "usage": count(m, ends),
-        }
+        return {**head, "choices": choices, "usage": count(m, ends)}
 
-    def chat_request(m: ServedModel, body: Any, messages: list[dict], tools: Any, asked: Any):
+    def chat_request(m: ServedModel, messages: list[dict], tools: Any, asked: int | None) -> Any:
         try:
             prompt, stops = chat_prompt(m.lm, messages, tools)
         except Exception as e:  # a template that refuses these messages (e.g. roles' order)
@@ -482,7 +475,7 @@ def create_app(models: Sequence[ServedModel], settings: Settings | None = None) 
             raise ApiError(400, "logprobs are offered on /v1/completions only", "logprobs")
         messages = [x.as_dict() for x in body.messages]
         asked = body.max_completion_tokens or body.max_tokens
-        prompt, new, stops = chat_request(m, body, messages, body.tools, asked)
+        prompt, new, stops = chat_request(m, messages, body.tools, asked)
         reqs = [
             Request(
                 prompt,
@@ -512,15 +505,9 @@ def create_app(models: Sequence[ServedModel], settings: Settings | None = None) 
             }
             return {**head, "choices": [choice]}
 
-        def done(ends: list[Finished]) -> list[dict[str, Any]]:
-            usage = count(m, ends)
-            return [{**head, "choices": [], "usage": usage}] if include_usage(body) else []
-
         if body.stream:
-            return streaming(stream_events(request, gens, chunk, done))
-        started = time.monotonic()
-        ends = [await collect(g) for g in gens]
-        latency.labels("chat").observe(time.monotonic() - started)
+            return streaming(stream_events(request, gens, chunk, usage_chunk(m, body, head)))
+        ends = await all_ended(gens, "chat")
         choices = []
         for i, (g, end) in enumerate(zip(gens, ends, strict=True)):
             text, calls = tool_calls(g.text) if body.tools else (g.text, [])
@@ -533,14 +520,8 @@ def create_app(models: Sequence[ServedModel], settings: Settings | None = None) 
             choices.append(
                 {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
             )
-        return {
-            "id": rid,
-            "object": "chat.completion",
-            "created": created,
-            "model": m.id,
-            "choices": choices,
-            "usage": count(m, ends),
-        }
+        whole = {**head, "object": "chat.completion"}
+        return {**whole, "choices": choices, "usage": count(m, ends)}
 
     @app.post("/v1/responses")
     async def responses(request: HttpRequest) -> Any:
@@ -565,7 +546,7 @@ def create_app(models: Sequence[ServedModel], settings: Settings | None = None) 
                     content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
                 role = "system" if item["role"] == "developer" else item["role"]
                 messages.append({"role": role, "content": content})
-        prompt, new, stops = chat_request(m, body, messages, None, body.max_output_tokens)
+        prompt, new, stops = chat_request(m, messages, None, body.max_output_tokens)
         req = Request(
             prompt,
             new,
