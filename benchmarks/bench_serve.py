@@ -6,12 +6,13 @@
 
 In one process, loopback only: the reference first, bare `generate` (greedy, one prompt at a
 time, `--tokens` new tokens at most, KV cache), timed per request; then the app on a free
-127.0.0.1 port (uvicorn in a thread) driven by the `openai` client from 1, 4 and 16 concurrent
-clients, each sending its share of `--requests` completions (greedy, the same prompts and
-budget), streamed and not. Per setting: time to first token (streamed), p50/p95 latency,
-generated tokens/s over the wall time, 5xx count. Ratios printed: batch-1 p50 against bare
-`generate`'s p50 (target <= 1.2) and throughput at 16 clients against 1 (target >= 3).
-Greedy decoding makes the server's text the bare model's, so both do the same work.
+127.0.0.1 port (uvicorn in a thread, the batches on the main thread as in `repolm serve`)
+driven by the `openai` client from 1, 4 and 16 concurrent clients, each sending its share of
+`--requests` completions (greedy, the same prompts and budget), streamed and not. Per setting:
+time to first token (streamed), p50/p95 latency, generated tokens/s over the wall time, 5xx
+count. Ratios printed: batch-1 p50 against bare `generate`'s p50 (target <= 1.2) and throughput
+at 16 clients against 1 (target >= 3). Greedy decoding makes the server's text the bare
+model's, so both do the same work.
 """
 
 from __future__ import annotations
@@ -124,24 +125,29 @@ def main() -> int:
 
     from repolm.lm import load_model
     from repolm.serve.app import ServedModel, Settings
-    from repolm.serve.engine import Engine
+    from repolm.serve.engine import Engine, Runner
     from test_serve import Server  # the test suite's loopback server in a thread
 
     lm = load_model(args.model, max_len=2048)
     asks = prompts(args.requests)
     bare(lm, asks[:2], 4)  # warm-up
     reference = bare(lm, asks, args.tokens)
-    engine = Engine(lm, max_batch=max(args.clients))
-    server = Server([ServedModel("bench", lm, engine)], Settings())
-    try:
-        rows = [
-            drive(server.url + "/v1", "bench", asks, args.tokens, n, stream)
-            for n in args.clients
-            for stream in (False, True)
-        ]
-    finally:
-        server.stop()
-        engine.close()
+    runner = Runner()  # as `repolm serve`: batches on this thread, HTTP on another
+    engine = Engine(lm, max_batch=max(args.clients), runner=runner)
+
+    def clients() -> list[dict]:
+        server = Server([ServedModel("bench", lm, engine)], Settings())
+        try:
+            return [
+                drive(server.url + "/v1", "bench", asks, args.tokens, n, stream)
+                for n in args.clients
+                for stream in (False, True)
+            ]
+        finally:
+            server.stop()
+            engine.close()
+
+    rows = runner.run_while(clients)
     one = next(r for r in rows if r["clients"] == min(args.clients) and not r["stream"])
     most = next(r for r in rows if r["clients"] == max(args.clients) and not r["stream"])
     ratios = {

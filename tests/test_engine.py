@@ -12,7 +12,16 @@ import pytest
 
 import repolm.lm as lm
 from conftest import save_base_model
-from repolm.serve.engine import Busy, Engine, Finished, Piece, Request, Sampling, _safe_end
+from repolm.serve.engine import (
+    Busy,
+    Engine,
+    Finished,
+    Piece,
+    Request,
+    Runner,
+    Sampling,
+    _safe_end,
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +143,39 @@ def test_logprobs_and_penalties(model: lm.LoadedModel) -> None:
         plain = "".join(engine.submit(Request(prompt, 24)).pieces())
         penalised = Sampling(frequency_penalty=2.0, presence_penalty=2.0)
         assert "".join(engine.submit(Request(prompt, 24, penalised)).pieces()) != plain
+
+
+def test_engines_sharing_a_runner_run_on_the_calling_thread(model: lm.LoadedModel) -> None:
+    """`run_while`: the batches of both engines run on this thread, the client on another; the
+    client's result comes back, and so does its exception, after which the runner is done."""
+    asks = prompts(model, 4)
+    with Engine(model) as alone:
+        expected = ["".join(alone.submit(Request(p, 12)).pieces()) for p in asks]
+    runner = Runner()
+    first, second = Engine(model, runner=runner), Engine(model, max_batch=2, runner=runner)
+    threads: set[str] = set()
+    real_run = first._run
+
+    def traced(batch: list) -> None:
+        threads.add(threading.current_thread().name)
+        real_run(batch)
+
+    first._run = traced  # type: ignore[method-assign]
+
+    def client() -> list[str]:
+        both = [e.submit(Request(p, 12)) for p in asks for e in (first, second)]
+        return ["".join(g.pieces()) for g in both]
+
+    got = runner.run_while(client)
+    assert got == [t for t in expected for _ in range(2)]
+    assert threads == {threading.current_thread().name}
+
+    def broken() -> None:
+        raise KeyError("from the client")
+
+    with pytest.raises(KeyError, match="from the client"):
+        Runner().run_while(broken)
+    for engine in (first, second):
+        engine.close(grace_s=1)
+        with pytest.raises(Busy):
+            engine.submit(Request(asks[0], 4))

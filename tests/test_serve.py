@@ -336,3 +336,56 @@ def test_the_address_and_the_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert api_keys(["flag"], keys) == ("flag", "env-a", "env-b", "file-key")
     with pytest.raises(RepolmError, match="cannot read the key file"):
         api_keys(None, tmp_path / "absent")
+
+
+@pytest.mark.slow  # two `repolm serve` processes: seconds each
+def test_the_cli_serves_until_sigterm_and_names_a_taken_port(tmp_path: Path) -> None:
+    """SIGTERM while a stream runs (as long as the tiny model writes before its EOS): the stream
+    still ends with `[DONE]`, then the server exits 0. A second server on the same port fails
+    in one line, without a traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = save_base_model(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    config["max_position_embeddings"] = 4096  # room for a stream that outlasts the signal
+    (path / "config.json").write_text(json.dumps(config))
+    port = free_port()
+    command = [sys.executable, "-m", "repolm", "serve", "--model", str(path), "--port", str(port)]
+    command += ["--context", "4096"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.2)
+        taken = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        assert taken.returncode != 0 and f"could not serve on 127.0.0.1:{port}" in taken.stderr
+        assert "Traceback" not in taken.stderr
+
+        body = {"model": str(path), "prompt": "def f(", "max_tokens": 3000, "stream": True}
+        ask = urllib.request.Request(
+            url + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(ask, timeout=30) as stream:
+            first = stream.readline()
+            assert first.startswith(b"data: {")
+            proc.send_signal(signal.SIGTERM)
+            rest = stream.read().decode()
+        assert rest.rstrip().endswith("data: [DONE]") and '"finish_reason":"' in rest.replace(
+            " ", ""
+        )
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()  # type: ignore[union-attr]

@@ -243,6 +243,7 @@ def complete(
     """Complete a prompt, or the code at a cursor (fill-in-the-middle where the model learned
     it), streaming the text as it is generated; it stops where the unit of code ends."""
     from repolm.serve.complete import at_cursor, complete, model_for
+    from repolm.serve.engine import Runner
 
     if (prompt is None) == (file is None):
         raise RepolmError("give a prompt or --file (not both)", "repolm complete --help")
@@ -254,13 +255,19 @@ def complete(
     except RepolmError:
         default = None
     lm = model_for(model, out, default, context)
-    text = ""
-    for piece in complete(lm, where, max_tokens, stop or (), temperature, top_p, language, seed):
-        text += piece
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    if sys.stdout.isatty() and not text.endswith("\n"):
-        sys.stdout.write("\n")
+    runner = Runner()  # the model runs here, on the thread that loaded it; printing on another
+
+    def show() -> None:
+        text = ""
+        args = (max_tokens, stop or (), temperature, top_p, language, seed, runner)
+        for piece in complete(lm, where, *args):
+            text += piece
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        if sys.stdout.isatty() and not text.endswith("\n"):
+            sys.stdout.write("\n")
+
+    runner.run_while(show)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from repolm.errors import RepolmError
 from repolm.layout import RunLayout
 from repolm.lm import LoadedModel, StopRule, cursor_prompt, special_stops
 from repolm.mine.languages import detect_language
-from repolm.serve.engine import Engine, Request, Sampling
+from repolm.serve.engine import Engine, Request, Runner, Sampling
 from repolm.syntax.boundaries import unit_stop
 from repolm.syntax.parsers import unit_start
 
@@ -103,10 +103,12 @@ def complete(
     top_p: float = 1.0,
     language: str | None = None,
     seed: int | None = None,
+    runner: Runner | None = None,
 ) -> Iterator[str]:
     """The completion of a prompt or at a cursor, in pieces as it is generated: text to insert
     at the cursor (a plain prompt's trailing whitespace, which the model rewrites, is not
-    repeated). Closing the iterator early stops the generation."""
+    repeated). Closing the iterator early stops the generation. The model runs on `runner`'s
+    thread, or on a thread of its own."""
     budget = max(1, min(max_tokens, lm.max_len // 2))
     if isinstance(prompt, Cursor):
         ids = cursor_prompt(lm, prompt.path, prompt.language, prompt.before, prompt.after, budget)
@@ -126,7 +128,7 @@ def complete(
         stop_rule=rule,
         stop_ids=special_stops(lm),
     )
-    with Engine(lm, max_batch=1, window_s=0) as engine:
+    with Engine(lm, max_batch=1, window_s=0, runner=runner) as engine:
         yield from _after(engine.submit(request).pieces(), before[len(given) :])
 
 

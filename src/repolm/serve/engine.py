@@ -3,7 +3,7 @@ together are generated together, as rows of one batch over the KV cache (transfo
 `generate`), each with its own sampling, seed, penalties, stop strings, stop rule, budget and
 deadline, and each streamed to its caller as it grows.
 
-Dynamic batching: a worker thread takes up to `max_batch` waiting requests (it waits
+Dynamic batching: the runner's thread takes up to `max_batch` waiting requests (it waits
 `window_s` for more to arrive once the first does), runs them as one batch, and hands each row
 its tokens as they are made. A row that is done (EOS, a stop id or string, its stop rule, its
 budget, its deadline, or its caller cancelling) stops there and its caller is answered at
@@ -30,11 +30,13 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from repolm.lm import LoadedModel, StopRule
+
+T = TypeVar("T")
 
 
 class Busy(Exception):
@@ -165,9 +167,81 @@ class Generation:
                 raise RuntimeError(event.error)
 
 
+class Runner:
+    """The one thread that runs the batches of every engine sharing it, oldest request first.
+
+    PyTorch on CPU wants one thread of the process to do its work: each thread that runs
+    operators gets its own OpenMP team, and once two teams share the cores their workers sleep
+    between operators instead of spinning. Measured here (SmolLM2-135M, 2 cores, 32 decoding
+    steps): 1.05 s on the thread that loaded the model, 1.7 s on a second thread. So the server
+    runs its batches on the main thread, the one that loaded its models, and its clients (the
+    HTTP server, a terminal printer) on another: `run_while(fn)`. An engine made without a
+    runner gets one of its own on a background thread (`start`), which is correct, and slower
+    where the process already ran PyTorch on another thread."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.engines: list[Engine] = []
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Run the batches on a background thread, until `stop`."""
+        self._thread = threading.Thread(target=self._loop, name="repolm-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the loop once nothing is waiting; wait for a background thread to end."""
+        with self.cond:
+            self._stopping = True
+            self.cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def run_while(self, fn: Callable[[], T]) -> T:
+        """Call `fn` on another thread and run the batches on this one until it returns; its
+        result, or its exception. An exception here (Ctrl-C) cancels every request first."""
+        done: list[T] = []
+        failed: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                done.append(fn())
+            except BaseException as e:  # its SystemExit, too: the caller decides
+                failed.append(e)
+            finally:
+                self.stop()
+
+        client = threading.Thread(target=call, name="repolm-client", daemon=True)
+        client.start()
+        try:
+            self._loop()
+        except BaseException:
+            for engine in self.engines:
+                engine._abandon()
+            raise
+        client.join()
+        if failed:
+            raise failed[0]
+        return done[0]
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: self._stopping or any(e._pending for e in self.engines))
+                ready = [e for e in self.engines if e._pending]
+                if not ready:
+                    return  # stopping, nothing left
+                engine = min(ready, key=lambda e: e._pending[0].submitted)
+            engine._step()
+            with self.cond:
+                self.cond.notify_all()  # for `Engine.close`, waiting for its batches to end
+
+
 class Engine:
-    """Batches a model's requests on one worker thread (see the module's doc). `submit` raises
-    `Busy` when `max_queue` requests are waiting already or the engine is closing."""
+    """Batches a model's requests (see the module's doc) on its runner's thread: a runner of
+    its own unless given one to share. `submit` raises `Busy` when `max_queue` requests are
+    waiting already or the engine is closing."""
 
     def __init__(
         self,
@@ -175,6 +249,7 @@ class Engine:
         max_batch: int = 16,
         max_queue: int = 64,
         window_s: float = 0.005,
+        runner: Runner | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -182,13 +257,17 @@ class Engine:
         self.max_batch, self.max_queue, self.window_s = max_batch, max_queue, window_s
         self._pending: deque[Generation] = deque()
         self._running: list[Generation] = []
-        self._cond = threading.Condition()
         self._closing = False
         self.batches = 0  # batches run, and rows in them: the mean batch size
         self.rows = 0
         self.tokens = 0  # tokens generated, over all rows
-        self._thread = threading.Thread(target=self._work, name="repolm-engine", daemon=True)
-        self._thread.start()
+        self._own = runner is None
+        self.runner = runner or Runner()
+        self._cond = self.runner.cond
+        with self._cond:
+            self.runner.engines.append(self)
+        if self._own:
+            self.runner.start()
 
     # -- the caller's side
     def submit(self, request: Request, loop: asyncio.AbstractEventLoop | None = None) -> Generation:
@@ -206,7 +285,7 @@ class Engine:
             if len(self._pending) >= self.max_queue:
                 raise Busy(f"{len(self._pending)} requests are waiting already")
             self._pending.append(generation)
-            self._cond.notify()
+            self._cond.notify_all()
         return generation
 
     @property
@@ -219,16 +298,18 @@ class Engine:
 
     def close(self, grace_s: float = 10.0) -> None:
         """Stop taking requests; let those taken finish for up to `grace_s` seconds, then
-        cancel the rest, and stop the worker."""
+        cancel the rest (and stop a runner of its own)."""
+        idle = lambda: not self._pending and not self._running  # noqa: E731
         with self._cond:
             self._closing = True
-            self._cond.notify()
-        self._thread.join(grace_s)
-        with self._cond:
-            for g in [*self._pending, *self._running]:
-                g.cancel()
-            self._cond.notify()
-        self._thread.join()
+            if not self._cond.wait_for(idle, grace_s):
+                for g in [*self._pending, *self._running]:
+                    g.cancel()
+                self._cond.notify_all()
+                if not self._cond.wait_for(idle, grace_s):  # a cancelled row ends at its next token
+                    self._abandon()  # nothing runs the batches any more
+        if self._own:
+            self.runner.stop()
 
     def __enter__(self) -> Engine:
         return self
@@ -236,19 +317,23 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the worker's side
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:
-                    return  # closing, nothing left
-            if self.window_s and len(self._pending) < self.max_batch:
-                time.sleep(self.window_s)  # requests sent together arrive a moment apart
-            batch = self._take()
-            if batch:
-                self._run(batch)
+    # -- the runner's side
+    def _step(self) -> None:
+        if self.window_s and len(self._pending) < self.max_batch:
+            time.sleep(self.window_s)  # requests sent together arrive a moment apart
+        batch = self._take()
+        if batch:
+            self._run(batch)
+
+    def _abandon(self) -> None:
+        """End every request now, unanswered by the model (the runner is gone)."""
+        with self._cond:
+            for g in [*self._pending, *self._running]:
+                if g.finished is None:
+                    g.cancel()
+                    g._emit(Finished("cancelled", len(g.request.prompt), 0))
+            self._pending.clear()
+            self._running = []
 
     def _take(self) -> list[Generation]:
         """The waiting requests that go into the next batch, oldest first: as many as fit the
