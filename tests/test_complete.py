@@ -142,3 +142,28 @@ def test_cli(tiny: Path, tmp_path: Path) -> None:
     ):
         bad = cli(*args, cwd=tmp_path)
         assert bad.returncode != 0 and problem in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_base_models_own_fim_tokens_prompt_its_own_format(tiny: Path, tmp_path: Path) -> None:
+    """A pretrained model with StarCoder's `<fim_prefix>` family (and no repolm record) is
+    prompted in that family's bare PSM format, by `repolm complete` and by the server."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from repolm.lm import cursor_prompt
+    from repolm.serve.prompts import completion_prompt
+
+    family = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    tokenizer.add_special_tokens({"additional_special_tokens": family})
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    model.resize_token_embeddings(len(tokenizer))
+    model.save_pretrained(tmp_path / "starcoder-like")
+    tokenizer.save_pretrained(tmp_path / "starcoder-like")
+    lm = load_model(tmp_path / "starcoder-like")
+    assert lm.fim and not lm.fim_header and load_model(tiny).fim is False
+    pre, suf, mid = tokenizer.convert_tokens_to_ids(family)
+    before, after = "def sub(a, b):\n    ", "\n\ndef mul(a, b):\n    pass\n"
+    expected = [pre, *lm.encode(before), suf, *lm.encode(after), mid]
+    assert cursor_prompt(lm, "calc.py", "python", before, after, 16) == expected
+    assert completion_prompt(lm, before, after) == expected
+    assert {pre, suf, mid} <= set(lm.special.values())  # generating one stops the completion

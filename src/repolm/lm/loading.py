@@ -30,7 +30,8 @@ class LoadedModel:
     max_len: int  # the longest sequence the model takes (prompt + generation)
     eos_ids: tuple[int, ...] = ()
     special: dict[str, int] = field(default_factory=dict)  # repolm's tokens the vocabulary has
-    fim: bool = False  # prompt fill-in-the-middle: it has repolm's FIM tokens and learned them
+    fim: bool = False  # prompt fill-in-the-middle: it has FIM tokens and learned them
+    fim_header: bool = True  # FIM after repolm's file header, or bare (a base's own FIM tokens)
 
     @property
     def pad_id(self) -> int:
@@ -81,6 +82,15 @@ def load_model(
     return wrap(model, tokenizer, str(path), max_len)
 
 
+# The FIM tokens of pretrained code-model families (prefix, suffix, middle; PSM order), for a
+# base repolm did not train: StarCoder, StarCoder2, SantaCoder, stable-code and Refact spell
+# them so, DeepSeek-Coder so; Qwen2.5-Coder and CodeGemma spell them as repolm does.
+BASE_FIM = (
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+    ("<\uff5cfim\u2581begin\uff5c>", "<\uff5cfim\u2581hole\uff5c>", "<\uff5cfim\u2581end\uff5c>"),
+)
+
+
 def wrap(model: Any, tokenizer: Any, path: str = "", max_len: int | None = None) -> LoadedModel:
     """A model already in memory (e.g. the one being trained) as a `LoadedModel`; `max_len`
     caps its context as in `load_model`."""
@@ -88,6 +98,16 @@ def wrap(model: Any, tokenizer: Any, path: str = "", max_len: int | None = None)
     info = getattr(model.config, MODEL_INFO, None) or {}
     # a model repolm trained says whether it saw FIM samples; any other trusts its tokens
     fim = all(t in special for t in (FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX)) and info.get("fim", True)
+    header = True
+    if not fim and not info:  # a pretrained model's own FIM tokens stand in for repolm's
+        vocab = tokenizer.get_vocab()
+        for family in BASE_FIM:
+            if all(t in vocab for t in family):
+                special.update(
+                    zip((FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE), map(vocab.get, family), strict=True)
+                )
+                fim, header = True, False  # and its prompt is its own format, bare
+                break
     eos = [tokenizer.eos_token_id, special.get(ENDOFTEXT)]
     context = min(int(getattr(model.config, "max_position_embeddings", None) or 2048), 32768)
     return LoadedModel(
@@ -99,4 +119,5 @@ def wrap(model: Any, tokenizer: Any, path: str = "", max_len: int | None = None)
         eos_ids=tuple(dict.fromkeys(i for i in eos if i is not None)) or (0,),
         special=special,
         fim=bool(fim),
+        fim_header=header,
     )

@@ -1,6 +1,7 @@
 """Completion prompts at a cursor in a file, in the training formats and fitted to the model's
 window: fill-in-the-middle (`FILE HEADER <|fim_prefix|>BEFORE<|fim_suffix|>AFTER<|fim_middle|>`)
-for a model that learned repolm's FIM tokens (`LoadedModel.fim`), the file document up to the
+for a model that learned repolm's FIM tokens (`LoadedModel.fim`), the same without the header
+in a pretrained model's own FIM tokens (e.g. `<fim_prefix>`), the file document up to the
 cursor for any other. The completion evaluation and `repolm complete` both prompt through here,
 so what is measured is what users get.
 """
@@ -53,9 +54,13 @@ def cursor_prompt(
     leaves the trailing whitespace of `before` for the model to write."""
     fim = lm.fim if fim is None else fim
     header = lm.encode_segments(dm.file_document_header(path, language))
+    if fim and not lm.fim_header:
+        header = []  # a pretrained model's own FIM format: its tokens, the code, nothing else
     room = lm.max_len - max_new - len(header)
     if not fim:
         return lm.encode_segments(dm.plain_prompt(path, language, fit_tail(lm, before, room)))
     tail = fit_head(lm, after, (room - 3) // 4)
     head = fit_tail(lm, before, room - 3 - len(lm.encode(tail)))
+    if not header:
+        return lm.encode_segments(dm.fim_segments(head, "", tail)[:-1])
     return lm.encode_segments(dm.fim_prompt(path, language, head, tail))
