@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -514,3 +515,30 @@ def calc_run(
         repo = calc_history(root / "repo", **history)
         run_pipeline(root / "run", repo.path, load_config(overrides=overrides), until=until)
     return repo.path, root / "run"
+
+
+class Scripted:
+    """Stands in for a model's `generate`: it writes `script`'s tokens one by one, as
+    transformers does (streamer first given the prompt, stopping criteria after each token)."""
+
+    def __init__(self, real: Any, script: list[int]) -> None:
+        self.real, self.script, self.written = real, script, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def generate(self, input_ids: Any, streamer: Any, stopping_criteria: Any, **kw: Any) -> Any:
+        import torch
+
+        streamer.put(input_ids)
+        for token in self.script[: kw["max_new_tokens"]]:
+            input_ids = torch.cat([input_ids, torch.tensor([[token]])], dim=1)
+            self.written += 1
+            streamer.put(torch.tensor([token]))
+            time.sleep(0.02)  # a model's pace: the reader keeps up
+            if token in kw["eos_token_id"] or all(
+                c(input_ids, None).all() for c in stopping_criteria
+            ):
+                break
+        streamer.end()
+        return input_ids

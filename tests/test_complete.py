@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import save_base_model
+from conftest import Scripted, save_base_model
 from repolm.config import load_config
 from repolm.errors import RepolmError
 from repolm.fsutil import write_text_atomic
@@ -57,33 +56,6 @@ def test_which_model(tiny: Path, tmp_path: Path) -> None:
         resolve_model("other", run)
     with pytest.raises(RepolmError, match="no model to complete with"):
         resolve_model(None, None, tmp_path / "nothing")
-
-
-class Scripted:
-    """Stands in for a model's `generate`: it writes `script`'s tokens one by one, as
-    transformers does (streamer first given the prompt, stopping criteria after each token)."""
-
-    def __init__(self, real: Any, script: list[int]) -> None:
-        self.real, self.script, self.written = real, script, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-    def generate(self, input_ids: Any, streamer: Any, stopping_criteria: Any, **kw: Any) -> Any:
-        import torch
-
-        streamer.put(input_ids)
-        for token in self.script[: kw["max_new_tokens"]]:
-            input_ids = torch.cat([input_ids, torch.tensor([[token]])], dim=1)
-            self.written += 1
-            streamer.put(torch.tensor([token]))
-            time.sleep(0.02)  # a model's pace: the reader keeps up
-            if token in kw["eos_token_id"] or all(
-                c(input_ids, None).all() for c in stopping_criteria
-            ):
-                break
-        streamer.end()
-        return input_ids
 
 
 def scripted(tiny: Path, text: str) -> Any:

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from conftest import save_base_model
+from conftest import Scripted, save_base_model
 from repolm.lm import load_model
 from repolm.serve.app import ServedModel, Settings, create_app
 from repolm.serve.engine import Engine
+from repolm.serve.prompts import ToolCallStream
 
 KEY = "sk-test-key"
 CHAT_TEMPLATE = (
@@ -389,3 +390,53 @@ def test_the_cli_serves_until_sigterm_and_names_a_taken_port(tmp_path: Path) -> 
             proc.kill()
         proc.wait()
         proc.stderr.close()  # type: ignore[union-attr]
+
+
+def test_tool_calls_stream_held_back_and_parsed(tmp_path: Path) -> None:
+    """A model that writes a Hermes-style call: without streaming it is `tool_calls`; streamed,
+    the text before it streams as content, no byte of the call does, and the call comes as a
+    `tool_calls` delta with finish_reason tool_calls, as openai-python accumulates it."""
+    import openai
+
+    lm = load_model(save_base_model(tmp_path / "model"))
+    lm.tokenizer.chat_template = CHAT_TEMPLATE
+    said = 'Look.<tool_call>{"name": "read", "arguments": {"path": "a"}}</tool_call>'
+    lm.model = Scripted(lm.model, lm.encode(said))
+    budget = len(lm.encode(said)) + 1
+    engine = Engine(lm)
+    server = Server([ServedModel("agent", lm, engine)], Settings())
+    tools = [{"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}]
+    ask = {"model": "agent", "messages": [{"role": "user", "content": "Read a"}], "tools": tools}
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        whole = client.chat.completions.create(**ask, max_tokens=budget).choices[0]
+        assert whole.finish_reason == "tool_calls" and whole.message.content == "Look."
+        (call,) = whole.message.tool_calls
+        assert call.function.name == "read" and json.loads(call.function.arguments) == {"path": "a"}
+        chunks = list(client.chat.completions.create(**ask, max_tokens=budget, stream=True))
+        content = "".join(c.choices[0].delta.content or "" for c in chunks)
+        assert content == "Look."
+        deltas = [d for c in chunks for d in c.choices[0].delta.tool_calls or []]
+        assert [(d.index, d.function.name) for d in deltas] == [(0, "read")]
+        assert json.loads(deltas[0].function.arguments) == {"path": "a"}
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    finally:
+        server.stop()
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("pieces", "sent", "rest"),
+    [
+        (["Hi <tool", "x> there"], "Hi <toolx> there", ""),  # not a call after all
+        (["a<", "tool_c", "all>{", '"name": "f"}</tool_call>'], "a", ""),
+        (["<tool_call>{broken</tool_call>"], "", "<tool_call>{broken</tool_call>"),
+    ],
+)
+def test_tool_call_stream_holds_back_only_what_may_be_a_call(
+    pieces: list[str], sent: str, rest: str
+) -> None:
+    held = ToolCallStream()
+    assert "".join(held.feed(p) for p in pieces) == sent
+    text, calls = held.end()
+    assert text == rest and len(calls) == (0 if rest or "tool" in sent else 1)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from repolm.lm import LoadedModel, special_stops
 from repolm.serve.engine import Busy, Engine, Finished, Generation, Piece, Request, Sampling
-from repolm.serve.prompts import chat_prompt, completion_prompt, tool_calls
+from repolm.serve.prompts import ToolCallStream, chat_prompt, completion_prompt, tool_calls
 
 
 @dataclass
@@ -491,18 +491,24 @@ def create_app(models: Sequence[ServedModel], settings: Settings | None = None) 
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": m.id}
         started_roles: set[int] = set()
+        # with tools, each choice's text is held back from a call's start to its end
+        held = [ToolCallStream() for _ in gens] if body.tools else None
 
         def chunk(i: int, text: str, end: Finished | None) -> dict[str, Any]:
+            calls: list[dict[str, Any]] = []
+            if held is not None:
+                text = held[i].feed(text)
+                if end is not None:
+                    rest, calls = held[i].end()
+                    text += rest
             delta: dict[str, Any] = {"content": text} if text or end is None else {}
             if i not in started_roles:
                 started_roles.add(i)
                 delta = {"role": "assistant", **delta, "content": delta.get("content", "")}
-            choice = {
-                "index": i,
-                "delta": delta,
-                "logprobs": None,
-                "finish_reason": finish_reason(end) if end else None,
-            }
+            if calls:
+                delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(calls)]
+            reason = "tool_calls" if calls else finish_reason(end) if end else None
+            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": reason}
             return {**head, "choices": [choice]}
 
         if body.stream:

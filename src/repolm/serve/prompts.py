@@ -20,6 +20,7 @@ from repolm.lm import LoadedModel
 QA_TURN = "Question: {question}\nAnswer: "
 QA_STOP = "\nQuestion:"
 
+TOOL_OPEN = "<tool_call>"
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 
 
@@ -80,3 +81,37 @@ def tool_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
             }
         )
     return (_TOOL_CALL.sub("", text).strip() if calls else text), calls
+
+
+class ToolCallStream:
+    """A streamed chat answer that may hold tool calls: `feed` returns the text that can go to
+    the client now, holding back from the first `<tool_call>` (or what may yet become one);
+    `end` returns the rest of the text and the calls it parsed into (`tool_calls`)."""
+
+    def __init__(self) -> None:
+        self.held = ""
+        self.calling = False
+
+    def feed(self, text: str) -> str:
+        self.held += text
+        if self.calling:
+            return ""
+        at = self.held.find(TOOL_OPEN)
+        if at >= 0:
+            self.calling = True
+        else:  # the longest end of the text that starts a call
+            at = next(
+                (
+                    len(self.held) - k
+                    for k in range(len(TOOL_OPEN) - 1, 0, -1)
+                    if self.held.endswith(TOOL_OPEN[:k])
+                ),
+                len(self.held),
+            )
+        sent, self.held = self.held[:at], self.held[at:]
+        return sent
+
+    def end(self) -> tuple[str, list[dict[str, Any]]]:
+        text, calls = tool_calls(self.held)
+        self.held = ""
+        return text, calls
