@@ -76,3 +76,42 @@ def test_a_row_stops_generating_once_its_rule_cuts(tmp_path: Path) -> None:
     assert len(seen) == 2  # once during generation (then the row is done), once at the end
     budgets = lm.generate(model, prompts, [3, 12])
     assert budgets == [lm.generate(model, prompts, 3)[0], whole[1]]
+
+
+def test_a_lora_adapter_alone_loads_merged_onto_its_grown_base(tmp_path: Path) -> None:
+    """A run saved `train.save: adapter` whose tokenizer grew (repolm's tokens): its base is
+    grown as training grew it and the adapter merged, so serving, completing and evaluating
+    it work; a base that is not here is a one-line error."""
+    import shutil
+
+    import pytest
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conftest import save_base_model
+    from repolm.errors import RepolmError
+
+    base = save_base_model(tmp_path / "base")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|fim_prefix|>", "<|file|>"]})
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
+    torch.manual_seed(0)
+    lora = LoraConfig(
+        r=4,
+        target_modules=["q_proj", "v_proj"],
+        modules_to_save=["embed_tokens", "lm_head"],
+        init_lora_weights=False,
+    )
+    trained = get_peft_model(model, lora).eval()
+    trained.save_pretrained(tmp_path / "adapter")
+    tokenizer.save_pretrained(tmp_path / "adapter")
+    loaded = lm.load_model(tmp_path / "adapter", precision="fp32")
+    ids = torch.tensor([loaded.encode("def op_1(a, b):")])
+    with torch.no_grad():
+        diff = (loaded.model(ids).logits - trained(ids).logits).abs().max().item()
+    assert diff < 1e-4 and loaded.special["<|file|>"] == len(tokenizer) - 1
+    shutil.rmtree(base)
+    with pytest.raises(RepolmError, match="needs its base"):
+        lm.load_model(tmp_path / "adapter")

@@ -60,7 +60,8 @@ def load_model(
     """A Hugging Face causal LM from a local directory (or the local hub cache), on the best
     device, in the precision it computes natively (fp32 on a CPU without bf16). `max_len`
     caps the sequences it is given (prompt + generation, a scoring window) below its own
-    context: evaluation keeps to what training saw, and a long context costs quadratically."""
+    context: evaluation keeps to what training saw, and a long context costs quadratically.
+    A LoRA adapter directory (a run saved `train.save: adapter`) is merged onto its base."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,9 +70,12 @@ def load_model(
     dtype = torch_dtype(choose_precision(precision, info))
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            where, dtype=dtype, trust_remote_code=trust_remote_code
-        )
+        if _is_adapter(Path(where)):
+            model = _merged_adapter(Path(where), len(tokenizer), dtype, trust_remote_code)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                where, dtype=dtype, trust_remote_code=trust_remote_code
+            )
     except (OSError, ValueError) as e:
         raise RepolmError(
             f"cannot load a causal language model from {path}: {str(e).splitlines()[0]}",
@@ -80,6 +84,37 @@ def load_model(
     device = torch.device("cuda" if info.kind == "cuda" else "cpu")
     model.to(device).eval()
     return wrap(model, tokenizer, str(path), max_len)
+
+
+def _is_adapter(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def _merged_adapter(path: Path, vocab: int, dtype: Any, trust_remote_code: bool) -> Any:
+    """The adapter in `path` merged onto its base (resolved as any base is: a directory, a
+    GGUF, a built-in name, the local hub cache), the base's vocabulary grown to the adapter's
+    tokenizer first, as training grew it."""
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    name = config.get("base_model_name_or_path") or ""
+    try:
+        base_dir = local_model_dir(name)
+    except RepolmError as e:
+        raise RepolmError(
+            f"the LoRA adapter in {path} needs its base {name!r}: {e.message}",
+            "install or copy that base here, or export the run merged (repolm export "
+            "--format merged)",
+        ) from None
+    base = AutoModelForCausalLM.from_pretrained(
+        base_dir, dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    if base.get_input_embeddings().weight.shape[0] < vocab:
+        base.resize_token_embeddings(vocab, pad_to_multiple_of=64)  # as train.models does
+    return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
 
 
 # The FIM tokens of pretrained code-model families (prefix, suffix, middle; PSM order), for a
