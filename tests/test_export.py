@@ -213,3 +213,37 @@ def test_a_lora_run_on_a_gguf_base_exports_back_to_gguf(
     done = export_model(out, fmt="gguf", dtype="f32")
     got = logits(done.path.parent, trained, gguf_file=done.path.name)
     assert (got - logits(trained)).abs().max().item() < 1e-4
+
+
+def test_the_serving_commands_fit_what_they_serve(tmp_path: Path) -> None:
+    """Test-by-config of vLLM, llama.cpp and Ollama on the export (none runs here): each
+    command names files that exist, in the shape its engine reads (a safetensors directory
+    of a supported architecture and no remote code; a GGUF whose context is the `-c` given),
+    with the window the model has."""
+    import json
+    import shlex
+
+    from gguf import GGUFReader
+
+    layout = make_run(tmp_path / "run", [])
+    save_base_model(layout.model_dir("main"))
+    merged = export_model(layout.out, fmt="merged")
+    (vllm,) = [shlex.split(c) for c in merged.commands()]
+    assert vllm[:2] == ["vllm", "serve"] and vllm[vllm.index("--served-model-name") + 1] == "main"
+    directory = Path(vllm[2])
+    config = json.loads((directory / "config.json").read_text())
+    assert config["architectures"][0] in ("LlamaForCausalLM", "Qwen2ForCausalLM")
+    assert "auto_map" not in config and list(directory.glob("*.safetensors"))
+    assert not list(directory.glob("*.bin")) and (directory / "tokenizer.json").is_file()
+    assert int(vllm[vllm.index("--max-model-len") + 1]) == config["max_position_embeddings"]
+
+    gguf = export_model(layout.out, fmt="gguf", dtype="f32")
+    server, ollama = (shlex.split(c) for c in gguf.commands())
+    file = Path(server[server.index("-m") + 1])
+    fields = GGUFReader(file).fields
+    context = fields["llama.context_length"]
+    assert int(server[server.index("-c") + 1]) == int(context.parts[context.data[0]][0])
+    assert ollama[:3] == ["ollama", "create", "main"]
+    modelfile = Path(ollama[ollama.index("-f") + 1])
+    assert modelfile.read_text().startswith(f"FROM ./{file.name}\n")
+    assert (modelfile.parent / file.name).is_file()

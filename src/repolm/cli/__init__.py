@@ -200,6 +200,7 @@ def export(
     out_dir = out if out is not None else default_out(repo, None)[1]
     done = export_model(out_dir, model, format_, dtype)
     typer.echo(f"{done.format}: {done.path}" + (f" ({done.modelfile})" if done.modelfile else ""))
+    typer.echo("serve it with:\n" + "\n".join(f"  {c}" for c in done.commands()))
 
 
 @app.command()

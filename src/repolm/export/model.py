@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,21 @@ class Exported:
     path: Path  # the merged directory or the GGUF file
     modelfile: Path | None = None
     bytes: int = 0
+    context: int = 2048  # the model's window
+
+    def commands(self) -> list[str]:
+        """How to serve the export with an engine built for throughput (docs/serving.md)."""
+        where = shlex.quote(str(self.path))
+        if self.format == "merged":
+            return [
+                f"vllm serve {where} --served-model-name {self.model} "
+                f'--max-model-len {self.context} --api-key "$KEY"'
+            ]
+        commands = [f'llama-server -m {where} -c {self.context} --port 8000 --api-key "$KEY"']
+        if self.modelfile is not None:
+            modelfile = shlex.quote(str(self.modelfile))
+            commands.append(f"ollama create {self.model} -f {modelfile}")
+        return commands
 
 
 def export_model(
@@ -57,11 +73,12 @@ def export_model(
             with atomic_dir(dest / "merged") as tmp:
                 _copy_model(trained, tmp)
         path = dest / "merged"
-        result = Exported(name, fmt, path, bytes=_size(path))
+        result = Exported(name, fmt, path, bytes=_size(path), context=_context(source))
     else:
         path = dest / f"{name}-{dtype}.gguf"
         info = write_gguf(source, path, dtype, name=name)
-        result = Exported(name, fmt, path, _write_modelfile(source, path), info["bytes"])
+        modelfile = _write_modelfile(source, path)
+        result = Exported(name, fmt, path, modelfile, info["bytes"], _context(source))
     log.info(f"export {name}: {fmt} written to {result.path} ({result.bytes / 1e6:,.1f} MB)")
     return result
 
@@ -105,6 +122,11 @@ def _merge_adapter(layout: RunLayout, name: str, spec: dict[str, Any]) -> Path:
     return where
 
 
+def _context(source: Path) -> int:
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    return int(config.get("max_position_embeddings") or 2048)
+
+
 def _write_modelfile(source: Path, gguf_file: Path) -> Path:
     from transformers import AutoTokenizer
 
@@ -112,7 +134,7 @@ def _write_modelfile(source: Path, gguf_file: Path) -> Path:
     config = json.loads((source / "config.json").read_text(encoding="utf-8"))
     text = modelfile(
         gguf_file.name,
-        int(config.get("max_position_embeddings") or 2048),
+        _context(source),
         tok.get_vocab(),
         tok.eos_token,
         tok.chat_template if isinstance(tok.chat_template, str) else None,
