@@ -2,7 +2,9 @@
 """Benchmark `repolm serve` against bare `model.generate` on the same model and prompts.
 
     python benchmarks/bench_serve.py [--model smollm2-135m|DIR] [--tokens 32] [--requests 16]
-                                     [--clients 1 4 16] [--json FILE]
+                                     [--clients 1 4 16] [--source src/repolm] [--json FILE]
+
+The prompts are the first 12 lines of `--requests` Python files under `--source` (real code).
 
 In one process, loopback only: the reference first, bare `generate` (greedy, one prompt at a
 time, `--tokens` new tokens at most, KV cache), timed per request; then the app on a free
@@ -26,15 +28,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def prompts(n: int) -> list[str]:
-    return [
-        f'def parse_{i}(text: str) -> list[str]:\n    """Split the text into words."""\n'
-        for i in range(n)
-    ]
+def prompts(n: int, source: Path) -> list[str]:
+    """The first 12 lines of `n` Python files under `source` (sorted, so the same every run):
+    real code, which a model tuned on it goes on writing."""
+    files = sorted(f for f in source.rglob("*.py") if f.stat().st_size > 400)
+    if len(files) < n:
+        raise SystemExit(f"{source} has {len(files)} Python files of 400+ bytes; {n} needed")
+    step = len(files) / n
+    chosen = [files[int(k * step)] for k in range(n)]
+    return ["".join(f.read_text().splitlines(keepends=True)[:12]) for f in chosen]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -61,7 +68,12 @@ def bare(lm, asks: list[str], tokens: int) -> dict:
             )
         times.append(time.perf_counter() - t0)
         made += out.shape[1] - ids.shape[1]
-    return {"p50_s": pct(times, 0.5), "p95_s": pct(times, 0.95), "tokens_s": made / sum(times)}
+    return {
+        "p50_s": pct(times, 0.5),
+        "p95_s": pct(times, 0.95),
+        "tokens_s": made / sum(times),
+        "tokens_per_request": made / len(asks),
+    }
 
 
 def drive(url: str, model: str, asks: list[str], tokens: int, clients: int, stream: bool) -> dict:
@@ -110,6 +122,7 @@ def drive(url: str, model: str, asks: list[str], tokens: int, clients: int, stre
         "p95_s": pct(lat, 0.95),
         "ttft_p50_s": pct(firsts, 0.5) if firsts else None,
         "tokens_s": sum(r[2] for r in results) / wall,
+        "tokens_per_request": sum(r[2] for r in results) / len(results),
         "errors_5xx": errors,
     }
 
@@ -120,6 +133,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--source", type=Path, default=ROOT / "src" / "repolm")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -129,7 +143,7 @@ def main() -> int:
     from test_serve import Server  # the test suite's loopback server in a thread
 
     lm = load_model(args.model, max_len=2048)
-    asks = prompts(args.requests)
+    asks = prompts(args.requests, args.source)
     bare(lm, asks[:2], 4)  # warm-up
     reference = bare(lm, asks, args.tokens)
     runner = Runner()  # as `repolm serve`: batches on this thread, HTTP on another
@@ -157,17 +171,18 @@ def main() -> int:
     }
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.model}")
     print(f"{args.requests} requests of at most {args.tokens} tokens, greedy\n")
-    print("| setting | p50 s | p95 s | TTFT p50 s | tokens/s | 5xx |\n|---|--:|--:|--:|--:|--:|")
+    print("| setting | p50 s | p95 s | TTFT p50 s | tokens/s | tokens/request | 5xx |")
+    print("|---|--:|--:|--:|--:|--:|--:|")
     print(
         f"| bare generate, one at a time | {reference['p50_s']:.3f} | {reference['p95_s']:.3f} "
-        f"| | {reference['tokens_s']:.1f} | |"
+        f"| | {reference['tokens_s']:.1f} | {reference['tokens_per_request']:.1f} | |"
     )
     for r in rows:
         ttft = f"{r['ttft_p50_s']:.3f}" if r["ttft_p50_s"] is not None else ""
         print(
             f"| serve, {r['clients']} client(s){', stream' if r['stream'] else ''} "
             f"| {r['p50_s']:.3f} | {r['p95_s']:.3f} | {ttft} | {r['tokens_s']:.1f} "
-            f"| {r['errors_5xx']} |"
+            f"| {r['tokens_per_request']:.1f} | {r['errors_5xx']} |"
         )
     print()
     for name, value in ratios.items():
