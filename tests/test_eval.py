@@ -432,3 +432,24 @@ def test_suite_code_and_qa_commands(tiny_model: Path, tmp_path: Path) -> None:
     assert sum(result["statuses"].values()) == 2
     r = cli("eval", "code", "--model", str(tiny_model), "--samples", "3")
     assert r.returncode == 2 and "temperature" in r.stderr
+
+
+def test_eval_batch_size_reaches_every_generation(trained, tmp_path, monkeypatch) -> None:
+    """`eval.batch_size` is the batch of the completion and commit-message tasks and the
+    suites (next_change scores, it does not generate)."""
+    from repolm.eval import behaviour, completion, messages
+
+    repo, _ = trained
+    out = fresh(trained, tmp_path)
+    seen: list[int] = []
+    for module in (behaviour, completion, messages):
+        real = module.generate
+
+        def recording(*args, real=real, **kw):  # type: ignore[no-untyped-def]
+            seen.append(kw["batch_size"])
+            return real(*args, **kw)
+
+        monkeypatch.setattr(module, "generate", recording)
+    sets = [*DATA, *TINY, "eval.max_items=3", "eval.batch_size=3", "eval.base_model=false"]
+    run_pipeline(out, repo, load_config(overrides=sets), only=["eval"])
+    assert len(seen) >= 3 and set(seen) == {3}

@@ -538,6 +538,13 @@ class EvalConfig(Section):
         "are cut to leave room for their generation within it. None: the build's seq_len "
         "(what training saw); never more than the model's own context.",
     )
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="Rows generated together by the generation tasks, suites, code benchmarks "
+        "and QA. On a CPU a larger batch is much faster (per-step overhead dominates); on a "
+        "GPU the KV cache grows with it.",
+    )
     base_model: bool = Field(
         default=True,
         description="For a fine-tuned model, also measure its base model before fine-tuning, "

@@ -252,13 +252,15 @@ def _cut_next_question(text: str) -> int | None:
     return at if at >= 0 else None
 
 
-def run_suite(lm: LoadedModel, suite: Suite, max_new_tokens: int = 256) -> dict[str, Any]:
+def run_suite(
+    lm: LoadedModel, suite: Suite, max_new_tokens: int = 256, batch_size: int = 8
+) -> dict[str, Any]:
     """Greedy answers to every test (prompts in `PROMPT_FORMAT`, at most `max_new_tokens` new
     tokens but no more than half the model's context), scored: `score_suite`'s result with each
     test's prompt and answer added, and the generation settings under `generation`."""
     new_tokens = max(1, min(max_new_tokens, lm.max_len // 2))
     prompts = [lm.encode(format_prompt(t.prompt)) for t in suite.tests]
-    texts = generate(lm, prompts, new_tokens, stop=_cut_next_question)
+    texts = generate(lm, prompts, new_tokens, stop=_cut_next_question, batch_size=batch_size)
     answers = {t.id: text.strip() for t, text in zip(suite.tests, texts, strict=True)}
     result = score_suite(suite, answers)
     prompt_of = {t.id: t.prompt for t in suite.tests}

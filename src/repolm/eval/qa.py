@@ -224,7 +224,7 @@ QA_PROMPT = "Context:\n{context}\nQuestion: {question}\nAnswer: "
 
 
 def answer_questions(
-    lm: LoadedModel, items: Sequence[QAItem], max_new_tokens: int = 64
+    lm: LoadedModel, items: Sequence[QAItem], max_new_tokens: int = 64, batch_size: int = 8
 ) -> list[str]:
     """Greedy answers, one line each, to `QA_PROMPT` (the context left out when an item has
     none); the prompt is cut from the left when it does not fit the model."""
@@ -237,14 +237,22 @@ def answer_questions(
         for i in items
     ]
     budget = max(1, min(max_new_tokens, lm.max_len // 4))
-    texts = generate(lm, prompts, budget, stop=lambda t: t.find("\n") if "\n" in t else None)
+    texts = generate(
+        lm,
+        prompts,
+        budget,
+        stop=lambda t: t.find("\n") if "\n" in t else None,
+        batch_size=batch_size,
+    )
     return [t.strip() for t in texts]
 
 
-def run_qa(lm: LoadedModel, path: Path, max_new_tokens: int = 64) -> dict[str, Any]:
+def run_qa(
+    lm: LoadedModel, path: Path, max_new_tokens: int = 64, batch_size: int = 8
+) -> dict[str, Any]:
     """`score_qa` of the model's answers to a QA file, with a few examples."""
     items = read_qa(path)
-    answers = answer_questions(lm, items, max_new_tokens)
+    answers = answer_questions(lm, items, max_new_tokens, batch_size)
     result: dict[str, Any] = {"data": str(path), **score_qa(items, answers)}
     result["samples"] = [
         {"question": i.question, "answer": a, "reference": list(i.answers)}

@@ -197,7 +197,7 @@ def measure(
     for suite in cfg.suites:
         with measured(report, f"{name}: suite {suite}"):
             result.setdefault("suites", {})[Path(suite).stem] = run_suite(
-                lm, resolve_suite(suite, layout.out), cfg.suite_tokens
+                lm, resolve_suite(suite, layout.out), cfg.suite_tokens, cfg.batch_size
             )
     code = {"humaneval": cfg.humaneval, "mbpp": cfg.mbpp}
     for bench in (b for b, wanted in code.items() if wanted):
@@ -205,7 +205,7 @@ def measure(
             result.setdefault("code", {})[bench] = run_code(lm, bench, cfg)
     if cfg.qa:
         with measured(report, f"{name}: qa"):
-            result["qa"] = run_qa(lm, Path(cfg.qa))
+            result["qa"] = run_qa(lm, Path(cfg.qa), batch_size=cfg.batch_size)
     return result
 
 
@@ -216,10 +216,11 @@ def run_code(lm: Any, bench: str, cfg: EvalConfig) -> dict[str, Any]:
         if bench == "humaneval"
         else codebench.mbpp_problems(Path(cfg.mbpp or ""), cfg.code_limit)
     )
-    samples = codebench.generate_samples(lm, problems)
+    samples = codebench.generate_samples(lm, problems, batch_size=cfg.batch_size)
     return codebench.evaluate(problems, samples, ks=(1,))
 
 
+GENERATING = {"completion", "commit_messages"}  # next_change scores, it does not generate
 TASKS = {
     "completion": "repolm.eval.completion:evaluate_completion",
     "next_change": "repolm.eval.next_change:evaluate_next_change",
@@ -245,7 +246,8 @@ def run_tasks(
         module, _, func = TASKS[task].partition(":")
         run = getattr(importlib.import_module(module), func)
         with measured(report, f"{name}: {task}"):
-            results[task] = run(lm, layout.eval_sets_dir, layout.out, split, cfg.max_items)
+            batch = {"batch_size": cfg.batch_size} if task in GENERATING else {}
+            results[task] = run(lm, layout.eval_sets_dir, layout.out, split, cfg.max_items, **batch)
             results[task]["samples"] = results[task].get("samples", [])[: cfg.samples]
     return results
 
