@@ -120,6 +120,8 @@ class Generation:
         self.cancelled.set()
 
     def _emit(self, event: Event) -> None:
+        if self.finished is not None:
+            return  # ended already (abandoned while its batch still ran): nothing after the end
         if isinstance(event, Piece):
             self.text += event.text
         else:
